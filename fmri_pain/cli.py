@@ -1,0 +1,207 @@
+"""Command line: a BIDS App plus ``simulate``, ``demo`` and ``atlas``.
+
+::
+
+    fmri-pain BIDS_DIR OUTPUT_DIR participant [--participant-label 01 02] [--derivatives DIR]
+    fmri-pain BIDS_DIR OUTPUT_DIR group
+    fmri-pain simulate OUT [--subjects N] [--seed S] [--derivatives]
+    fmri-pain demo OUT
+    fmri-pain atlas OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from fmri_pain import __version__
+from fmri_pain.errors import InputError
+from fmri_pain.spec import SpecError
+
+LOGGER = logging.getLogger("fmri_pain")
+
+_DESCRIPTION = """\
+fmri-pain: fMRI of a SCS / DRGS / DUAL crossover trial in refractory neuropathic pain.
+
+BIDS-App usage:
+  fmri-pain BIDS_DIR OUTPUT_DIR participant   preprocess (raw input) or read fMRIPrep
+                                              derivatives (--derivatives), fit first-level
+                                              GLMs, within-subject condition contrasts
+  fmri-pain BIDS_DIR OUTPUT_DIR group         crossover group models, thresholds, cluster
+                                              tables, permutation inference, pain pathways
+
+Other commands:
+  fmri-pain simulate OUT                      write a simulated trial (raw BIDS, optional
+                                              fMRIPrep-style derivatives, ground truth)
+  fmri-pain demo OUT                          simulate a small trial and run both levels
+  fmri-pain atlas OUT                         write the pain-pathway atlas on the MNI grid
+
+Run `fmri-pain COMMAND --help` or `fmri-pain BIDS_DIR OUTPUT_DIR participant --help`.
+"""
+
+_COMMANDS = ("simulate", "demo", "atlas")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``fmri-pain`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_DESCRIPTION)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        print(f"fmri-pain {__version__}")
+        return 0
+    try:
+        if argv[0] in _COMMANDS:
+            args = _command_parser(argv[0]).parse_args(argv[1:])
+            _setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
+            return {"simulate": _simulate, "demo": _demo, "atlas": _atlas}[argv[0]](args)
+        args = _bids_app_parser().parse_args(argv)
+        _setup_logging(args.verbose - args.quiet)
+        return _bids_app(args)
+    except (SpecError, InputError) as exc:
+        print(f"fmri-pain: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _bids_app_parser() -> argparse.ArgumentParser:
+    from fmri_pain.execution import add_execution_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="fmri-pain", description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("bids_dir", type=Path, help="the raw BIDS dataset of the trial")
+    parser.add_argument("output_dir", type=Path, help="where derivatives are written")
+    parser.add_argument("analysis_level", choices=["participant", "group"],
+                        help="participant: per-subject stages; group: group models")
+    parser.add_argument("--participant-label", "--participant_label", nargs="+", default=None,
+                        metavar="LABEL", help="subjects to analyse (with or without 'sub-')")
+    parser.add_argument("--derivatives", type=Path, default=None, metavar="DIR",
+                        help="fMRIPrep derivatives to start from (skips preprocessing)")
+    parser.add_argument("--spec", type=Path, default=None, metavar="FILE",
+                        help="analysis spec (YAML/JSON); defaults: pipelines/trial.yaml")
+    parser.add_argument("--work-dir", "-w", type=Path, default=None, metavar="DIR",
+                        help="Nipype working directory (default: OUTPUT_DIR/../work)")
+    add_execution_arguments(parser)
+    return parser
+
+
+def _command_parser(command: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"fmri-pain {command}")
+    parser.add_argument("output_dir", type=Path, help="output folder")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    parser.add_argument("-q", "--quiet", action="count", default=0)
+    if command in ("simulate", "demo"):
+        parser.add_argument("--subjects", type=int, default=6 if command == "simulate" else 8,
+                            help="number of simulated subjects")
+        parser.add_argument("--seed", type=int, default=0, help="random seed (deterministic)")
+        parser.add_argument("--volumes", type=int, default=100, help="volumes per run")
+        parser.add_argument("--voxel-size", type=float, default=4.0, help="voxel size in mm")
+    if command == "simulate":
+        parser.description = ("Write a simulated crossover trial: OUT/bids (raw BIDS), "
+                              "OUT/derivatives/fmriprep (with --derivatives), OUT/truth.")
+        parser.add_argument("--derivatives", action="store_true",
+                            help="also write fMRIPrep-style derivatives in MNI space")
+        parser.add_argument("--null", action="store_true", help="no activation anywhere")
+        parser.add_argument("--ppi", action="store_true",
+                            help="add a condition-dependent coupling between two nodes")
+    if command == "demo":
+        parser.description = ("Simulate a small trial into OUT/sourcedata and run the "
+                              "participant and group levels into OUT.")
+        parser.add_argument("--scheduler", default="local",
+                            help="execution back-end for the participant level (default local)")
+    if command == "atlas":
+        parser.description = "Write the pain-pathway atlas (labels NIfTI, TSV, figure)."
+        parser.add_argument("--pain-side", choices=["left", "right"], default="right",
+                            help="side of the pain (contralateral nodes flip)")
+        parser.add_argument("--voxel-size", type=float, default=2.0, help="grid in mm")
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S", force=True)
+    for noisy in ("nipype", "distributed", "bids", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _bids_app(args: argparse.Namespace) -> int:
+    from fmri_pain.execution import execution_spec_from_args
+    from fmri_pain.layout import load_layout
+    from fmri_pain.spec import load_spec
+
+    spec = execution_spec_from_args(load_spec(args.spec), args)
+    output_dir = args.output_dir.resolve()
+    if output_dir == args.bids_dir.resolve():
+        raise InputError("OUTPUT_DIR must differ from BIDS_DIR", path=output_dir)
+    layout = load_layout(args.bids_dir, args.derivatives, spec=spec,
+                         participant_label=args.participant_label,
+                         check_data=args.analysis_level == "participant")
+    print(layout.summary_text() if hasattr(layout, "summary_text") else layout.summary().to_string())
+    if args.analysis_level == "participant":
+        return _participant(layout, spec, output_dir, args)
+    return _group(layout, spec, output_dir)
+
+
+def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:
+    from fmri_pain.derivatives import write_dataset_description
+    from fmri_pain.execution import run_participants
+
+    write_dataset_description(output_dir, layout.bids_dir)
+    for error in layout.errors:
+        LOGGER.error("%s", error)
+    runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
+    summary = run_participants(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
+                               force=args.force, verbosity=1 + args.verbose - args.quiet,
+                               input_errors=layout.failed_subjects)
+    return summary.exit_code or (1 if layout.errors else 0)
+
+
+def _group(layout, spec, output_dir: Path) -> int:
+    from fmri_pain.group_level import run_group_level
+
+    result = run_group_level(output_dir, layout.runs, spec)
+    if result.left_out:
+        print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
+    print(f"group report: {result.report}")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from fmri_pain.simulate import simulate_trial
+
+    start = time.perf_counter()
+    sim = simulate_trial(args.output_dir, n_subjects=args.subjects, seed=args.seed,
+                         voxel_size=args.voxel_size, n_volumes=args.volumes,
+                         derivatives=args.derivatives, null=args.null, ppi=args.ppi)
+    print(f"simulated {args.subjects} subjects in {time.perf_counter() - start:.1f} s")
+    print(f"  raw BIDS:    {sim.bids_dir}")
+    if sim.derivatives_dir:
+        print(f"  derivatives: {sim.derivatives_dir}")
+    print(f"  truth:       {sim.truth_dir}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fmri_pain.demo import run_demo
+
+    return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
+                    n_volumes=args.volumes, voxel_size=args.voxel_size,
+                    scheduler=args.scheduler)
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from fmri_pain.pathways.atlas import write_atlas
+
+    paths = write_atlas(args.output_dir, voxel_size=args.voxel_size, pain_side=args.pain_side)
+    for kind, path in paths.items():
+        print(f"  {kind}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Group-level models for the crossover: design matrices and nilearn fits.
+
+Two routes answer "how do the conditions differ?":
+
+``repeated``
+    The full repeated-measures model on every subject x condition map:
+    one column per condition, subject columns (the first subject is the
+    reference, absorbed by the condition columns), period dummies and optional
+    session-level covariates. Differences between conditions are t contrasts;
+    ``conditionF`` is the F test. Subjects with a missing session contribute
+    what they have.
+``paired``
+    A one-sample test of each subject's within-subject difference map, with
+    the difference of the two periods as covariate so the intercept is the
+    condition difference adjusted for period.
+
+Per condition (``scs``, ``drgs``, ``dual``) the route is ``one-sample``: the
+mean ON > OFF effect over subjects, with optional mean-centred covariates
+whose slopes are reported as their own maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.glm.second_level import SecondLevelModel
+
+from fmri_pain.trial import Contrast
+
+
+@dataclass
+class GroupDesign:
+    """A group design matrix with the contrasts defined on it.
+
+    Attributes
+    ----------
+    route : str
+        ``one-sample``, ``repeated`` or ``paired``.
+    design : DataFrame
+        One row per input map, one column per regressor.
+    contrasts : dict of str to ndarray
+        Contrast name -> weight vector (t) or matrix (F) over ``design``'s columns.
+    rows : DataFrame
+        What each row is (subject, condition, period ...).
+    """
+
+    route: str
+    design: pd.DataFrame
+    contrasts: dict[str, np.ndarray]
+    rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def stat_type(self, name: str) -> str:
+        """``F`` for matrix contrasts, ``t`` otherwise."""
+        return "F" if np.ndim(self.contrasts[name]) == 2 else "t"
+
+
+def _centred(values: pd.Series, name: str) -> np.ndarray:
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().any():
+        missing = values.index[numeric.isna()].tolist()
+        raise ValueError(f"covariate {name!r} is missing or not numeric for rows {missing}")
+    return (numeric - numeric.mean()).to_numpy(dtype=float)
+
+
+def covariate_label(name: str) -> str:
+    """BIDS-safe camelCase label of a covariate: ``pain_relief`` -> ``PainRelief``."""
+    return "".join(part.capitalize() for part in str(name).replace("-", "_").split("_") if part)
+
+
+def one_sample_design(rows: pd.DataFrame, covariates: tuple[str, ...] = ()) -> GroupDesign:
+    """Intercept plus mean-centred covariates.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        One row per subject map, with the covariate columns.
+    covariates : tuple of str
+        Columns of ``rows`` to add, mean-centred.
+
+    Returns
+    -------
+    GroupDesign
+        Contrasts ``intercept`` and ``by<Covariate>`` per covariate.
+    """
+    design = pd.DataFrame({"intercept": np.ones(len(rows))}, index=rows.index)
+    for cov in covariates:
+        design[cov] = _centred(rows[cov], cov)
+    contrasts = {"intercept": _unit(design.columns, "intercept")}
+    for cov in covariates:
+        contrasts[f"by{covariate_label(cov)}"] = _unit(design.columns, cov)
+    return GroupDesign("one-sample", design.reset_index(drop=True), contrasts,
+                       rows.reset_index(drop=True))
+
+
+def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
+                             contrasts: dict[str, Contrast],
+                             covariates: tuple[str, ...] = ()) -> GroupDesign:
+    """Subject + condition + period (+ covariates) model of all subject x condition maps.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        One row per subject x condition map: ``subject``, ``condition``,
+        ``period`` (may be missing for all rows) and covariate columns.
+    conditions : tuple of str
+        Conditions in the order of the contrast weights.
+    contrasts : dict of str to Contrast
+        Trial contrasts; those comparing conditions (weights summing to zero,
+        and F contrasts) are kept.
+    covariates : tuple of str
+        Session-level covariates, mean-centred.
+
+    Returns
+    -------
+    GroupDesign
+        Columns: one per condition present, ``sub-XX`` for every subject but
+        the first, ``period<P>`` for every period but the first, covariates.
+        Contrasts: each estimable difference, ``conditionF``, and
+        ``periodLinear`` (the average change per period, (last - first) / (P - 1)).
+    """
+    rows = rows.reset_index(drop=True)
+    present = [c for c in conditions if (rows["condition"] == c).any()]
+    design = pd.DataFrame(index=rows.index)
+    for cond in present:
+        design[cond] = (rows["condition"] == cond).astype(float)
+    subjects = sorted(rows["subject"].unique())
+    for sub in subjects[1:]:
+        design[f"sub-{sub}"] = (rows["subject"] == sub).astype(float)
+    periods: list[int] = []
+    if "period" in rows and rows["period"].notna().all():
+        periods = sorted(int(p) for p in rows["period"].unique())
+        for p in periods[1:]:
+            design[f"period{p}"] = (rows["period"].astype(int) == p).astype(float)
+    for cov in covariates:
+        design[cov] = _centred(rows[cov], cov)
+    _drop_collinear(design, protect=present)
+
+    out: dict[str, np.ndarray] = {}
+    cols = list(design.columns)
+    for name, con in contrasts.items():
+        weights = np.atleast_2d(con.weights)
+        if con.stat_type == "t" and not np.isclose(weights.sum(), 0.0):
+            continue
+        if not set(con.used_conditions) <= set(present):
+            continue
+        mat = np.zeros((weights.shape[0], len(cols)))
+        for j, cond in enumerate(con.conditions):
+            if cond in present:
+                mat[:, cols.index(cond)] = weights[:, j]
+        out[name] = mat[0] if con.stat_type == "t" else mat
+    if len(periods) >= 2 and f"period{periods[-1]}" in cols:
+        vec = np.zeros(len(cols))
+        vec[cols.index(f"period{periods[-1]}")] = 1.0 / (periods[-1] - periods[0])
+        out["periodLinear"] = vec
+    return GroupDesign("repeated", design, out, rows)
+
+
+def paired_design(rows: pd.DataFrame, covariates: tuple[str, ...] = ()) -> GroupDesign:
+    """One-sample design for within-subject difference maps, adjusted for period.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        One row per subject difference map with ``period_difference`` (period
+        of the first condition minus that of the second; may be all missing)
+        and covariates.
+
+    Returns
+    -------
+    GroupDesign
+        Contrast ``intercept``: the condition difference at equal periods.
+    """
+    rows = rows.reset_index(drop=True)
+    design = pd.DataFrame({"intercept": np.ones(len(rows))})
+    if "period_difference" in rows and rows["period_difference"].notna().all():
+        diff = rows["period_difference"].astype(float).to_numpy()
+        # Uncentred on purpose: the intercept is then the effect at equal periods.
+        if np.ptp(diff) > 0:
+            design["period_difference"] = diff
+    for cov in covariates:
+        design[cov] = _centred(rows[cov], cov)
+    _drop_collinear(design, protect=["intercept"])
+    return GroupDesign("paired", design, {"intercept": _unit(design.columns, "intercept")}, rows)
+
+
+def fit_second_level(images: list[nib.Nifti1Image | str], design: GroupDesign,
+                     mask_img: nib.Nifti1Image | None = None,
+                     smoothing_fwhm: float | None = None) -> SecondLevelModel:
+    """Fit nilearn's SecondLevelModel with an explicit design matrix."""
+    if len(images) != len(design.design):
+        raise ValueError(f"{len(images)} maps for a design of {len(design.design)} rows")
+    if len(images) <= design.design.shape[1]:
+        raise ValueError(
+            f"{design.route} model has {design.design.shape[1]} regressors for "
+            f"{len(images)} maps: no residual degrees of freedom"
+        )
+    model = SecondLevelModel(mask_img=mask_img, smoothing_fwhm=smoothing_fwhm, minimize_memory=True)
+    return model.fit([str(i) if not isinstance(i, nib.Nifti1Image) else i for i in images],
+                     design_matrix=design.design)
+
+
+def compute_group_contrast(model: SecondLevelModel, design: GroupDesign,
+                           name: str) -> dict[str, nib.Nifti1Image]:
+    """Maps of one contrast: ``t`` or ``F``, ``z``, ``p`` and (t only) ``effect``, ``variance``."""
+    stat_type = design.stat_type(name)
+    maps = model.compute_contrast(design.contrasts[name], second_level_stat_type=stat_type,
+                                  output_type="all")
+    out = {"z": maps["z_score"], "p": maps["p_value"],
+           ("F" if stat_type == "F" else "t"): maps["stat"]}
+    if stat_type == "t":
+        out["effect"] = maps["effect_size"]
+        out["variance"] = maps["effect_variance"]
+    return out
+
+
+def group_mask(images: list[nib.Nifti1Image | str], coverage: float = 1.0) -> nib.Nifti1Image:
+    """Voxels with a finite, non-zero value in at least ``coverage`` of the maps."""
+    count = None
+    ref = None
+    for img in images:
+        img = nib.load(img) if not isinstance(img, nib.Nifti1Image) else img
+        data = np.asanyarray(img.dataobj)
+        valid = np.isfinite(data) & (data != 0)
+        count = valid.astype(np.int32) if count is None else count + valid
+        ref = img
+    if ref is None:
+        raise ValueError("no maps for a group mask")
+    mask = count >= max(1, int(np.ceil(coverage * len(images))))
+    return nib.Nifti1Image(mask.astype(np.uint8), ref.affine)
+
+
+def _unit(columns, name: str) -> np.ndarray:
+    vec = np.zeros(len(columns))
+    vec[list(columns).index(name)] = 1.0
+    return vec
+
+
+def _drop_collinear(design: pd.DataFrame, protect: list[str]) -> None:
+    """Drop columns (never ``protect``-ed ones) that add no rank, in reverse order."""
+    for col in reversed(list(design.columns)):
+        if col in protect:
+            continue
+        others = design.drop(columns=col)
+        if np.linalg.matrix_rank(design.to_numpy()) == np.linalg.matrix_rank(others.to_numpy()):
+            design.drop(columns=col, inplace=True)

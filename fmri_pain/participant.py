@@ -1,0 +1,73 @@
+"""One participant's unit of work: (runs, spec) -> files.
+
+A pure function of its arguments so a scheduler can ship it anywhere, retry
+it, and skip it when its outputs exist: preprocessing when the runs are raw,
+the first level, the within-subject contrasts and the subject report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level import first_level_subject
+from fmri_pain.layout import Run
+from fmri_pain.report.subject import write_subject_report
+from fmri_pain.spec import AnalysisSpec
+
+
+def needs_preprocessing(runs: list[Run]) -> bool:
+    """Raw runs carry no confounds or brain mask; fMRIPrep-style ones do."""
+    return any(r.confounds is None or r.mask is None for r in runs)
+
+
+def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_dir: Path | str,
+                    work_dir: Path | str | None = None) -> dict[str, Any]:
+    """Run every participant-level stage for one subject.
+
+    Parameters
+    ----------
+    subject : str
+        Label without ``sub-``.
+    runs : list of Run
+        The subject's valid runs (raw or preprocessed).
+    spec : AnalysisSpec
+    output_dir : path
+        Derivatives folder.
+    work_dir : path, optional
+        Nipype working directory (default ``OUTPUT_DIR/../work``).
+
+    Returns
+    -------
+    dict
+        ``outputs`` (written files), ``stages`` (name -> seconds), ``preprocessed``.
+    """
+    output_dir = Path(output_dir)
+    if not runs:
+        raise InputError("no valid runs", subject=subject)
+    stages: dict[str, float] = {}
+    outputs: list[Path] = []
+    preproc_qc = None
+    if needs_preprocessing(runs):
+        # Imported here: the Nipype stack is only needed for raw input.
+        from fmri_pain.preprocess.run import preprocess_subject
+
+        start = time.perf_counter()
+        work = Path(work_dir) if work_dir else output_dir.parent / "work"
+        result = preprocess_subject(runs, output_dir, work, spec.preprocess)
+        runs, preproc_qc = result.runs, result
+        outputs.extend(result.outputs)
+        stages["preprocess"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    maps = first_level_subject(runs, spec, output_dir)
+    outputs.extend(maps.paths)
+    stages["first_level"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_qc))
+    stages["report"] = time.perf_counter() - start
+    return {"outputs": [str(p) for p in outputs], "stages": stages,
+            "preprocessed": preproc_qc is not None}
