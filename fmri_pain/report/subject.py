@@ -1,0 +1,71 @@
+"""``sub-XX.html``: runs, methods, QC, design matrices and first-level maps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fmri_pain.layout import Run
+from fmri_pain.report.figures import file_to_uri, glass_brain_uri
+from fmri_pain.report.methods import first_level_methods, software_sentence
+from fmri_pain.report.render import html_table, markup, render_report
+from fmri_pain.spec import AnalysisSpec
+from fmri_pain.trial import difference_contrasts, trial_contrasts
+
+
+def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec,
+                         output_dir: Path, preproc=None) -> Path:
+    """Write ``OUTPUT_DIR/sub-XX.html``.
+
+    Parameters
+    ----------
+    subject : str
+    runs : list of Run
+        The runs analysed (preprocessed).
+    maps : SubjectMaps
+        The first level's written maps (``maps.table``: subject, session,
+        condition, contrast, stat, path).
+    spec : AnalysisSpec
+    output_dir : path
+    preproc : optional
+        The preprocessing result, whose ``report_section()`` gives an HTML fragment.
+    """
+    output_dir = Path(output_dir)
+    table = maps.table
+    runs_df = pd.DataFrame([{
+        "session": r.session or "n/a", "condition": r.condition, "period": r.period,
+        "run": r.run, "TR (s)": r.tr, "bold": r.bold.name,
+        **({"censored volumes": maps.censored.get(r.bold.name)} if hasattr(maps, "censored") else {}),
+    } for r in runs])
+
+    sessions = []
+    stim = table[(table["contrast"] == "stim") & (table["stat"] == "z") & table["session"].notna()]
+    for _, row in stim.sort_values("period", na_position="last").iterrows():
+        title = f"ses-{row['session']} ({row['condition']}"
+        title += f", period {int(row['period'])})" if pd.notna(row.get("period")) else ")"
+        designs = sorted((output_dir / f"sub-{subject}").glob(
+            f"ses-{row['session']}/func/*_design.png"))
+        sessions.append({"title": title, "map": glass_brain_uri(row["path"], f"{title}: stim z"),
+                         "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
+    if not sessions:  # session-less dataset: subject-level stim map
+        for _, row in table[(table["stat"] == "z") & (table["contrast"] == "stim")].iterrows():
+            designs = sorted((output_dir / f"sub-{subject}").rglob("*_design.png"))
+            sessions.append({"title": "all runs", "map": glass_brain_uri(row["path"], "stim z"),
+                             "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
+
+    differences = difference_contrasts(trial_contrasts(spec.conditions))
+    subject_z = table[(table["stat"] == "z") & table["session"].isna()]
+    contrasts = [{"title": f"{name}: {differences[name].description}",
+                  "map": glass_brain_uri(path, f"{name} z")}
+                 for name, path in zip(subject_z["contrast"], subject_z["path"]) if name in differences]
+    trial_mode = any(r.condition in spec.conditions for r in runs)
+    missing = [n for n in differences if n not in set(subject_z["contrast"])] if trial_mode else []
+
+    section = preproc.report_section() if preproc is not None and hasattr(preproc, "report_section") else None
+    return render_report(
+        "subject.html", output_dir / f"sub-{subject}.html", f"sub-{subject}",
+        [("group", "group.html")], subject=subject, runs_table=html_table(runs_df),
+        methods=first_level_methods(spec, preprocessed_here=preproc is not None),
+        software=software_sentence(), preproc_section=markup(section),
+        sessions=sessions, contrasts=contrasts, missing=", ".join(missing))
