@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from fmri_pain.pathways.spec import PathwaysSpec
+from fmri_pain.preprocess.spec import PreprocessSpec
 from fmri_pain.trial import CONDITIONS
 
 
@@ -132,9 +134,11 @@ class AnalysisSpec:
     space: str = "MNI152NLin2009cAsym"
     events: EventsSpec = field(default_factory=EventsSpec)
     min_volumes: int = 20
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     first_level: FirstLevelSpec = field(default_factory=FirstLevelSpec)
     group: GroupSpec = field(default_factory=GroupSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
+    pathways: PathwaysSpec = field(default_factory=PathwaysSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,9 +148,6 @@ class AnalysisSpec:
     def replace(self, **changes: Any) -> AnalysisSpec:
         """A copy with top-level fields changed (nested: pass a dict)."""
         return spec_from_dict({**self.to_dict(), **changes})
-
-
-DEFAULT_SPEC_FILE = Path(__file__).resolve().parent / "data" / "trial.yaml"
 
 
 def load_spec(path: Path | str | None = None) -> AnalysisSpec:
@@ -183,6 +184,10 @@ def spec_from_dict(data: dict[str, Any], source: str = "<spec>") -> AnalysisSpec
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise SpecError(f"{source}: '{prefix or 'spec'}' must be a mapping, got {data!r}")
+    booleans = [k for k in data if isinstance(k, bool)]
+    if booleans:
+        raise SpecError(f"{source}: key {booleans[0]} under '{prefix.rstrip('.') or 'spec'}' was read "
+                        "as a boolean: quote 'on' / 'off' / 'yes' / 'no' keys in YAML")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -192,7 +197,10 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
             f"allowed under '{prefix.rstrip('.') or 'spec'}': {', '.join(sorted(names))}"
         )
     kwargs = {k: _coerce(hints[k], v, source, prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{source}: {exc}") from exc
 
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:

@@ -44,3 +44,12 @@ def test_unreadable_spec_file_names_it(tmp_path):
     bad.write_text("first_level: [unclosed")
     with pytest.raises(SpecError, match="bad.yaml"):
         load_spec(bad)
+
+
+def test_unquoted_yaml_on_key_gets_a_hint(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("events:\n  on: stim\n")
+    with pytest.raises(SpecError, match="quote 'on'"):
+        load_spec(path)
+    path.write_text("events:\n  'on': stim\n")
+    assert load_spec(path).events.on == "stim"

@@ -38,13 +38,19 @@ class GroupMap:
     """One group-level contrast as written: where, how, from what."""
 
     contrast: str
+    key: str
     route: str
     stat_type: str
     paths: dict[str, Path]
     design: GroupDesign
-    n_maps: int
+    images: list[Path]
     thresholds: dict[str, float] = field(default_factory=dict)
     clusters: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def n_maps(self) -> int:
+        """Number of input maps."""
+        return len(self.images)
 
 
 @dataclass
@@ -233,7 +239,7 @@ class _GroupWriter:
                 if folder:
                     path = path.parent / folder / path.name
                 paths[stat] = write_nifti(stat_maps[stat], path, sidecar)
-            entry = GroupMap(name, design.route, stat_type, paths, design, len(images))
+            entry = GroupMap(name, key, design.route, stat_type, paths, design, list(images))
             if folder is None:
                 self._threshold(entry, stat_maps["z"], sidecar)
             self.written.append(entry)

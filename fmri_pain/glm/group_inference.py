@@ -1,0 +1,114 @@
+"""Permutation inference for every group contrast the parametric models produced.
+
+The same design matrices and contrasts as the parametric fits; the scheme
+follows the design: sign flips for one-sample designs, shuffles within
+subjects (exchangeability blocks) for the repeated-measures model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from fmri_pain.derivatives import provenance, statmap_path, write_tsv
+from fmri_pain.glm.group import GroupMap, GroupResult
+from fmri_pain.glm.inference import PermutationResult, permutation_test, write_permutation_maps
+from fmri_pain.glm.thresholds import cluster_table
+from fmri_pain.spec import AnalysisSpec
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class PermutationOutput:
+    """One contrast's permutation result and the files written for it."""
+
+    contrast: str
+    route: str
+    result: PermutationResult
+    paths: dict[str, Path]
+    clusters: pd.DataFrame
+
+
+def masked_data(images: list[Path], mask_img: nib.Nifti1Image) -> np.ndarray:
+    """(n_maps, n_voxels) float64 array of the maps inside the mask (C order)."""
+    mask = np.asanyarray(mask_img.dataobj).astype(bool)
+    return np.stack([np.asanyarray(nib.load(p).dataobj, dtype=np.float64)[mask] for p in images])
+
+
+def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[PermutationOutput]:
+    """Permutation maps (max-t, cluster extent/mass, TFCE) for the group's primary contrasts.
+
+    Parameters
+    ----------
+    group : GroupResult
+        The parametric group level's output (designs, input maps, mask).
+    spec : AnalysisSpec
+        ``spec.inference`` sets permutations, TFCE, cluster-forming p and seed.
+
+    Returns
+    -------
+    list of PermutationOutput
+    """
+    inf = spec.inference
+    mask_img = nib.load(group.mask)
+    mask = np.asanyarray(mask_img.dataobj).astype(bool)
+    cache: dict[tuple, np.ndarray] = {}
+    outputs = []
+    for entry in group.maps:
+        if entry.route == "paired":
+            continue
+        key = tuple(str(p) for p in entry.images)
+        if key not in cache:
+            cache[key] = masked_data(entry.images, mask_img)
+        outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec))
+        LOGGER.info("permutation inference %s: %s", entry.contrast,
+                    outputs[-1].result.summary(spec.group.fwe_alpha))
+    return outputs
+
+
+def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib.Nifti1Image,
+                 group: GroupResult, spec: AnalysisSpec) -> PermutationOutput:
+    inf = spec.inference
+    design = entry.design
+    blocks = design.rows["subject"].to_numpy() if design.route == "repeated" else None
+    two_sided = entry.stat_type == "t"
+    result = permutation_test(
+        Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=inf.n_perm,
+        blocks=blocks, two_sided=two_sided, mask=mask, tfce=inf.tfce,
+        cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs)
+    sidecar = provenance({Path(p).name: p for p in entry.images}, {
+        "route": design.route, "design_columns": list(design.design.columns),
+        "contrast": np.asarray(design.contrasts[entry.key]).tolist(),
+        "inference": spec.to_dict()["inference"]})
+    task = entry.paths["z"].name.split("task-")[1].split("_")[0]
+    paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
+                                   task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar)
+    z_fwe = nib.load(paths["z_fwe"]) if "z_fwe" in paths else None
+    clusters = (cluster_table(z_fwe, 1e-6, 0, two_sided) if z_fwe is not None
+                and np.any(np.asanyarray(z_fwe.dataobj)) else cluster_table(z_fwe, np.inf))
+    table_path = statmap_path(group.output_dir, contrast=entry.contrast, stat="z", task=task,
+                              desc="perm")
+    write_tsv(clusters, table_path.with_name(
+        table_path.name.replace("_stat-z_statmap.nii.gz", "_clusters.tsv")))
+    return PermutationOutput(entry.contrast, design.route, result, paths, clusters)
+
+
+def inference_summary(outputs: list[PermutationOutput], alpha: float) -> pd.DataFrame:
+    """One row per contrast: scheme, thresholds and significant voxel counts."""
+    rows = []
+    for out in outputs:
+        s = out.result.summary(alpha)
+        rows.append({"contrast": out.contrast, "route": out.route, "scheme": s["scheme"],
+                     "permutations": s["n_perm"], "max stat": s["max_stat"],
+                     "FWE threshold": s["fwe_threshold"], "voxels FWE": s["n_voxels_fwe"],
+                     "voxels TFCE FWE": s.get("n_voxels_tfce_fwe"),
+                     "voxels cluster-mass FWE": s.get("n_voxels_cluster_mass_fwe"),
+                     "clusters": int(out.clusters["Cluster ID"].astype(str).str.isdigit().sum())
+                     if not out.clusters.empty else 0})
+    return pd.DataFrame(rows)

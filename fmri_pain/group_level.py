@@ -1,0 +1,99 @@
+"""The group level end to end: GLMs, permutation inference, pathways, report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fmri_pain.glm.group import GroupResult, run_group
+from fmri_pain.glm.group_inference import PermutationOutput, inference_summary, run_permutation_inference
+from fmri_pain.layout import Run
+from fmri_pain.report.figures import glass_brain_uri
+from fmri_pain.report.group import write_group_report
+from fmri_pain.report.render import html_table
+from fmri_pain.spec import AnalysisSpec
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class GroupLevelResult:
+    """What the group level wrote."""
+
+    group: GroupResult
+    permutations: list[PermutationOutput]
+    pathways: dict[str, Path] | None
+    report: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def left_out(self) -> list[str]:
+        """Subjects of the dataset without participant-level outputs."""
+        return self.group.left_out
+
+
+def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> GroupLevelResult:
+    """Fit the group models, run permutation inference and the pathway analysis, write group.html.
+
+    Parameters
+    ----------
+    output_dir : path
+        Derivatives folder with the participant level's outputs.
+    runs : list of Run
+        The dataset's runs (conditions, periods, covariates; preprocessed
+        BOLD for connectivity).
+    spec : AnalysisSpec
+    """
+    output_dir = Path(output_dir)
+    timings = {}
+    start = time.perf_counter()
+    group = run_group(output_dir, runs, spec)
+    timings["glm"] = time.perf_counter() - start
+
+    permutations: list[PermutationOutput] = []
+    inference_html = None
+    if spec.inference.enabled and spec.inference.n_perm > 0:
+        start = time.perf_counter()
+        permutations = run_permutation_inference(group, spec)
+        inference_html = _inference_section(permutations, spec)
+        timings["permutation"] = time.perf_counter() - start
+
+    pathways = None
+    pathways_html = None
+    if spec.pathways.enabled:
+        from fmri_pain.pathways import pathway_report_section, run_pathway_analysis
+
+        start = time.perf_counter()
+        maps = group.subject_maps.dropna(subset=["condition"])
+        analysed = {s for s in group.subjects}
+        pathway_runs = [r for r in runs if r.subject in analysed and r.confounds is not None]
+        pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
+                                        conditions=spec.conditions)
+        pathways_html = pathway_report_section(pathways)
+        timings["pathways"] = time.perf_counter() - start
+
+    preprocessed_here = any((output_dir / f"sub-{s}").rglob("*_desc-preproc_bold.nii.gz")
+                            for s in group.subjects[:1])
+    report = write_group_report(group, spec, output_dir, inference_html, pathways_html,
+                                preprocessed_here=preprocessed_here)
+    LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
+    return GroupLevelResult(group, permutations, pathways, report, timings)
+
+
+def _inference_section(outputs: list[PermutationOutput], spec: AnalysisSpec) -> str:
+    alpha = spec.group.fwe_alpha
+    parts = [str(html_table(inference_summary(outputs, alpha)))]
+    for out in outputs:
+        z_fwe = out.paths.get("z_tfce_fwe") or out.paths.get("z_fwe")
+        if z_fwe is None:
+            continue
+        label = "TFCE" if "z_tfce_fwe" in out.paths else "max-t"
+        parts.append(f"<h3>{out.contrast} <span class='small'>({out.route}, {label} FWE p &lt; "
+                     f"{alpha:g})</span></h3>")
+        parts.append(f"<img src='{glass_brain_uri(z_fwe, f'{out.contrast}: {label} FWE', 1e-3, out.result.two_sided)}' "
+                     f"alt='{out.contrast} permutation map'>")
+        if not out.clusters.empty:
+            parts.append(str(html_table(out.clusters.head(10))))
+    return "\n".join(parts)
