@@ -80,3 +80,11 @@ def demo_output(tmp_path_factory, sim_trial) -> Path:
     if env:
         return Path(env)
     return _build_once(tmp_path_factory, "demo_output", build)
+
+
+@pytest.fixture(scope="session")
+def fake_outputs(tmp_path_factory) -> Path:
+    """A small output tree with known blobs, for unit tests of the analyst API."""
+    from tests.fake_outputs import build_fake_outputs
+
+    return _build_once(tmp_path_factory, "fake_outputs", build_fake_outputs)
