@@ -32,6 +32,7 @@ benchmarks: install-test
 
 docs: install
 	$(BIN)/python -m fmri_pain.spec_docs > docs/spec.md
+	$(BIN)/python -m fmri_pain.spec > pipelines/trial.yaml
 
 clean:
 	rm -rf demo-output work .pytest_cache

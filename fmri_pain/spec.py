@@ -59,9 +59,13 @@ class FirstLevelSpec:
 
     hrf_model: Literal["spm", "spm + derivative", "spm + derivative + dispersion",
                        "glover", "glover + derivative", "fir"] = "spm"
+    """HRF basis convolved with the ON blocks (nilearn names); ``fir`` uses ``fir_delays``."""
     fir_delays: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    """Delays (in scans) of the FIR basis with ``hrf_model: fir``."""
     noise_model: Literal["ar1", "ols"] = "ar1"
+    """Serial-correlation model of the run GLM (AR(1) with nilearn's binning of rho, or OLS)."""
     drift_model: Literal["cosine", "polynomial", "none"] = "cosine"
+    """Slow-drift regressors of the run GLM."""
     high_pass: float = 1.0 / 128
     """High-pass cut-off in Hz for the cosine drift basis (1/128 s)."""
     smoothing_fwhm: float | None = 6.0
@@ -78,7 +82,9 @@ class GroupSpec:
     covariates: tuple[str, ...] = ()
     """Columns of sessions.tsv / participants.tsv added (mean-centred) to the group models."""
     fdr_q: float = 0.05
+    """False discovery rate of the ``desc-fdr`` maps and cluster tables."""
     fwe_alpha: float = 0.05
+    """Family-wise error rate of the ``desc-fwe`` (Bonferroni) and permutation maps."""
     cluster_forming_z: float = 3.1
     """Height threshold (z) of cluster tables."""
     min_cluster_size: int = 0
@@ -92,13 +98,17 @@ class InferenceSpec:
     """Nonparametric (permutation) inference at group level."""
 
     enabled: bool = True
+    """Run permutation inference for every group contrast."""
     n_perm: int = 1000
+    """Random rearrangements (sign flips / within-subject shuffles) per contrast."""
     tfce: bool = True
+    """Also compute TFCE (H = 2, E = 0.5, 26-connectivity) with its FWE p map."""
     cluster_forming_p: float = 0.001
-    two_sided: bool = False
+    """Uncorrected p of the cluster-forming threshold of cluster-extent / cluster-mass inference."""
     seed: int = 0
-    chunk_size: int = 64
+    """Seed of the random rearrangements (results are reproducible)."""
     n_jobs: int = 1
+    """Threads evaluating chunks of permutations."""
 
 
 @dataclass(frozen=True)
@@ -108,19 +118,29 @@ class ExecutionSpec:
     scheduler: str = "local"
     """``local`` (dask LocalCluster), ``none`` (serial), ``slurm``/``pbs``/``sge`` or ``tcp://HOST:PORT``."""
     n_workers: int | None = None
+    """Local workers (null: one per core)."""
     threads_per_worker: int = 1
+    """Threads per worker; BLAS threads are pinned to it."""
     memory_per_worker: str = "4GiB"
+    """Memory limit of a local worker."""
     retries: int = 1
     """Retries for infrastructure failures (killed workers); input errors are never retried."""
     queue: str | None = None
+    """Batch queue / partition (SLURM, PBS, SGE)."""
     account: str | None = None
+    """Batch account / project to charge."""
     walltime: str = "02:00:00"
+    """Wall-time limit of each batch job."""
     job_cores: int = 1
+    """Cores requested per batch job (one worker per job)."""
     job_memory: str = "8GiB"
+    """Memory requested per batch job."""
     job_extra_directives: tuple[str, ...] = ()
+    """Extra scheduler directives, e.g. ``--constraint=avx2``."""
     worker_python: str | None = None
     """Python used by batch-job workers, e.g. ``apptainer exec fmri-pain.sif python``."""
     max_jobs: int = 8
+    """Most batch jobs submitted at once."""
 
 
 @dataclass(frozen=True)
@@ -132,8 +152,10 @@ class AnalysisSpec:
     task: str | None = "stim"
     """BIDS task to analyse (null: the only task in the dataset)."""
     space: str = "MNI152NLin2009cAsym"
+    """Template space of the derivatives read and written."""
     events: EventsSpec = field(default_factory=EventsSpec)
     min_volumes: int = 20
+    """Runs with fewer volumes are rejected as input errors."""
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     first_level: FirstLevelSpec = field(default_factory=FirstLevelSpec)
     group: GroupSpec = field(default_factory=GroupSpec)
@@ -249,3 +271,17 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is Any:
         return value
     raise SpecError(f"{source}: {key} has an unsupported type {tp}")
+
+
+def defaults_yaml() -> str:
+    """The default spec as commented YAML (the content of ``pipelines/trial.yaml``)."""
+    header = (
+        "# The trial's default analysis spec: every key with its default value.\n"
+        "# A spec of your own lists only what it changes (see docs/spec.md for every key).\n"
+        "# Pass it with `fmri-pain BIDS OUT participant --spec my.yaml`.\n"
+    )
+    return header + yaml.safe_dump(AnalysisSpec().to_dict(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(defaults_yaml(), end="")
