@@ -63,7 +63,8 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
 
     start = time.perf_counter()
     maps = first_level_subject(runs, spec, output_dir)
-    outputs.extend(maps.paths)
+    outputs.extend(Path(p) for p in maps.maps["path"])
+    outputs.extend(maps.design_files)
     stages["first_level"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -32,15 +32,17 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         The preprocessing result, whose ``report_section()`` gives an HTML fragment.
     """
     output_dir = Path(output_dir)
-    table = maps.table
+    table = maps.maps
+    qc = maps.qc.set_index(["session", "run"]) if not maps.qc.empty else None
     runs_df = pd.DataFrame([{
         "session": r.session or "n/a", "condition": r.condition, "period": r.period,
         "run": r.run, "TR (s)": r.tr, "bold": r.bold.name,
-        **({"censored volumes": maps.censored.get(r.bold.name)} if hasattr(maps, "censored") else {}),
+        **(qc.loc[(r.session, r.run), ["n_volumes", "n_censored", "dof"]].to_dict()
+           if qc is not None and (r.session, r.run) in qc.index else {}),
     } for r in runs])
 
     sessions = []
-    stim = table[(table["contrast"] == "stim") & (table["stat"] == "z") & table["session"].notna()]
+    stim = table[(table["contrast"] == "stim") & (table["stat"] == "z") & (table["level"] == "session")]
     for _, row in stim.sort_values("period", na_position="last").iterrows():
         title = f"ses-{row['session']} ({row['condition']}"
         title += f", period {int(row['period'])})" if pd.notna(row.get("period")) else ")"
@@ -49,13 +51,14 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         sessions.append({"title": title, "map": glass_brain_uri(row["path"], f"{title}: stim z"),
                          "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
     if not sessions:  # session-less dataset: subject-level stim map
-        for _, row in table[(table["stat"] == "z") & (table["contrast"] == "stim")].iterrows():
+        for _, row in table[(table["stat"] == "z") & (table["contrast"] == "stim")
+                            & (table["level"] == "subject")].iterrows():
             designs = sorted((output_dir / f"sub-{subject}").rglob("*_design.png"))
             sessions.append({"title": "all runs", "map": glass_brain_uri(row["path"], "stim z"),
                              "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
 
     differences = difference_contrasts(trial_contrasts(spec.conditions))
-    subject_z = table[(table["stat"] == "z") & table["session"].isna()]
+    subject_z = table[(table["stat"] == "z") & table["level"].isin(["condition", "subject"])]
     contrasts = [{"title": f"{name}: {differences[name].description}",
                   "map": glass_brain_uri(path, f"{name} z")}
                  for name, path in zip(subject_z["contrast"], subject_z["path"]) if name in differences]
