@@ -68,6 +68,9 @@ class FirstLevelSpec:
     """Slow-drift regressors of the run GLM."""
     high_pass: float = 1.0 / 128
     """High-pass cut-off in Hz for the cosine drift basis (1/128 s)."""
+    slice_time_ref: float | None = None
+    """Sampling time of each volume as a fraction of the TR; null: ``StartTime / TR`` of
+    slice-time-corrected data (fMRIPrep's convention), else 0."""
     smoothing_fwhm: float | None = 6.0
     """Gaussian smoothing kernel in mm (null: none)."""
     confounds: ConfoundsSpec = field(default_factory=ConfoundsSpec)

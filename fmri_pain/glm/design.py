@@ -134,12 +134,26 @@ def frame_times(n_scans: int, tr: float, slice_time_ref: float = 0.0) -> np.ndar
     return np.linspace(slice_time_ref * tr, (n_scans - 1 + slice_time_ref) * tr, n_scans)
 
 
+def slice_time_reference(metadata: dict, tr: float, configured: float | None = None) -> float:
+    """Fraction of the TR at which each volume is sampled after slice-timing correction.
+
+    ``configured`` wins; otherwise fMRIPrep's convention: ``StartTime / TR`` for
+    data whose sidecar says ``SliceTimingCorrected``, else 0 (nilearn's default).
+    """
+    if configured is not None:
+        return float(configured)
+    if metadata.get("SliceTimingCorrected") and metadata.get("StartTime") is not None:
+        return float(np.clip(float(metadata["StartTime"]) / tr, 0.0, 1.0))
+    return 0.0
+
+
 def make_run_design(n_scans: int, tr: float, events: pd.DataFrame,
-                    confounds: pd.DataFrame | None, spec: FirstLevelSpec) -> pd.DataFrame:
+                    confounds: pd.DataFrame | None, spec: FirstLevelSpec,
+                    slice_time_ref: float = 0.0) -> pd.DataFrame:
     """The run's design matrix (all scans; censoring drops rows afterwards).
 
     Same call as :class:`nilearn.glm.first_level.FirstLevelModel` makes
-    (``slice_time_ref=0``, ``min_onset=-24``).
+    (``min_onset=-24``), with the frame times shifted by ``slice_time_ref``.
     """
     drift = None if spec.drift_model == "none" else spec.drift_model
     conf_values = conf_names = None
@@ -149,7 +163,7 @@ def make_run_design(n_scans: int, tr: float, events: pd.DataFrame,
         # events outside the scan window are expected for truncated runs
         warnings.filterwarnings("ignore", message=".*(outside|did not find|Matrix is singular).*")
         return make_first_level_design_matrix(
-            frame_times(n_scans, tr), events, hrf_model=spec.hrf_model, drift_model=drift,
+            frame_times(n_scans, tr, slice_time_ref), events, hrf_model=spec.hrf_model, drift_model=drift,
             high_pass=spec.high_pass, fir_delays=list(spec.fir_delays),
             add_regs=conf_values, add_reg_names=conf_names,
         )

@@ -45,6 +45,7 @@ from fmri_pain.glm.design import (
     expression_weights,
     load_run_confounds,
     make_run_design,
+    slice_time_reference,
     read_events,
     stim_weights,
 )
@@ -424,7 +425,8 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
     Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject)
     n_scans = Y.shape[0]
     confounds, sample_mask = load_run_confounds(run, fl.confounds, n_scans)
-    design = make_run_design(n_scans, tr, events, confounds, fl)
+    design = make_run_design(n_scans, tr, events, confounds, fl,
+                             slice_time_ref=slice_time_reference(run.metadata, tr, fl.slice_time_ref))
     if sample_mask is not None:
         design = design.iloc[sample_mask]
         Y = Y[sample_mask]
