@@ -49,16 +49,15 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
         raise InputError("no valid runs", subject=subject)
     stages: dict[str, float] = {}
     outputs: list[Path] = []
-    preproc_qc = None
+    preproc_section = None
     if needs_preprocessing(runs):
         # Imported here: the Nipype stack is only needed for raw input.
-        from fmri_pain.preprocess.run import preprocess_subject
+        from fmri_pain.preprocess import load_qc, preproc_report_section, preprocess_subject
 
         start = time.perf_counter()
-        work = Path(work_dir) if work_dir else output_dir.parent / "work"
-        result = preprocess_subject(runs, output_dir, work, spec.preprocess)
-        runs, preproc_qc = result.runs, result
-        outputs.extend(result.outputs)
+        runs = preprocess_subject(runs, output_dir, work_dir, spec.preprocess)
+        outputs.extend(p for r in runs for p in (r.bold, r.mask, r.confounds) if p is not None)
+        preproc_section = preproc_report_section(load_qc(runs))
         stages["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -68,7 +67,7 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
     stages["first_level"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_qc))
+    outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_section))
     stages["report"] = time.perf_counter() - start
     return {"outputs": [str(p) for p in outputs], "stages": stages,
-            "preprocessed": preproc_qc is not None}
+            "preprocessed": preproc_section is not None}

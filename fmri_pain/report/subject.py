@@ -15,7 +15,7 @@ from fmri_pain.trial import difference_contrasts, trial_contrasts
 
 
 def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec,
-                         output_dir: Path, preproc=None) -> Path:
+                         output_dir: Path, preproc_section: str | None = None) -> Path:
     """Write ``OUTPUT_DIR/sub-XX.html``.
 
     Parameters
@@ -28,8 +28,8 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         condition, contrast, stat, path).
     spec : AnalysisSpec
     output_dir : path
-    preproc : optional
-        The preprocessing result, whose ``report_section()`` gives an HTML fragment.
+    preproc_section : str, optional
+        HTML fragment of the preprocessing QC (own preprocessing only).
     """
     output_dir = Path(output_dir)
     table = maps.maps
@@ -65,10 +65,9 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
     trial_mode = any(r.condition in spec.conditions for r in runs)
     missing = [n for n in differences if n not in set(subject_z["contrast"])] if trial_mode else []
 
-    section = preproc.report_section() if preproc is not None and hasattr(preproc, "report_section") else None
     return render_report(
         "subject.html", output_dir / f"sub-{subject}.html", f"sub-{subject}",
         [("group", "group.html")], subject=subject, runs_table=html_table(runs_df),
-        methods=first_level_methods(spec, preprocessed_here=preproc is not None),
-        software=software_sentence(), preproc_section=markup(section),
+        methods=first_level_methods(spec, preprocessed_here=preproc_section is not None),
+        software=software_sentence(), preproc_section=markup(preproc_section),
         sessions=sessions, contrasts=contrasts, missing=", ".join(missing))

@@ -1,0 +1,166 @@
+"""Benchmark: per-run preprocessing of a 64x64x36 x 200-volume series on 2 cores.
+
+Run:  .venv/bin/python benchmarks/bench_preprocess.py [--volumes 200] [--keep DIR]
+
+Builds a synthetic run (nilearn's MNI template at 3.5 mm, moved rigidly off
+MNI, with head motion, interleaved slice timing and noise; a 2 mm T1w with the
+same offset), then, each in a fresh subprocess (peak RSS from getrusage):
+
+1. ``preprocess_subject`` (Nipype, python backend, Linear plugin): non-steady
+   detection, realignment, slice timing, T1w brain extraction + normalization,
+   EPI->T1w coregistration, one-shot resampling to MNI, confounds, QC;
+2. the reference: ``ants.motion_correction`` (rigid) on the same series alone.
+
+Prints wall time and peak memory of both, the ratio, and the per-node times
+(from Nipype's node reports).  Goal: whole per-run preprocessing < 120 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (64, 64, 36)
+VOXEL = 3.5
+
+
+def make_data(folder: Path, n_vol: int, seed: int = 0) -> dict:
+    import nibabel as nib
+    from nilearn import datasets
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    tpl = datasets.load_mni152_template(resolution=1)
+    src = np.asarray(tpl.dataobj, dtype=np.float32)
+    src = ndimage.gaussian_filter(src, 1.2)
+    aff = np.diag([VOXEL] * 3 + [1.0])
+    aff[:3, 3] = -(np.asarray(SHAPE) - 1) / 2 * VOXEL + np.array([0, -18, 10])
+
+    def rigid(p):
+        cx, sx, cy, sy, cz, sz = np.cos(p[3]), np.sin(p[3]), np.cos(p[4]), np.sin(p[4]), np.cos(p[5]), np.sin(p[5])
+        r = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) \
+            @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+        m = np.eye(4)
+        m[:3, :3] = r
+        m[:3, 3] = p[:3]
+        return m
+
+    native_from_mni = rigid([4.0, -3.0, 5.0, 0.05, -0.04, 0.06])
+    motion = np.cumsum(rng.normal(0, [0.05] * 3 + [0.0008] * 3, (n_vol, 6)), axis=0)
+    tr = 2.0
+    order = np.r_[np.arange(0, SHAPE[2], 2), np.arange(1, SHAPE[2], 2)]
+    st = np.empty(SHAPE[2])
+    st[order] = np.arange(SHAPE[2]) * tr / SHAPE[2]
+    t_axis = np.arange(n_vol) * tr
+    data = np.empty(SHAPE + (n_vol,), np.float32)
+    slow = np.sin(2 * np.pi * t_axis / 40.0)
+    for t in range(n_vol):
+        q = np.linalg.inv(tpl.affine) @ np.linalg.inv(native_from_mni) @ np.linalg.inv(rigid(motion[t])) @ aff
+        vol = ndimage.affine_transform(src, q[:3, :3], q[:3, 3], output_shape=SHAPE, order=1) * 1000.0
+        # slice-dependent sampling time of a slow fluctuation
+        vol *= 1 + 0.01 * np.sin(2 * np.pi * (t_axis[t] + st[None, None, :]) / 40.0)
+        data[..., t] = vol + rng.normal(0, 10, SHAPE) + 5 * slow[t]
+    func = folder / "sub-01" / "func"
+    func.mkdir(parents=True, exist_ok=True)
+    anat = folder / "sub-01" / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    bold = nib.Nifti1Image(data, aff)
+    bold.header.set_xyzt_units("mm", "sec")
+    bold.header.set_zooms((VOXEL,) * 3 + (tr,))
+    nib.save(bold, func / "sub-01_task-bench_bold.nii.gz")
+    t1_aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    t1_aff[:3, 3] = [-98, -134, -72]
+    q = np.linalg.inv(tpl.affine) @ np.linalg.inv(native_from_mni) @ t1_aff
+    t1 = ndimage.affine_transform(np.asarray(tpl.dataobj, np.float32), q[:3, :3], q[:3, 3],
+                                  output_shape=(99, 117, 95), order=1) * 800
+    nib.save(nib.Nifti1Image(t1, t1_aff), anat / "sub-01_T1w.nii.gz")
+    meta = {"RepetitionTime": tr, "SliceTiming": st.round(4).tolist(), "SliceEncodingDirection": "k"}
+    return {"bold": str(func / "sub-01_task-bench_bold.nii.gz"), "t1w": str(anat / "sub-01_T1w.nii.gz"),
+            "metadata": meta, "motion": motion.tolist()}
+
+
+CHILD_PREPROC = r"""
+import json, sys, time, resource
+from pathlib import Path
+from fmri_pain.layout import Run
+from fmri_pain.preprocess import PreprocessSpec, preprocess_subject
+info = json.loads(Path(sys.argv[1]).read_text())
+run = Run(subject="01", session=None, condition="bench", period=None, task="bench", run=None,
+          bold=Path(info["bold"]), events=None, mask=None, confounds=None, metadata=info["metadata"],
+          anat=Path(info["t1w"]))
+out = Path(sys.argv[2])
+t0 = time.perf_counter()
+(new,) = preprocess_subject([run], out / "derivatives", out / "work", PreprocessSpec())
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "qc": new.metadata["QC"]["metrics"]}))
+"""
+
+CHILD_ANTS = r"""
+import json, sys, time, resource
+import ants
+img = ants.image_read(sys.argv[1])
+t0 = time.perf_counter()
+res = ants.motion_correction(img, type_of_transform="Rigid")
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def _child(code: str, *args: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def node_times(work: Path) -> dict[str, float]:
+    times = {}
+    for rep in work.rglob("_report/report.rst"):
+        m = re.search(r"duration\s*:\s*([0-9.]+)", rep.read_text())
+        if m:
+            times[rep.parent.parent.name] = float(m.group(1))
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--volumes", type=int, default=200)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the data and outputs here")
+    args = ap.parse_args()
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="bench_preproc_"))
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    info = make_data(folder / "bids", args.volumes)
+    (folder / "info.json").write_text(json.dumps(info))
+    print(f"data: {SHAPE} x {args.volumes} volumes at {VOXEL} mm, generated in {time.perf_counter() - t0:.1f} s")
+    ours = _child(CHILD_PREPROC, str(folder / "info.json"), str(folder / "out"))
+    ref = _child(CHILD_ANTS, info["bold"])
+    nodes = node_times(folder / "out" / "work")
+    func_total = sum(v for k, v in nodes.items() if k != "anat_norm")
+    print("\nper-node wall time (s):")
+    for k, v in sorted(nodes.items(), key=lambda kv: -kv[1]):
+        print(f"  {k:12s} {v:7.1f}")
+    print(f"\n{'':34s}{'wall (s)':>10s}{'peak RSS (MB)':>16s}")
+    print(f"{'fmri-pain preprocess (whole run)':34s}{ours['wall']:10.1f}{ours['rss_mb']:16.0f}")
+    print(f"{'  of which per-run nodes':34s}{func_total:10.1f}")
+    print(f"{'  of which T1w normalization':34s}{nodes.get('anat_norm', float('nan')):10.1f}")
+    print(f"{'ants.motion_correction alone':34s}{ref['wall']:10.1f}{ref['rss_mb']:16.0f}")
+    print(f"\nratio (ours whole run / antspyx motion correction alone): {ours['wall'] / ref['wall']:.2f}")
+    print(f"goal: whole per-run preprocessing < 120 s -> {'MET' if ours['wall'] < 120 else 'NOT MET'}")
+    print(f"QC: {ours['qc']}")
+
+
+if __name__ == "__main__":
+    main()
