@@ -94,6 +94,9 @@ class GroupSpec:
     """Cluster-extent threshold in voxels applied to the thresholded maps."""
     smoothing_fwhm: float | None = None
     """Extra smoothing of subject maps at group level."""
+    flip_to_pain_side: Literal["right", "left", "none"] = "right"
+    """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
+    side, so contralateral responses overlap; ``none`` keeps every map as acquired."""
 
 
 @dataclass(frozen=True)

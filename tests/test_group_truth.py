@@ -29,7 +29,7 @@ def _map(out, contrast, stat="z", desc=None, folder="group"):
     ("dualMinusScs", ("dACC",), 1),
     ("dualMinusDrgs", ("pINS_L", "pINS_R"), 1),
     ("dualMinusDrgs", ("dACC",), 1),
-    ("drgsMinusScs", ("S1leg_L", "S1leg_R"), 1),
+    ("drgsMinusScs", ("S1leg_L",), 1),  # contralateral to pain, all mirrored to the right
     ("drgsMinusScs", ("S2_L", "S2_R"), -1),
 ])
 def test_true_condition_differences_are_detected_with_fdr(demo_output, sim_trial, contrast, rois, sign):

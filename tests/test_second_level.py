@@ -107,3 +107,20 @@ def test_group_mask_is_intersection():
     b[1, 1, 1] = np.nan
     mask = group_mask([nib.Nifti1Image(a, np.eye(4)), nib.Nifti1Image(b, np.eye(4))])
     assert np.asanyarray(mask.dataobj).sum() == 27 - 9 - 1
+
+
+def test_mirroring_moves_a_blob_to_the_other_hemisphere():
+    from nilearn.datasets import load_mni152_brain_mask
+
+    from fmri_pain.glm.second_level import mirror_left_right, needs_flip
+
+    ref = load_mni152_brain_mask(resolution=4)
+    data = np.zeros(ref.shape, np.float32)
+    ijk = np.rint(nib.affines.apply_affine(np.linalg.inv(ref.affine), [10, -40, 66])).astype(int)
+    data[tuple(ijk)] = 1.0
+    mirrored = mirror_left_right(nib.Nifti1Image(data, ref.affine))
+    peak = np.unravel_index(np.argmax(np.asanyarray(mirrored.dataobj)), ref.shape)
+    np.testing.assert_allclose(nib.affines.apply_affine(ref.affine, peak), [-10, -40, 66], atol=2)
+    assert needs_flip("left", "right") and needs_flip("L", "right")
+    assert not needs_flip("right", "right") and not needs_flip(None, "right")
+    assert not needs_flip("left", "none") and not needs_flip("bilateral", "right")

@@ -18,8 +18,9 @@ import pandas as pd
 from fmri_pain.derivatives import (SPACE, bids_filename, provenance, statmap_path, write_nifti,
                                    write_tsv)
 from fmri_pain.glm.second_level import (GroupDesign, compute_group_contrast, covariate_label,
-                                        fit_second_level, group_mask, one_sample_design,
-                                        paired_design, repeated_measures_design)
+                                        fit_second_level, group_mask, load_subject_map,
+                                        needs_flip, one_sample_design, paired_design,
+                                        repeated_measures_design)
 from fmri_pain.glm.thresholds import cluster_table, threshold_map
 from fmri_pain.layout import Run
 from fmri_pain.spec import AnalysisSpec
@@ -44,6 +45,7 @@ class GroupMap:
     paths: dict[str, Path]
     design: GroupDesign
     images: list[Path]
+    flips: list[bool]
     thresholds: dict[str, float] = field(default_factory=dict)
     clusters: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -51,6 +53,10 @@ class GroupMap:
     def n_maps(self) -> int:
         """Number of input maps."""
         return len(self.images)
+
+    def load_images(self) -> list[nib.Nifti1Image]:
+        """The input maps as analysed (mirrored for patients whose pain side was flipped)."""
+        return [load_subject_map(p, f) for p, f in zip(self.images, self.flips)]
 
 
 @dataclass
@@ -126,7 +132,15 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
     if left_out:
         LOGGER.warning("group level leaves out subjects without maps: %s", ", ".join(left_out))
 
-    mask_img = group_mask(list(maps["effect"]))
+    flip_to = spec.group.flip_to_pain_side
+    sides = maps["pain_side"] if "pain_side" in maps else pd.Series(None, index=maps.index)
+    maps = maps.assign(flip=[needs_flip(s, flip_to) for s in sides])
+    if maps["flip"].any():
+        LOGGER.info("mirroring the maps of %s so that every patient's pain is on the %s",
+                    ", ".join(f"sub-{s}" for s in sorted(maps.loc[maps["flip"], "subject"].unique())),
+                    flip_to)
+    mask_img = group_mask([load_subject_map(p, f) for p, f in
+                           zip(maps["effect"], maps["flip"])])
     mask_path = write_nifti(mask_img, output_dir / "group" / bids_filename(
         {"task": task, "space": spec.space, "desc": "group"}, "mask", ".nii.gz"))
     writer = _GroupWriter(output_dir, task, spec, mask_img)
@@ -145,7 +159,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
         if len(rows) < 2:
             LOGGER.warning("contrast %s: only %d subject map(s), skipped", contrast, len(rows))
             continue
-        writer.fit_and_write(list(rows["effect"]), design, {"intercept": contrast} | {
+        writer.fit_and_write(rows, design, {"intercept": contrast} | {
             f"by{covariate_label(c)}": f"{contrast}By{covariate_label(c)}" for c in covs})
 
     if len(conditions) >= 2:
@@ -153,7 +167,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
                          & (maps["contrast"] == maps["condition"].str.lower())]
         covs = _available_covariates(cond_rows, spec.group.covariates)
         design = repeated_measures_design(cond_rows, spec.conditions, contrasts, covs)
-        writer.fit_and_write(list(cond_rows["effect"]), design,
+        writer.fit_and_write(cond_rows, design,
                              {name: name for name in design.contrasts})
         for name, con in differences.items():
             rows = maps[maps["contrast"] == name]
@@ -161,7 +175,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
                 continue
             rows = rows.assign(period_difference=_period_difference(rows, con, maps))
             design = paired_design(rows, _available_covariates(rows, spec.group.covariates))
-            writer.fit_and_write(list(rows["effect"]), design, {"intercept": name}, folder="paired")
+            writer.fit_and_write(rows, design, {"intercept": name}, folder="paired")
 
     return GroupResult(output_dir, writer.written, subjects, left_out, mask_path,
                        writer.designs, maps)
@@ -208,9 +222,11 @@ class _GroupWriter:
         self.written: list[GroupMap] = []
         self.designs: dict[str, Path] = {}
 
-    def fit_and_write(self, images: list[Path], design: GroupDesign,
+    def fit_and_write(self, rows: pd.DataFrame, design: GroupDesign,
                       names: dict[str, str], folder: str | None = None) -> None:
-        model = fit_second_level(images, design, self.mask_img, self.spec.group.smoothing_fwhm)
+        images, flips = list(rows["effect"]), list(rows["flip"])
+        model = fit_second_level([load_subject_map(p, f) for p, f in zip(images, flips)],
+                                 design, self.mask_img, self.spec.group.smoothing_fwhm)
         group_dir = self.output_dir / "group" / (folder or "")
         label = names.get("intercept") or design.route
         design_path = group_dir / bids_filename(
@@ -230,7 +246,8 @@ class _GroupWriter:
             sidecar = provenance(inputs, {
                 "route": design.route, "design_columns": list(design.design.columns),
                 "contrast": np.asarray(design.contrasts[key]).tolist(), "stat_type": stat_type,
-                "n_maps": len(images), "group": self.spec.to_dict()["group"]},
+                "n_maps": len(images), "group": self.spec.to_dict()["group"],
+                "mirrored_subjects": sorted({s for s, f in zip(rows["subject"], flips) if f})},
                 Description=_DESCRIPTIONS[design.route])
             paths = {}
             for stat in (("F" if stat_type == "F" else "t"), "z"):
@@ -239,7 +256,7 @@ class _GroupWriter:
                 if folder:
                     path = path.parent / folder / path.name
                 paths[stat] = write_nifti(stat_maps[stat], path, sidecar)
-            entry = GroupMap(name, key, design.route, stat_type, paths, design, list(images))
+            entry = GroupMap(name, key, design.route, stat_type, paths, design, images, flips)
             if folder is None:
                 self._threshold(entry, stat_maps["z"], sidecar)
             self.written.append(entry)

@@ -35,10 +35,10 @@ class PermutationOutput:
     clusters: pd.DataFrame
 
 
-def masked_data(images: list[Path], mask_img: nib.Nifti1Image) -> np.ndarray:
+def masked_data(images: list[nib.Nifti1Image], mask_img: nib.Nifti1Image) -> np.ndarray:
     """(n_maps, n_voxels) float64 array of the maps inside the mask (C order)."""
     mask = np.asanyarray(mask_img.dataobj).astype(bool)
-    return np.stack([np.asanyarray(nib.load(p).dataobj, dtype=np.float64)[mask] for p in images])
+    return np.stack([np.asanyarray(img.dataobj, dtype=np.float64)[mask] for img in images])
 
 
 def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[PermutationOutput]:
@@ -63,9 +63,9 @@ def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[Pe
     for entry in group.maps:
         if entry.route == "paired":
             continue
-        key = tuple(str(p) for p in entry.images)
+        key = tuple(zip(map(str, entry.images), entry.flips))
         if key not in cache:
-            cache[key] = masked_data(entry.images, mask_img)
+            cache[key] = masked_data(entry.load_images(), mask_img)
         outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec))
         LOGGER.info("permutation inference %s: %s", entry.contrast,
                     outputs[-1].result.summary(spec.group.fwe_alpha))

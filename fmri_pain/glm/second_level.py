@@ -22,11 +22,13 @@ whose slopes are reported as their own maps.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel
+from nilearn.image import resample_to_img
 
 from fmri_pain.trial import Contrast
 
@@ -214,6 +216,33 @@ def compute_group_contrast(model: SecondLevelModel, design: GroupDesign,
         out["effect"] = maps["effect_size"]
         out["variance"] = maps["effect_variance"]
     return out
+
+
+def mirror_left_right(img: nib.Nifti1Image | str | Path) -> nib.Nifti1Image:
+    """The image mirrored about the mid-sagittal plane (x -> -x), on its own grid.
+
+    Used to bring every patient's pain to one side, so contralateral
+    responses overlap across patients with left- and right-sided pain.
+    """
+    img = nib.load(img) if not isinstance(img, nib.Nifti1Image) else img
+    mirrored = nib.Nifti1Image(np.asanyarray(img.dataobj, dtype=np.float32),
+                               np.diag([-1.0, 1.0, 1.0, 1.0]) @ img.affine)
+    return resample_to_img(mirrored, img, interpolation="linear", force_resample=True,
+                           copy_header=True)
+
+
+def load_subject_map(path: str | Path, flip: bool) -> nib.Nifti1Image:
+    """A subject map, mirrored left-right when ``flip``."""
+    img = nib.load(path)
+    return mirror_left_right(img) if flip else img
+
+
+def needs_flip(pain_side: object, flip_to: str | None) -> bool:
+    """Whether a patient's maps are mirrored so that their pain is on ``flip_to``'s side."""
+    if flip_to in (None, "none") or not isinstance(pain_side, str):
+        return False
+    side = pain_side.strip().lower()[:1]
+    return side in ("l", "r") and side != flip_to[0]
 
 
 def group_mask(images: list[nib.Nifti1Image | str], coverage: float = 1.0) -> nib.Nifti1Image:

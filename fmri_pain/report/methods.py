@@ -46,6 +46,11 @@ def group_methods(spec: AnalysisSpec) -> str:
     """Paragraph describing the group models and thresholds."""
     g = spec.group
     covs = (f" Covariates ({', '.join(g.covariates)}) were mean-centred." if g.covariates else "")
+    if g.flip_to_pain_side != "none":
+        covs += (" Maps of patients whose pain was on the "
+                 f"{'left' if g.flip_to_pain_side == 'right' else 'right'} were mirrored left-right, "
+                 f"so that every patient's pain is on the {g.flip_to_pain_side} and the "
+                 f"contralateral hemisphere is the {'left' if g.flip_to_pain_side == 'right' else 'right'}.")
     inference = ""
     if spec.inference.enabled:
         inf = spec.inference
