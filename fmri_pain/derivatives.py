@@ -23,6 +23,8 @@ import pandas as pd
 from fmri_pain import __version__
 
 SPACE = "MNI152NLin2009cAsym"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 PIPELINE_NAME = "fmri-pain"
 
 # Order of entities in BIDS file names (subset of the BIDS entity table).
@@ -116,6 +118,8 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600 files; derivatives are shared like any other file.
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
         os.replace(tmp, path)

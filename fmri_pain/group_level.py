@@ -74,7 +74,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         pathways_html = pathway_report_section(pathways)
         timings["pathways"] = time.perf_counter() - start
 
-    preprocessed_here = any((output_dir / f"sub-{s}").rglob("*_desc-preproc_bold.nii.gz")
+    preprocessed_here = any(next((output_dir / f"sub-{s}").rglob("*_desc-preproc_bold.nii.gz"), None)
                             for s in group.subjects[:1])
     report = write_group_report(group, spec, output_dir, inference_html, pathways_html,
                                 preprocessed_here=preprocessed_here)

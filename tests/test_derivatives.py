@@ -56,3 +56,12 @@ def test_dataset_description(tmp_path):
     desc = json.loads(write_dataset_description(tmp_path, tmp_path).read_text())
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "fmri-pain"
+
+
+def test_atomic_writes_have_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    out = write_nifti(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), tmp_path / "a.nii.gz")
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
