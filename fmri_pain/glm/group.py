@@ -232,7 +232,7 @@ class _GroupWriter:
         design_path = group_dir / bids_filename(
             {"task": self.task, "space": self.spec.space,
              "contrast": label if design.route != "repeated" else None,
-             "desc": "repeated" if design.route == "repeated" else None}, "design", ".tsv")
+             "desc": "repeated" if design.route == "repeated" else folder}, "design", ".tsv")
         write_tsv(pd.concat([design.rows.reset_index(drop=True)[["subject"] + [
             c for c in ("condition", "period") if c in design.rows]], design.design], axis=1),
             design_path)
@@ -252,7 +252,7 @@ class _GroupWriter:
             paths = {}
             for stat in (("F" if stat_type == "F" else "t"), "z"):
                 path = statmap_path(self.output_dir, contrast=name, stat=stat, task=self.task,
-                                    space=self.spec.space)
+                                    space=self.spec.space, desc=folder)
                 if folder:
                     path = path.parent / folder / path.name
                 paths[stat] = write_nifti(stat_maps[stat], path, sidecar)
