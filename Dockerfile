@@ -11,7 +11,7 @@ FROM python:3.11.11-slim-bookworm
 
 LABEL org.opencontainers.image.title="fmri-pain" \
       org.opencontainers.image.description="fMRI analysis of a SCS / DRGS / DUAL crossover trial in neuropathic pain (BIDS App)" \
-      org.opencontainers.image.licenses="BSD-3-Clause" \
+      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/fmri-pain/fmri-pain"
 
 # Writable caches for a read-only image (apptainer runs it as the calling user);
