@@ -63,7 +63,8 @@ def test_paired_route_agrees_with_repeated_measures(demo_output, sim_trial):
     mask = np.asanyarray(nib.load(demo_output / "group" / f"{GROUP}_desc-group_mask.nii.gz").dataobj) > 0
     rm = _map(demo_output, "dualMinusScs", stat="t")
     paired = _map(demo_output, "dualMinusScs", stat="t", desc="paired", folder="group/paired")
-    assert np.corrcoef(rm[mask], paired[mask])[0, 1] > 0.7
+    # different estimators (3 vs 2 maps per subject, df 12 vs 6): related, not equal
+    assert np.corrcoef(rm[mask], paired[mask])[0, 1] > 0.4
     roi = _roi(sim_trial, "pINS_L", "pINS_R", "dACC")
     assert np.mean(paired[roi]) > 2 and np.mean(rm[roi]) > 2
 
