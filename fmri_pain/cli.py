@@ -98,7 +98,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--subjects", type=int, default=6 if command == "simulate" else 8,
                             help="number of simulated subjects")
         parser.add_argument("--seed", type=int, default=0, help="random seed (deterministic)")
-        parser.add_argument("--volumes", type=int, default=100, help="volumes per run")
+        parser.add_argument("--volumes", type=int, default=100 if command == "simulate" else 200,
+                            help="volumes per run (TR 2 s)")
         parser.add_argument("--voxel-size", type=float, default=4.0, help="voxel size in mm")
     if command == "simulate":
         parser.description = ("Write a simulated crossover trial: OUT/bids (raw BIDS), "
@@ -138,13 +139,20 @@ def _bids_app(args: argparse.Namespace) -> int:
     output_dir = args.output_dir.resolve()
     if output_dir == args.bids_dir.resolve():
         raise InputError("OUTPUT_DIR must differ from BIDS_DIR", path=output_dir)
-    layout = load_layout(args.bids_dir, args.derivatives, spec=spec,
+    derivatives = args.derivatives
+    if derivatives is None and args.analysis_level == "group" and _preprocessed_here(output_dir):
+        derivatives = output_dir  # the participant level's own fMRIPrep-named outputs
+    layout = load_layout(args.bids_dir, derivatives, spec=spec,
                          participant_label=args.participant_label,
                          check_data=args.analysis_level == "participant")
     print(layout.summary_text() if hasattr(layout, "summary_text") else layout.summary().to_string())
     if args.analysis_level == "participant":
         return _participant(layout, spec, output_dir, args)
     return _group(layout, spec, output_dir)
+
+
+def _preprocessed_here(output_dir: Path) -> bool:
+    return next(output_dir.glob("sub-*/**/*_desc-preproc_bold.nii.gz"), None) is not None
 
 
 def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from fmri_pain.simulate import simulate_trial
 from fmri_pain.spec import load_spec
 
 
-def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volumes: int = 100,
+def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volumes: int = 200,
              voxel_size: float = 4.0, scheduler: str = "local",
              spec_file: Path | str | None = None) -> int:
     """Simulate into ``OUTPUT/sourcedata``, run participant and group levels into ``OUTPUT``.

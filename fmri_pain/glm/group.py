@@ -225,6 +225,11 @@ class _GroupWriter:
     def fit_and_write(self, rows: pd.DataFrame, design: GroupDesign,
                       names: dict[str, str], folder: str | None = None) -> None:
         images, flips = list(rows["effect"]), list(rows["flip"])
+        if len(images) <= np.linalg.matrix_rank(design.design.to_numpy()):
+            LOGGER.warning("%s model (%s) skipped: %d maps leave no residual degrees of "
+                           "freedom for %d regressors", design.route, ", ".join(names.values()),
+                           len(images), design.design.shape[1])
+            return
         model = fit_second_level([load_subject_map(p, f) for p, f in zip(images, flips)],
                                  design, self.mask_img, self.spec.group.smoothing_fwhm)
         group_dir = self.output_dir / "group" / (folder or "")
