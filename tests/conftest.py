@@ -47,11 +47,12 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def sim_trial(tmp_path_factory):
-    """A simulated 8-subject trial (4 mm, 100 volumes) with derivatives and ground truth."""
+    """A simulated 8-subject trial (4 mm, 200 volumes) with derivatives and ground truth."""
     from fmri_pain.simulate import simulate_trial
 
     path = _build_once(tmp_path_factory, "sim_trial",
-                       lambda out: simulate_trial(out, n_subjects=8, seed=42, derivatives=True))
+                       lambda out: simulate_trial(out, n_subjects=8, seed=42, n_volumes=200,
+                                                  derivatives=True))
     return _load_sim(path)
 
 
