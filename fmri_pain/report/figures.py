@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -37,9 +38,11 @@ def glass_brain_uri(img: nib.Nifti1Image | str | Path, title: str,
     fig = plt.figure(figsize=(7, 2.6))
     if threshold is None or not np.isfinite(threshold):
         threshold = 3.1 if vmax > 3.1 else vmax / 2
-    plotting.plot_glass_brain(nib.Nifti1Image(data, img.affine), threshold=threshold,
-                              colorbar=True, plot_abs=not two_sided, vmax=vmax,
-                              title=title, figure=fig, cmap="cold_hot" if two_sided else "hot")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="empty mask")  # nothing survives: an empty brain
+        plotting.plot_glass_brain(nib.Nifti1Image(data, img.affine), threshold=threshold,
+                                  colorbar=True, plot_abs=not two_sided, vmax=vmax,
+                                  title=title, figure=fig, cmap="cold_hot" if two_sided else "hot")
     return figure_to_uri(fig)
 
 
