@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-BACKENDS = ("python", "fsl", "ants")
+BACKENDS = ("python",)
 REGISTRATIONS = ("rigid", "affine", "syn")
 PLUGINS = ("Linear", "MultiProc")
 
@@ -18,11 +18,10 @@ class PreprocessSpec:
 
     Parameters
     ----------
-    backend : {"python", "fsl", "ants"}
+    backend : {"python"}
         ``python`` needs nothing but PyPI packages (numpy/scipy realignment,
-        antspyx registration).  ``fsl`` estimates head motion with MCFLIRT and
-        ``ants`` registers with the ``antsRegistration`` binary; both need the
-        tools on PATH.
+        antspyx registration). FSL / ANTs command-line backends are not
+        implemented yet, so they are rejected here rather than half-run.
     dummy_scans : "auto" or int
         Non-steady-state volumes at the start of each run.  ``"auto"`` detects
         them like fMRIPrep (nipype's ``is_outlier`` on the global signal).  The

@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 
 from nipype.interfaces import utility as niu
@@ -42,22 +41,6 @@ FUNC_OUTPUTS = list(FUNC_OUTPUT_SOURCES)
 ANAT_OUTPUT_SOURCES = {"t1w_brain": ("anat_norm", "out_brain"), "t1w_mask": ("anat_norm", "out_mask"),
                        "std_xfm": ("anat_norm", "out_xfm"), "t1w_std": ("anat_norm", "out_std")}
 ANAT_OUTPUTS = list(ANAT_OUTPUT_SOURCES)
-
-
-def _check_backend(spec: PreprocessSpec) -> None:
-    """Fail early, and clearly, on a backend this machine (or this version) cannot run."""
-    need = {"fsl": "mcflirt", "ants": "antsRegistration"}.get(spec.backend)
-    if need is None:
-        return
-    if shutil.which(need) is None:
-        raise RuntimeError(
-            f"preprocess.backend={spec.backend!r} needs `{need}` on PATH; use backend 'python' "
-            "(PyPI-only: numpy/scipy realignment + antspyx registration)"
-        )
-    raise NotImplementedError(
-        f"preprocess.backend={spec.backend!r}: the MCFLIRT / antsRegistration nodes are not wired yet; "
-        "use backend 'python'"
-    )
 
 
 def init_anat_preproc_wf(spec: PreprocessSpec, name: str = "anat_preproc_wf") -> pe.Workflow:
@@ -154,7 +137,6 @@ def init_preproc_wf(runs: Sequence, spec: PreprocessSpec, name: str | None = Non
     subjects = {r.subject for r in runs}
     if len(subjects) != 1:
         raise ValueError(f"init_preproc_wf handles one subject at a time, got {sorted(subjects)}")
-    _check_backend(spec)
     subject = runs[0].subject
     t1w = next((r.anat for r in runs if r.anat is not None), None)
     workflow = pe.Workflow(name=name or f"sub_{subject}_preproc_wf")
