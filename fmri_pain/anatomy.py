@@ -75,8 +75,9 @@ def load_atlas(name: str) -> tuple[nib.Nifti1Image, pd.DataFrame, bool]:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("FMRI_PAIN_CACHE") or os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "fmri-pain" if "FMRI_PAIN_CACHE" not in os.environ else Path(root)
+    if os.environ.get("FMRI_PAIN_CACHE"):
+        return Path(os.environ["FMRI_PAIN_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fmri-pain"
 
 
 def label_coordinates(coords: np.ndarray, atlases: tuple[str, ...] = PEAK_ATLASES) -> pd.DataFrame:

@@ -131,6 +131,7 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _bids_app(args: argparse.Namespace) -> int:
+    from fmri_pain.derivatives import has_own_preprocessing
     from fmri_pain.execution import execution_spec_from_args
     from fmri_pain.layout import load_layout
     from fmri_pain.spec import load_spec
@@ -140,19 +141,15 @@ def _bids_app(args: argparse.Namespace) -> int:
     if output_dir == args.bids_dir.resolve():
         raise InputError("OUTPUT_DIR must differ from BIDS_DIR", path=output_dir)
     derivatives = args.derivatives
-    if derivatives is None and args.analysis_level == "group" and _preprocessed_here(output_dir):
+    if derivatives is None and args.analysis_level == "group" and has_own_preprocessing(output_dir):
         derivatives = output_dir  # the participant level's own fMRIPrep-named outputs
     layout = load_layout(args.bids_dir, derivatives, spec=spec,
                          participant_label=args.participant_label,
                          check_data=args.analysis_level == "participant")
-    print(layout.summary_text() if hasattr(layout, "summary_text") else layout.summary().to_string())
+    print(layout.summary().to_string())
     if args.analysis_level == "participant":
         return _participant(layout, spec, output_dir, args)
     return _group(layout, spec, output_dir)
-
-
-def _preprocessed_here(output_dir: Path) -> bool:
-    return next(output_dir.glob("sub-*/**/*_desc-preproc_bold.nii.gz"), None) is not None
 
 
 def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from importlib import metadata
 from pathlib import Path
@@ -168,8 +169,28 @@ def write_figure(fig, path: Path | str, **savefig_kwargs) -> Path:
     return Path(path)
 
 
-def sha256_file(path: Path | str, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+def sha256_file(path: Path | str) -> str:
+    """Hex SHA-256 of a file's bytes, computed once per (path, size, mtime) in a process.
+
+    Provenance sidecars and resume fingerprints hash the same inputs many times.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        cached = _HASH_CACHE.get(key)
+    if cached is None:
+        cached = _hash_file(path)
+        with _HASH_LOCK:
+            _HASH_CACHE[key] = cached
+    return cached
+
+
+def _hash_file(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(chunk_size), b""):
@@ -214,6 +235,11 @@ def provenance(inputs: Mapping[str, Path | str] | list[Path | str],
     }
     record.update(extra)
     return record
+
+
+def has_own_preprocessing(output_dir: Path | str) -> bool:
+    """Whether the participant level preprocessed raw scans into ``output_dir``."""
+    return next(Path(output_dir).glob("sub-*/**/*_desc-preproc_bold.nii.gz"), None) is not None
 
 
 def write_dataset_description(output_dir: Path | str, source: Path | str | None = None) -> Path:

@@ -170,24 +170,6 @@ class ExecutionSummary:
 
 # --------------------------------------------------------------------------- fingerprints
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-_HASH_LOCK = threading.Lock()
-
-
-def file_sha256(path: Path | str) -> str:
-    """sha256 of a file, computed once per (path, size, mtime) in this process."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_CACHE:
-            return _HASH_CACHE[key]
-    digest = sha256_file(path)
-    with _HASH_LOCK:
-        _HASH_CACHE[key] = digest
-    return digest
-
-
 def _spec_parameters(spec: AnalysisSpec) -> dict[str, Any]:
     # Where a subject runs does not change what it computes: leave `execution`
     # out, so switching --scheduler or worker counts does not invalidate a resume.
@@ -212,7 +194,7 @@ def subject_fingerprint(runs: Sequence[Run], spec: AnalysisSpec) -> str:
             if path is None:
                 continue
             try:
-                files[role] = file_sha256(path)
+                files[role] = sha256_file(path)
             except OSError as exc:
                 raise InputError(f"cannot read {role} file: {exc.strerror or exc}",
                                  subject=run.subject, path=path) from exc

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmri_pain.derivatives import has_own_preprocessing
 from fmri_pain.glm.group import GroupResult, run_group
 from fmri_pain.glm.group_inference import PermutationOutput, inference_summary, run_permutation_inference
 from fmri_pain.layout import Run
@@ -67,17 +68,14 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
 
         start = time.perf_counter()
         maps = group.subject_maps.dropna(subset=["condition"])
-        analysed = {s for s in group.subjects}
-        pathway_runs = [r for r in runs if r.subject in analysed and r.confounds is not None]
+        pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
         pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
                                         conditions=spec.conditions)
         pathways_html = pathway_report_section(pathways)
         timings["pathways"] = time.perf_counter() - start
 
-    preprocessed_here = any(next((output_dir / f"sub-{s}").rglob("*_desc-preproc_bold.nii.gz"), None)
-                            for s in group.subjects[:1])
     report = write_group_report(group, spec, output_dir, inference_html, pathways_html,
-                                preprocessed_here=preprocessed_here)
+                                preprocessed_here=has_own_preprocessing(output_dir))
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
     return GroupLevelResult(group, permutations, pathways, report, timings)
 

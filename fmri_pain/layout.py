@@ -97,6 +97,14 @@ TR_RTOL = 1e-3
 """Relative tolerance between ``RepetitionTime`` and the NIfTI header's pixdim[4]."""
 
 
+def subject_of(runs) -> str:
+    """The one subject label shared by ``runs``; ValueError when empty or mixed."""
+    subjects = {r.subject for r in runs}
+    if len(subjects) != 1:
+        raise ValueError(f"expected the runs of one subject, got {sorted(subjects) or 'none'}")
+    return subjects.pop()
+
+
 @dataclass
 class TrialLayout:
     """The runs of a dataset that passed validation, and every problem found.

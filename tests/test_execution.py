@@ -369,9 +369,11 @@ def test_corrupt_or_foreign_record_is_not_trusted(dataset):
 def test_fingerprint_hashes_each_file_once(dataset, monkeypatch):
     runs, _, _ = dataset
     calls = []
-    real = execution.sha256_file
-    monkeypatch.setattr(execution, "sha256_file", lambda p: calls.append(p) or real(p))
-    monkeypatch.setattr(execution, "_HASH_CACHE", {})
+    from fmri_pain import derivatives
+
+    real = derivatives._hash_file
+    monkeypatch.setattr(derivatives, "_hash_file", lambda p: calls.append(p) or real(p))
+    monkeypatch.setattr(derivatives, "_HASH_CACHE", {})
     a = execution.subject_fingerprint(runs["01"], spec_with())
     n = len(calls)
     b = execution.subject_fingerprint(runs["01"], spec_with())

@@ -50,7 +50,7 @@ from fmri_pain.glm.design import (
     stim_weights,
 )
 from fmri_pain.glm.fixed_effects import EffectMaps, fixed_effects, linear_combination, z_from_effect
-from fmri_pain.layout import Run
+from fmri_pain.layout import Run, subject_of
 from fmri_pain.spec import AnalysisSpec
 from fmri_pain.trial import condition_label, difference_contrasts, trial_contrasts
 
@@ -619,12 +619,7 @@ def first_level_subject(runs: list[Run], spec: AnalysisSpec, output_dir: Path | 
     InputError
         Bad inputs (named with subject and file).
     """
-    if not runs:
-        raise ValueError("no runs given")
-    subjects = {r.subject for r in runs}
-    if len(subjects) != 1:
-        raise ValueError(f"runs of several subjects given: {sorted(subjects)}")
-    subject = runs[0].subject
+    subject = subject_of(runs)
     output_dir = Path(output_dir)
     task = _unique([r.task for r in runs]) or runs[0].task
     runs = sorted(runs, key=lambda r: (r.session or "", r.run or 0))

@@ -64,6 +64,7 @@ class GroupResult:
     """Everything the group level wrote, for reports and later stages."""
 
     output_dir: Path
+    task: str
     maps: list[GroupMap]
     subjects: list[str]
     left_out: list[str]
@@ -177,7 +178,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
             design = paired_design(rows, _available_covariates(rows, spec.group.covariates))
             writer.fit_and_write(rows, design, {"intercept": name}, folder="paired")
 
-    return GroupResult(output_dir, writer.written, subjects, left_out, mask_path,
+    return GroupResult(output_dir, task, writer.written, subjects, left_out, mask_path,
                        writer.designs, maps)
 
 

@@ -55,7 +55,6 @@ def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[Pe
     -------
     list of PermutationOutput
     """
-    inf = spec.inference
     mask_img = nib.load(group.mask)
     mask = np.asanyarray(mask_img.dataobj).astype(bool)
     cache: dict[tuple, np.ndarray] = {}
@@ -86,7 +85,7 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
         "route": design.route, "design_columns": list(design.design.columns),
         "contrast": np.asarray(design.contrasts[entry.key]).tolist(),
         "inference": spec.to_dict()["inference"]})
-    task = entry.paths["z"].name.split("task-")[1].split("_")[0]
+    task = group.task
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
                                    task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar)
     z_fwe = nib.load(paths["z_fwe"]) if "z_fwe" in paths else None

@@ -21,6 +21,7 @@ whose slopes are reported as their own maps.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -232,8 +233,19 @@ def mirror_left_right(img: nib.Nifti1Image | str | Path) -> nib.Nifti1Image:
 
 
 def load_subject_map(path: str | Path, flip: bool) -> nib.Nifti1Image:
-    """A subject map, mirrored left-right when ``flip``."""
+    """A subject map (in memory), mirrored left-right when ``flip``.
+
+    The group level reads each map for the mask, several models and the
+    permutation test: it is read (and mirrored) once per file version.
+    """
+    st = Path(path).stat()
+    return _load_subject_map(str(Path(path).resolve()), bool(flip), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=512)
+def _load_subject_map(path: str, flip: bool, size: int, mtime_ns: int) -> nib.Nifti1Image:
     img = nib.load(path)
+    img = nib.Nifti1Image(np.asanyarray(img.dataobj, dtype=np.float32), img.affine, img.header)
     return mirror_left_right(img) if flip else img
 
 

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from fmri_pain.layout import subject_of
+
 from .interfaces import (
     AnatNormalize,
     Confounds,
@@ -132,12 +134,7 @@ def init_preproc_wf(runs: Sequence, spec: PreprocessSpec, name: str | None = Non
     subjects without any T1w take the EPI-template route.  Each run gets its
     own ``func_preproc_<label>_wf`` whose inputnode is filled from the Run.
     """
-    if not runs:
-        raise ValueError("init_preproc_wf needs at least one run")
-    subjects = {r.subject for r in runs}
-    if len(subjects) != 1:
-        raise ValueError(f"init_preproc_wf handles one subject at a time, got {sorted(subjects)}")
-    subject = runs[0].subject
+    subject = subject_of(runs)
     t1w = next((r.anat for r in runs if r.anat is not None), None)
     workflow = pe.Workflow(name=name or f"sub_{subject}_preproc_wf")
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
