@@ -32,11 +32,6 @@ import scipy.linalg as spl
 from scipy.ndimage import gaussian_filter1d
 from threadpoolctl import threadpool_limits
 
-try:  # ISA-L inflates gzip about twice as fast as zlib; optional
-    from isal import igzip as _igzip
-except ImportError:  # pragma: no cover - depends on the environment
-    _igzip = None
-
 from fmri_pain import derivatives as drv
 from fmri_pain.errors import InputError
 from fmri_pain.glm.design import (
@@ -51,6 +46,7 @@ from fmri_pain.glm.design import (
 )
 from fmri_pain.glm.fixed_effects import EffectMaps, fixed_effects, linear_combination, z_from_effect
 from fmri_pain.layout import Run, subject_of
+from fmri_pain.nifti_io import igzip as _igzip
 from fmri_pain.spec import AnalysisSpec
 from fmri_pain.trial import condition_label, difference_contrasts, trial_contrasts
 

@@ -19,6 +19,7 @@ from fmri_pain.derivatives import provenance, statmap_path, write_tsv
 from fmri_pain.glm.group import GroupMap, GroupResult
 from fmri_pain.glm.inference import PermutationResult, permutation_test, write_permutation_maps
 from fmri_pain.glm.thresholds import cluster_table
+from fmri_pain.nifti_io import masked_maps
 from fmri_pain.spec import AnalysisSpec
 
 LOGGER = logging.getLogger(__name__)
@@ -33,12 +34,6 @@ class PermutationOutput:
     result: PermutationResult
     paths: dict[str, Path]
     clusters: pd.DataFrame
-
-
-def masked_data(images: list[nib.Nifti1Image], mask_img: nib.Nifti1Image) -> np.ndarray:
-    """(n_maps, n_voxels) float64 array of the maps inside the mask (C order)."""
-    mask = np.asanyarray(mask_img.dataobj).astype(bool)
-    return np.stack([np.asanyarray(img.dataobj, dtype=np.float64)[mask] for img in images])
 
 
 def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[PermutationOutput]:
@@ -64,7 +59,7 @@ def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[Pe
             continue
         key = tuple(zip(map(str, entry.images), entry.flips))
         if key not in cache:
-            cache[key] = masked_data(entry.load_images(), mask_img)
+            cache[key] = masked_maps(entry.load_images(), mask_img)
         outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec))
         LOGGER.info("permutation inference %s: %s", entry.contrast,
                     outputs[-1].result.summary(spec.group.fwe_alpha))

@@ -11,9 +11,14 @@ Examples
 >>> res = permutation_test(Y, design, contrast, n_perm=5000, blocks=subjects,
 ...                        mask=mask, tfce=True, cluster_threshold=0.001)  # doctest: +SKIP
 >>> images = permutation_maps(res, mask_img)                              # doctest: +SKIP
+
+or, from files to images in one call (what nilearn's ``non_parametric_inference`` does):
+
+>>> res, images = permutation_inference(paths, design, [1, 0], mask_img, n_perm=5000)  # doctest: +SKIP
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -50,6 +55,7 @@ __all__ = [
     "MAP_ENTITIES",
     "permutation_maps",
     "write_permutation_maps",
+    "permutation_inference",
 ]
 
 # map key -> (desc, stat) entities of the output file name
@@ -95,9 +101,8 @@ def bonferroni_threshold(n_voxels: int, alpha: float = 0.05, two_sided: bool = T
 def stat_to_z(stat: np.ndarray, stat_type: str, df: tuple[float, float]) -> np.ndarray:
     """Convert t or F values to z with matching (one-sided) tail probability."""
     stat = np.asarray(stat, dtype=float)
-    if stat_type == "t":
-        return np.where(stat >= 0, stats.norm.isf(stats.t.sf(stat, df[1])),
-                        -stats.norm.isf(stats.t.sf(-stat, df[1])))
+    if stat_type == "t":  # through the upper tail of |t|, where precision is kept
+        return np.sign(stat) * stats.norm.isf(stats.t.sf(np.abs(stat), df[1]))
     return stats.norm.isf(stats.f.sf(stat, df[0], df[1]))
 
 
@@ -159,3 +164,35 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
         path.parent.mkdir(parents=True, exist_ok=True)
         written[key] = write_nifti(img, path, sidecar=meta)
     return written
+
+
+def permutation_inference(images: Sequence[str | Path | nib.Nifti1Image], design: np.ndarray,
+                          contrast: np.ndarray, mask_img: nib.Nifti1Image, *, alpha: float = 0.05,
+                          **kwargs: Any) -> tuple[PermutationResult, dict[str, nib.Nifti1Image]]:
+    """Permutation test of maps given as files or images; the maps as images.
+
+    Parameters
+    ----------
+    images : sequence of paths or Nifti1Image
+        One 3-D map per design row, on the mask's grid.
+    design, contrast
+        As :func:`permutation_test`.
+    mask_img : Nifti1Image
+        Voxels to test (non-zero).
+    alpha : float
+        For the thresholded z maps of :func:`permutation_maps`.
+    **kwargs
+        Passed to :func:`permutation_test` (``n_perm``, ``tfce``, ``n_jobs`` ...).
+
+    Returns
+    -------
+    result : PermutationResult
+    maps : dict of Nifti1Image
+        :func:`permutation_maps` of the result.
+    """
+    from fmri_pain.nifti_io import masked_maps
+
+    Y = masked_maps(images, mask_img)
+    mask = np.asanyarray(mask_img.dataobj).astype(bool)
+    result = permutation_test(Y, design, contrast, mask=mask, **kwargs)
+    return result, permutation_maps(result, mask_img, alpha=alpha)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg, stats
 
+from fmri_pain.glm import lookup_sums as lookup
 from fmri_pain.glm import tfce as _tfce
 
 __all__ = [
@@ -133,9 +134,14 @@ def fwe_threshold(max_null: np.ndarray, alpha: float = 0.05) -> float:
 
 
 def _p_from_null(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """``(1 + #{null >= score}) / (1 + n)`` for every score."""
+    """``(1 + #{null >= score}) / (1 + n)`` for every score.
+
+    Ties are judged with a relative tolerance of 1e-12: the observed and the
+    rearranged statistics are computed along different paths (rounding).
+    """
     null = np.sort(np.asarray(null, dtype=float))
-    n_ge = null.size - np.searchsorted(null, scores, side="left")
+    scores = np.asarray(scores, dtype=float)
+    n_ge = null.size - np.searchsorted(null, scores - 1e-12 * np.abs(scores), side="left")
     return (1.0 + n_ge) / (1.0 + null.size)
 
 
@@ -279,88 +285,61 @@ def _stat_from_parts(a: np.ndarray, b2: np.ndarray, ss_e: np.ndarray, df: float,
     return np.where(ss_e > 0, stat, 0.0)
 
 
-if _tfce._HAVE_NUMBA:
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def _fused_block(prod, k, ss_e, df, two_sided, obs_score, maxes, count, stat_out):
-        """One pass over a (perms x rows x voxels) tile: statistic, running max, exceedances."""
-        n_chunk, n_rows, n_vox = prod.shape
-        thr = np.empty(n_vox)
-        for v in range(n_vox):
-            thr[v] = obs_score[v] - 1e-12 * abs(obs_score[v])
-        for p in range(n_chunk):
-            row = stat_out[p]
-            for v in range(n_vox):  # branch-free so that it vectorises
-                ss_x = 0.0
-                for j in range(k):
-                    ss_x += prod[p, j, v] * prod[p, j, v]
-                rss = ss_e[v] - ss_x
-                for j in range(k, n_rows):
-                    rss -= prod[p, j, v] * prod[p, j, v]
-                rss = max(rss, 1e-300)
-                if k == 1:
-                    row[v] = prod[p, 0, v] * np.sqrt(df / rss)
-                else:
-                    row[v] = ss_x / k * df / rss
-            m = maxes[p]
-            for v in range(n_vox):
-                sc = abs(row[v]) if two_sided else row[v]
-                m = max(m, sc)
-                count[v] += sc >= thr[v]
-            maxes[p] = m
-
-
-def _block_numpy(prod, k, ss_e, df, two_sided, obs_score, maxes, count, stat_out):
-    a = prod[:, :k].transpose(1, 0, 2)
-    b2 = np.sum(prod[:, k:] ** 2, axis=1) if prod.shape[1] > k else 0.0
-    stat = _stat_from_parts(a, b2, ss_e[None], df, k)
-    score = np.abs(stat) if two_sided else stat
-    np.maximum(maxes, score.max(axis=1), out=maxes)
-    count += np.sum(score >= obs_score[None] - 1e-12 * np.abs(obs_score[None]), axis=0)
-    stat_out[...] = stat
-
-
-def _process_chunk(rows: np.ndarray, e: np.ndarray, ss_e: np.ndarray, q_x: np.ndarray,
-                   q_zr: np.ndarray, index: np.ndarray, signs: np.ndarray, df: float,
-                   two_sided: bool, stat_obs: np.ndarray, tfce_obs: np.ndarray | None,
-                   nbrs: np.ndarray | None, mask: np.ndarray | None, tfce_kw: dict,
-                   cluster_t: float | None, tile_bytes: float = 8 * 2**20) -> dict:
-    k = q_x.shape[1]
-    basis = np.hstack([q_x, q_zr])  # (n, k + r)
-    n_rows = basis.shape[1]
-    n, n_chunk = e.shape[0], rows.size
-    n_vox = e.shape[1]
-    # u[p, j, index[p, i]] = signs[p, i] * basis[i, j]   ->   u[p, j] @ e = basis[:, j]' P e
-    u = np.zeros((n_chunk, n_rows, n))
+def _rearranged_basis(rows: np.ndarray, basis: np.ndarray, index: np.ndarray, signs: np.ndarray,
+                      order: np.ndarray) -> np.ndarray:
+    """``u[p, j]`` with ``u[p, j] @ e = basis[:, j]' P_p e``, columns in ``order``: (n_chunk, m, n)."""
+    n_chunk, (n, n_basis) = rows.size, basis.shape
+    u = np.zeros((n_chunk, n_basis, n))
     p_idx = np.arange(n_chunk)[:, None, None]
-    j_idx = np.arange(n_rows)[None, :, None]
+    j_idx = np.arange(n_basis)[None, :, None]
     u[p_idx, j_idx, index[rows][:, None, :]] = (signs[rows][:, :, None] * basis[None]).transpose(0, 2, 1)
-    u = u.reshape(n_chunk * n_rows, n)
-    obs_score = np.abs(stat_obs) if two_sided else stat_obs
-    need_maps = tfce_obs is not None or cluster_t is not None
-    stat_full = np.empty((n_chunk, n_vox)) if need_maps else None
-    maxes = np.full(n_chunk, -np.inf)
+    return u[:, :, order]
+
+
+@dataclass
+class _Engine:
+    """What every chunk shares: data in plan order, observed scores, statistic options."""
+
+    e: np.ndarray          # (n, n_vox) residualised data, rows in block order (unit columns if normalized)
+    ss_e: np.ndarray
+    k: int
+    normalized: bool
+    df: float
+    two_sided: bool
+    threshold: np.ndarray  # observed scores less a tie tolerance
+
+
+def _process_chunk(engine: _Engine, rows: np.ndarray, plan: lookup.LookupPlan, voxels: slice,
+                   want_maps: bool) -> dict:
+    """Max score per rearrangement and exceedances per voxel over a voxel range."""
+    n_vox = voxels.stop - voxels.start
+    maxes = np.full(rows.size, -np.inf)
     count = np.zeros(n_vox, dtype=np.int64)
-    # voxel tiles small enough to stay in cache: one matmul + one fused pass per tile
-    width = int(max(256, tile_bytes // (8 * n_chunk * (n_rows + 1))))
-    kernel = _fused_block if _tfce._HAVE_NUMBA else _block_numpy
-    buf = np.empty((n_chunk, min(width, n_vox)))
-    for start in range(0, n_vox, width):
-        blk = slice(start, min(start + width, n_vox))
-        prod = (u @ e[:, blk]).reshape(n_chunk, n_rows, -1)
-        out = buf[:, : prod.shape[2]]
-        kernel(prod, k, ss_e[blk], df, two_sided, obs_score[blk], maxes, count[blk], out)
-        if need_maps:
-            stat_full[:, blk] = out
-    out = {"rows": rows, "max": maxes, "count": count}
-    if tfce_obs is not None:
-        out["tfce_max"] = _tfce.tfce_max(stat_full, nbrs, two_sided=two_sided, mask=mask, **tfce_kw)
+    stat_full = np.empty((rows.size, n_vox)) if want_maps else None
+    width = lookup.tile_width(plan, n_vox)
+    table = None
+    for start in range(voxels.start, voxels.stop, width):
+        blk = slice(start, min(start + width, voxels.stop))
+        local = slice(blk.start - voxels.start, blk.stop - voxels.start)
+        table = lookup.build_tables(plan, engine.e[:, blk], out=table)
+        lookup.scan_tile(table, plan.ids, k=engine.k, normalized=engine.normalized,
+                         ss_e=engine.ss_e[blk], df=engine.df, two_sided=engine.two_sided,
+                         threshold=engine.threshold[blk], maxes=maxes, count=count[local],
+                         stat_out=stat_full[:, local] if want_maps else None)
+    return {"rows": rows, "voxels": voxels, "max": maxes, "count": count, "stat": stat_full}
+
+
+def _maps_null(part: dict, nbrs: np.ndarray, mask: np.ndarray, two_sided: bool,
+               tfce_kw: dict | None, cluster_t: float | None) -> dict:
+    """TFCE and cluster maxima of every rearranged statistic map of a chunk."""
+    stat_full = part.pop("stat")
+    if tfce_kw is not None:
+        part["tfce_max"] = _tfce.tfce_max(stat_full, nbrs, two_sided=two_sided, mask=mask, **tfce_kw)
     if cluster_t is not None:
         sm = np.array([_tfce.max_cluster_measures(s, cluster_t, nbrs, two_sided=two_sided, mask=mask)
                        for s in stat_full]).reshape(-1, 2)
-        out["size_max"], out["mass_max"] = sm[:, 0], sm[:, 1]
-    return out
+        part["size_max"], part["mass_max"] = sm[:, 0], sm[:, 1]
+    return part
 
 
 def _auto_scheme(q_x: np.ndarray, blocks: np.ndarray | None) -> str:
@@ -472,14 +451,28 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     e = np.asarray(Y, dtype=np.float64)
     if q_z.shape[1]:
         e = e - q_z @ (q_z.T @ e)
-    e = np.ascontiguousarray(e)
     ss_e = np.einsum("ij,ij->j", e, e)
     q_zr = _drop_invariant_nuisance(q_z, blocks, scheme) if scheme != "explicit" else q_z
-    a_obs = (q_x.T @ e)
-    stat_obs = _stat_from_parts(a_obs, 0.0, ss_e, df, k)
+    stat_obs = _stat_from_parts(q_x.T @ e, 0.0, ss_e, df, k)
     stat_type = "t" if k == 1 else "F"
+    score_obs = np.abs(stat_obs) if two_sided else stat_obs
+    # Without a nuisance refit, t (F) is a monotone function of the projection
+    # (its squared norm) of unit-norm data: the scan then needs no division.
+    normalized = q_zr.shape[1] == 0
+    if normalized:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            e = np.where(ss_e > 0, e / np.sqrt(ss_e), 0.0)
+        a_obs = q_x.T @ e
+        score_run = (np.abs(a_obs[0]) if two_sided else a_obs[0]) if k == 1 else np.sum(a_obs ** 2, 0)
+    else:
+        score_run = score_obs
+    order = (np.argsort(np.unique(blocks, return_inverse=True)[1].ravel(), kind="stable")
+             if blocks is not None else np.arange(n))  # rows shuffled together stay adjacent
+    engine = _Engine(e=np.ascontiguousarray(e[order]), ss_e=ss_e, k=k, normalized=normalized,
+                     df=df, two_sided=two_sided,
+                     threshold=score_run - 1e-12 * np.abs(score_run))
 
-    nbrs = _tfce.neighbour_table(mask, connectivity) if mask is not None else None
+    nbrs = _tfce.neighbour_table(mask, connectivity) if tfce or cluster_threshold else None
     tfce_kw = dict(H=tfce_H, E=tfce_E, dh=tfce_dh)
     tfce_obs = _tfce.tfce_masked(stat_obs, nbrs, two_sided=two_sided, mask=mask, **tfce_kw) \
         if tfce else None
@@ -492,41 +485,49 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         else:
             cluster_t = float(stats.f.isf(cluster_threshold, k, df))
 
-    n_rows = k + q_zr.shape[1]
+    # Work items: (rearrangements, voxel range). TFCE and clusters need whole maps,
+    # so chunks of rearrangements bounded by memory; max-t alone splits voxels.
+    want_maps = tfce or cluster_t is not None
+    n_workers = 1 if n_jobs == 1 else (n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
     if chunk_size is None:
-        if tfce or cluster_t is not None:  # full maps of every permutation in the chunk
-            per_perm = 8.0 * n_vox * 2 + 8.0 * n_rows * n
-            chunk_size = int(max(1, min(n_perm, memory_limit_mb * 2**20 // per_perm)))
-        else:  # max-t only: tiles over voxels, so chunks only bound the design matrices
-            chunk_size = min(n_perm, 256)
-        if n_jobs != 1:  # give every worker something to do
-            n_workers = n_jobs if n_jobs > 0 else (os.cpu_count() or 1)
+        chunk_size = (int(max(1, memory_limit_mb * 2**20 // (8.0 * n_vox * 2))) if want_maps
+                      else n_perm)
+        if want_maps and n_workers > 1:  # give every worker something to do
             chunk_size = max(1, min(chunk_size, -(-n_perm // n_workers)))
-    chunks = [np.arange(i, min(i + chunk_size, n_perm)) for i in range(0, n_perm, chunk_size)]
-    args = (e, ss_e, q_x, q_zr, index, signs, df, two_sided, stat_obs, tfce_obs, nbrs, mask,
-            tfce_kw, cluster_t)
-    # BLAS stays single-threaded: the tiles are small, and threaded BLAS on small
-    # products loses badly on a busy machine; parallelism is over chunks (n_jobs)
+    chunk_size = min(chunk_size, n_perm)
+    basis = np.hstack([q_x, q_zr])
+    plans = [(rows, lookup.plan_lookup(_rearranged_basis(rows, basis, index, signs, order)))
+             for rows in (np.arange(i, min(i + chunk_size, n_perm))
+                          for i in range(0, n_perm, chunk_size))]
+    n_pieces = 1 if want_maps or n_workers == 1 else 4 * n_workers
+    edges = np.linspace(0, n_vox, n_pieces + 1).astype(int)
+    items = [(rows, plan, slice(int(a), int(b))) for rows, plan in plans
+             for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    # BLAS stays single-threaded: the table products are small; parallelism is over items
     from threadpoolctl import threadpool_limits
 
-    def run(rows):
+    def run(rows, plan, voxels):
         with threadpool_limits(1):
-            return _process_chunk(rows, *args)
+            part = _process_chunk(engine, rows, plan, voxels, want_maps)
+            if want_maps:
+                part = _maps_null(part, nbrs, mask, two_sided, tfce_kw if tfce else None, cluster_t)
+            return part
 
-    if n_jobs == 1 or len(chunks) == 1:
-        parts = [run(rows) for rows in chunks]
+    if n_workers == 1 or len(items) == 1:
+        parts = [run(*item) for item in items]
     else:
         import joblib
 
         parts = joblib.Parallel(n_jobs=n_jobs, prefer="threads")(
-            joblib.delayed(run)(rows) for rows in chunks)
+            joblib.delayed(run)(*item) for item in items)
 
-    max_null = np.empty(n_perm)
+    max_null = np.full(n_perm, -np.inf)
     count = np.zeros(n_vox)
     for part in parts:
-        max_null[part["rows"]] = part["max"]
-        count += part["count"]
-    score_obs = np.abs(stat_obs) if two_sided else stat_obs
+        max_null[part["rows"]] = np.maximum(max_null[part["rows"]], part["max"])
+        count[part["voxels"]] += part["count"]
+    if normalized:
+        max_null = lookup.score_to_stat(max_null, k, df)
     result = PermutationResult(
         stat=stat_obs, stat_type=stat_type, df=(float(k), df),
         p_uncorrected=(1.0 + count) / (1.0 + n_perm),
