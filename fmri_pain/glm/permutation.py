@@ -1,17 +1,18 @@
 """Permutation inference for the general linear model (Freedman-Lane).
 
-All permutations of a chunk are evaluated as one matrix product: with the
-nuisance-residualised data ``e = R_Z Y`` and a rearrangement ``P`` (signs
-and/or a row permutation), the Freedman-Lane statistic only needs
+With the nuisance-residualised data ``e = R_Z Y`` and a rearrangement ``P``
+(signs and/or a row permutation), the Freedman-Lane statistic only needs
 ``Q_x' P e`` (effect of interest), ``Q_Z' P e`` (nuisance refit) and
 ``||P e||^2 = ||e||^2``, where ``Q_x`` and ``Q_Z`` are orthonormal bases of the
-contrast space and of the reduced (nuisance) model. Stacking the rows
-``q' P`` of every permutation in a chunk gives a small (rows x n_samples)
-matrix, so one BLAS product yields all the numerators and residual sums of
-squares. Nuisance directions that every rearrangement maps back into the
-nuisance space (e.g. subject indicators under within-subject shuffles) add
-nothing and are dropped, which keeps the subject + condition + period model
-as cheap as a one-sample test.
+contrast space and of the reduced (nuisance) model. The rows ``q' P`` of all
+rearrangements are evaluated against every voxel by
+:mod:`fmri_pain.glm.lookup_sums` (sums of small precomputed tables, tiled
+over voxels so they stay in cache). Nuisance directions that every
+rearrangement maps back into the nuisance space (e.g. subject indicators under
+within-subject shuffles) add nothing and are dropped, which keeps the subject +
+condition + period model as cheap as a one-sample test; with no nuisance left,
+t (F) is a monotone function of the projection of unit-norm data, so the scan
+compares projections and converts only the maxima.
 
 The conventions follow Winkler et al. 2014 (NeuroImage 92:381) and PALM;
 p-values are ``(1 + #{null >= observed}) / (1 + n_perm)`` as in nilearn's
@@ -395,11 +396,13 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         ``i`` becomes ``signs[p, i] * e[index[p, i]]``. Overrides ``n_perm``,
         ``scheme`` and ``random_state``.
     chunk_size : int, optional
-        Permutations evaluated per matrix product (default: fit
-        ``memory_limit_mb``).
+        Rearrangements planned and scanned together (default: fit
+        ``memory_limit_mb``: their whole statistic maps with TFCE or
+        clusters, only their rearranged bases otherwise).
     random_state : int or Generator, optional
     n_jobs : int
-        Chunks run in that many threads (joblib; a ``joblib.parallel_config``
+        Work items (chunks of rearrangements; voxel ranges when only max-t is
+        needed) run in that many threads (joblib; a ``joblib.parallel_config``
         backend such as dask is honoured).
 
     Returns
@@ -489,9 +492,10 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     # so chunks of rearrangements bounded by memory; max-t alone splits voxels.
     want_maps = tfce or cluster_t is not None
     n_workers = 1 if n_jobs == 1 else (n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
-    if chunk_size is None:
-        chunk_size = (int(max(1, memory_limit_mb * 2**20 // (8.0 * n_vox * 2))) if want_maps
-                      else n_perm)
+    n_basis = k + q_zr.shape[1]
+    if chunk_size is None:  # whole maps per rearrangement, or only the rearranged basis
+        per_perm = 8.0 * n_vox * 2 if want_maps else 8.0 * 4 * n_basis * n
+        chunk_size = int(max(1, memory_limit_mb * 2**20 // per_perm))
         if want_maps and n_workers > 1:  # give every worker something to do
             chunk_size = max(1, min(chunk_size, -(-n_perm // n_workers)))
     chunk_size = min(chunk_size, n_perm)
