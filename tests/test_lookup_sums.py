@@ -66,3 +66,10 @@ def test_scan_maxima_counts_and_maps(two_sided):
     np.testing.assert_allclose(stat, a * np.sqrt(df / (1 - a ** 2)), rtol=1e-10)
     np.testing.assert_allclose(lk.score_to_stat(maxes, 1, df),
                                (np.abs(stat) if two_sided else stat).max(axis=1), rtol=1e-10)
+    # the numpy fallback (used without numba) gives the same
+    maxes_np, count_np, stat_np = np.full(n_perm, -np.inf), np.zeros(n_vox, np.int64), stat * 0
+    lk._scan_numpy(lk.build_tables(plan, e), plan.ids, 1, True, np.ones(n_vox), df, two_sided, thr,
+                   maxes_np, count_np, stat_np, True)
+    np.testing.assert_allclose(maxes_np, maxes, atol=1e-13)
+    np.testing.assert_array_equal(count_np, count)
+    np.testing.assert_allclose(stat_np, stat, rtol=1e-12)
