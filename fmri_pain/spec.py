@@ -114,7 +114,7 @@ class InferenceSpec:
     seed: int = 0
     """Seed of the random rearrangements (results are reproducible)."""
     n_jobs: int = 1
-    """Threads evaluating chunks of permutations."""
+    """Threads of the permutation engine (voxel ranges for max-t; chunks of permutations with TFCE or clusters)."""
 
 
 @dataclass(frozen=True)

@@ -201,6 +201,8 @@ def test_bad_input_errors():
         permutation_test(np.full((6, 10), np.nan), np.ones((6, 1)), [1.0])
     with pytest.raises(ValueError, match="mask"):
         permutation_test(Y, np.ones((6, 1)), [1.0], tfce=True)
+    with pytest.raises(ValueError, match="n_perm >= 1"):
+        permutation_test(Y + np.arange(6)[:, None], np.ones((6, 1)), [1.0], n_perm=0)
     with pytest.raises(ValueError, match="mask has 8 voxels"):
         permutation_test(Y, np.ones((6, 1)), [1.0], tfce=True, mask=np.ones((2, 2, 2), bool))
 

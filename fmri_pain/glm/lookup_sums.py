@@ -142,7 +142,7 @@ def build_tables(plan: LookupPlan, e_tile: np.ndarray, out: np.ndarray | None = 
     ``e_tile`` has the data rows in the plan's order.
     """
     n_basis, width = plan.n_basis, e_tile.shape[1]
-    if out is None or out.shape[0] * out.shape[2] < plan.n_entries * width:
+    if out is None or out.size < plan.n_entries * n_basis * width:  # else reuse the buffer
         out = np.empty((plan.n_entries, n_basis, width))
     table = out.reshape(-1)[: plan.n_entries * n_basis * width].reshape(plan.n_entries, n_basis,
                                                                          width)

@@ -449,6 +449,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         index = index.astype(np.int64)
         signs = signs.astype(np.float64)
     n_perm = index.shape[0]
+    if n_perm < 1:
+        raise ValueError("at least one rearrangement is needed (n_perm >= 1)")
 
     # observed model, in float64
     e = np.asarray(Y, dtype=np.float64)
