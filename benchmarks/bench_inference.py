@@ -128,8 +128,8 @@ def run_ours_images(paths, mask_img, n_perm, n_jobs, seed, tfce=False, connectiv
     perms = nilearn_rearrangements(len(paths), n_perm, intercept_test=True, random_state=seed,
                                    n_jobs=min(n_jobs, joblib.cpu_count()))
     res, _ = permutation_inference(paths, np.ones((len(paths), 1)), [1.0], mask_img,
-                                      permutations=perms, tfce=tfce, connectivity=connectivity,
-                                      two_sided=False, n_jobs=n_jobs)
+                                   permutations=perms, tfce=tfce, connectivity=connectivity,
+                                   two_sided=False, n_jobs=n_jobs)
     return time.perf_counter() - t0, res
 
 
