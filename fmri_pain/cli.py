@@ -7,6 +7,7 @@
     fmri-pain simulate OUT [--subjects N] [--seed S] [--derivatives]
     fmri-pain demo OUT
     fmri-pain atlas OUT
+    fmri-pain permute OUT MAP [MAP ...] --mask MASK [--design TSV --contrast C --blocks COL]
 """
 
 from __future__ import annotations
@@ -38,11 +39,13 @@ Other commands:
                                               fMRIPrep-style derivatives, ground truth)
   fmri-pain demo OUT                          simulate a small trial and run both levels
   fmri-pain atlas OUT                         write the pain-pathway atlas on the MNI grid
+  fmri-pain permute OUT MAP ... --mask MASK   permutation inference on any maps (max-t,
+                                              TFCE, cluster extent/mass), like randomise
 
 Run `fmri-pain COMMAND --help` or `fmri-pain BIDS_DIR OUTPUT_DIR participant --help`.
 """
 
-_COMMANDS = ("simulate", "demo", "atlas")
+_COMMANDS = ("simulate", "demo", "atlas", "permute")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if argv[0] in _COMMANDS:
             args = _command_parser(argv[0]).parse_args(argv[1:])
             _setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
-            return {"simulate": _simulate, "demo": _demo, "atlas": _atlas}[argv[0]](args)
+            return {"simulate": _simulate, "demo": _demo, "atlas": _atlas,
+                    "permute": _permute}[argv[0]](args)
         args = _bids_app_parser().parse_args(argv)
         _setup_logging(args.verbose - args.quiet)
         return _bids_app(args)
@@ -119,6 +123,27 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--pain-side", choices=["left", "right"], default="right",
                             help="side of the pain (contralateral nodes flip)")
         parser.add_argument("--voxel-size", type=float, default=2.0, help="grid in mm")
+    if command == "permute":
+        parser.description = ("Permutation inference on 3-D maps (one per design row): "
+                              "max-t FWE, optional TFCE and cluster extent/mass, written "
+                              "under OUT/group with the group-level names.")
+        parser.add_argument("maps", nargs="+", type=Path, help="the maps, in design-row order")
+        parser.add_argument("--mask", type=Path, required=True, help="voxels to test (non-zero)")
+        parser.add_argument("--design", type=Path, default=None, metavar="TSV",
+                            help="one row per map; numeric columns are regressors "
+                                 "(default: one-sample)")
+        parser.add_argument("--contrast", default=None,
+                            help="a design column, or weights: --contrast=-1,0,1 (F: rows split by ';')")
+        parser.add_argument("--blocks", default=None, metavar="COLUMN",
+                            help="design column of exchangeability blocks (e.g. subject)")
+        parser.add_argument("--name", default=None, help="contrast name in the file names")
+        parser.add_argument("--n-perm", type=int, default=5000)
+        parser.add_argument("--two-sided", action="store_true")
+        parser.add_argument("--tfce", action="store_true")
+        parser.add_argument("--cluster-p", type=float, default=None,
+                            help="cluster-forming p (uncorrected) for cluster extent/mass")
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--n-jobs", type=int, default=1)
     return parser
 
 
@@ -208,6 +233,24 @@ def _atlas(args: argparse.Namespace) -> int:
     paths = write_atlas(args.output_dir, grid, pain_side=args.pain_side)
     for kind, path in paths.items():
         print(f"  {kind}: {path}")
+    return 0
+
+
+def _permute(args: argparse.Namespace) -> int:
+    from fmri_pain.permute import permute_maps
+
+    if args.n_perm < 1:
+        raise InputError("--n-perm must be at least 1")
+    result, written = permute_maps(
+        args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
+        blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
+        tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs)
+    summary = result.summary()
+    print(f"{summary['scheme']}, {summary['n_perm']} rearrangements: max {summary['stat_type']} "
+          f"{summary['max_stat']:.3f}, FWE threshold {summary['fwe_threshold']:.3f}, "
+          f"{summary['n_voxels_fwe']} voxels FWE p < 0.05")
+    for key, path in written.items():
+        print(f"  {key}: {path}")
     return 0
 
 

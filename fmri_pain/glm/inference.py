@@ -151,9 +151,8 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     from fmri_pain.derivatives import statmap_path, write_nifti
 
     images = permutation_maps(result, mask_img, alpha=alpha, z=z)
-    meta = dict(sidecar or {})
-    meta.setdefault("parameters", {})
-    meta = {**meta, "parameters": {**meta["parameters"], **result.parameters},
+    meta = dict(sidecar or {})  # provenance() keeps parameters under "Parameters"
+    meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
             "permutation_summary": result.summary(alpha)}
     written = {}
     for key, img in images.items():
