@@ -88,8 +88,8 @@ def permute_maps(maps: Sequence[Path | str], mask: Path | str, output_dir: Path 
 
     Returns the result and the written paths (keys of
     :data:`fmri_pain.glm.inference.MAP_ENTITIES`, the statistic ``t`` or
-    ``f``, and ``z``). Bad input raises :class:`~fmri_pain.errors.InputError`
-    naming the file.
+    ``F`` as the group level names it, and ``z``). Bad input raises
+    :class:`~fmri_pain.errors.InputError` naming the file.
     """
     maps = [Path(m) for m in maps]
     for path in [*maps, Path(mask)] + ([Path(design)] if design else []):
@@ -120,7 +120,7 @@ def permute_maps(maps: Sequence[Path | str], mask: Path | str, output_dir: Path 
     written = write_permutation_maps(result, mask_img, output_dir, contrast=name, alpha=alpha,
                                      sidecar=sidecar)
     z = stat_to_z(result.stat, result.stat_type, result.df)
-    for stat, values in ((result.stat_type.lower(), result.stat), ("z", z)):
+    for stat, values in ((result.stat_type, result.stat), ("z", z)):
         vol = np.zeros(mask_img.shape[:3], dtype=np.float32)
         vol[np.asanyarray(mask_img.dataobj).astype(bool)] = values
         written[stat] = write_nifti(nib.Nifti1Image(vol, mask_img.affine),

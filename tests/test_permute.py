@@ -104,3 +104,21 @@ def test_bad_input_names_the_file(maps, tmp_path, capsys):
                  "--n-perm", "9"]) == 2
     assert "shifted.nii.gz" in capsys.readouterr().err
     assert not (tmp_path / "out" / "group").exists()  # nothing half-written
+
+
+def test_f_contrast_from_weight_rows(maps, tmp_path):
+    paths, mask_path, mask = maps
+    design = pd.DataFrame({"subject": np.repeat(["s1", "s2", "s3", "s4"], 3),
+                           **{f"c{j}": np.tile(np.eye(3)[j], 4) for j in range(3)}})
+    design.to_csv(tmp_path / "design.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    assert main(["permute", str(out), *map(str, paths), "--mask", str(mask_path),
+                 "--design", str(tmp_path / "design.tsv"), "--blocks", "subject",
+                 "--contrast=1,0,-1;0,1,-1", "--name", "conditionF", "--n-perm", "19"]) == 0
+    Y = np.stack([_masked(p, mask) for p in paths]).astype(float)
+    ref = permutation_test(Y, design[["c0", "c1", "c2"]].to_numpy(float),
+                           [[1.0, 0, -1], [0, 1, -1]], n_perm=19, blocks=design["subject"].to_numpy(),
+                           random_state=0)
+    f_map = out / "group" / "space-MNI152NLin2009cAsym_contrast-conditionF_stat-F_statmap.nii.gz"
+    np.testing.assert_allclose(_masked(f_map, mask), ref.stat, rtol=1e-5)
+    assert ref.stat_type == "F"
