@@ -54,6 +54,8 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
     import pandas as pd
     from nilearn.glm.first_level import make_first_level_design_matrix
 
+    from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     *space, n = shape
@@ -81,11 +83,8 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(folder / MASK)
     cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]):
-        x = motion[:, i]
-        d = np.r_[np.nan, np.diff(x)]
-        cols.update({name: x, f"{name}_derivative1": d, f"{name}_power2": x ** 2,
-                     f"{name}_derivative1_power2": d ** 2})
+    for i, name in enumerate(MOTION_COLUMNS):
+        cols.update(expand(motion[:, i], name).to_dict("series"))
     fd = np.abs(rng.standard_normal(n)) * 0.1
     fd[[n // 6, n // 2, n // 2 + 1]] = 0.9
     fd[0] = np.nan

@@ -19,7 +19,6 @@ from fmri_pain.errors import InputError
 from fmri_pain.glm.inference import (
     PermutationResult,
     permutation_inference,
-    stat_to_z,
     write_permutation_maps,
 )
 
@@ -118,12 +117,8 @@ def permute_maps(maps: Sequence[Path | str], mask: Path | str, output_dir: Path 
                          {"design_columns": list(table.columns),
                           "contrast": np.asarray(weights).tolist(), "blocks": blocks})
     written = write_permutation_maps(result, mask_img, output_dir, contrast=name, alpha=alpha,
-                                     sidecar=sidecar)
-    z = stat_to_z(result.stat, result.stat_type, result.df)
-    for stat, values in ((result.stat_type, result.stat), ("z", z)):
-        vol = np.zeros(mask_img.shape[:3], dtype=np.float32)
-        vol[np.asanyarray(mask_img.dataobj).astype(bool)] = values
-        written[stat] = write_nifti(nib.Nifti1Image(vol, mask_img.affine),
-                                    statmap_path(output_dir, contrast=name, stat=stat),
+                                     sidecar=sidecar, images=images)
+    for stat, key in ((result.stat_type, "stat"), ("z", "z")):
+        written[stat] = write_nifti(images[key], statmap_path(output_dir, contrast=name, stat=stat),
                                     sidecar=sidecar)
     return result, written

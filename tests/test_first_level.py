@@ -16,6 +16,7 @@ from fmri_pain.glm import first_level as fl
 from fmri_pain.glm.design import load_run_confounds, read_events, stim_weights
 from fmri_pain.glm.fixed_effects import fixed_effects, linear_combination
 from fmri_pain.layout import Run
+from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
 from fmri_pain.spec import EventsSpec, load_spec, spec_from_dict
 
 HAXBY = Path(__file__).resolve().parents[2] / "shared" / "data" / "haxby2001" / "sub001"
@@ -56,11 +57,8 @@ def _write_run(folder: Path, subject: str, session: str | None, seed: int,
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(mask_path)
     cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]):
-        x = motion[:, i]
-        d = np.r_[np.nan, np.diff(x)]
-        cols.update({name: x, f"{name}_derivative1": d, f"{name}_power2": x ** 2,
-                     f"{name}_derivative1_power2": d ** 2})
+    for i, name in enumerate(MOTION_COLUMNS):
+        cols.update(expand(motion[:, i], name).to_dict("series"))
     fd = np.abs(rng.standard_normal(n)) * 0.05
     fd[list(SPIKES)] = 0.8
     fd[0] = np.nan

@@ -6,15 +6,9 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+
 from .model import framewise_displacement
-
-MOTION_NAMES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-
-
-def _expand(name: str, x: np.ndarray) -> dict[str, np.ndarray]:
-    """fMRIPrep's 24-parameter style expansion; derivative columns start with NaN ('n/a')."""
-    d = np.concatenate([[np.nan], np.diff(x)])
-    return {name: x, f"{name}_derivative1": d, f"{name}_power2": x**2, f"{name}_derivative1_power2": d**2}
 
 
 def cosine_basis(n: int, tr: float, cutoff: float = 128.0) -> np.ndarray:
@@ -80,9 +74,9 @@ def compute_confounds(
         csf_mask = (csf_prob > 0.4) & brain
     cols: dict[str, np.ndarray] = {}
     mbrain = bold[brain]
-    cols.update(_expand("global_signal", mbrain.mean(axis=0)))
-    cols.update(_expand("csf", bold[csf_mask].mean(axis=0)))
-    cols.update(_expand("white_matter", bold[wm_mask].mean(axis=0)))
+    cols.update(expand(mbrain.mean(axis=0), "global_signal").to_dict("series"))
+    cols.update(expand(bold[csf_mask].mean(axis=0), "csf").to_dict("series"))
+    cols.update(expand(bold[wm_mask].mean(axis=0), "white_matter").to_dict("series"))
     dvars, std_dvars = _dvars(mbrain)
     cols["std_dvars"] = np.concatenate([[np.nan], std_dvars])
     cols["dvars"] = np.concatenate([[np.nan], dvars])
@@ -110,8 +104,8 @@ def compute_confounds(
                       "VarianceExplained": float(ve[i]), "CumulativeVarianceExplained": float(ve[: i + 1].sum())}
     for i in range(hp.shape[1]):
         cols[f"cosine{i:02d}"] = hp[:, i]
-    for j, name in enumerate(MOTION_NAMES):
-        cols.update(_expand(name, motion[:, j]))
+    for j, name in enumerate(MOTION_COLUMNS):
+        cols.update(expand(motion[:, j], name).to_dict("series"))
     outliers = np.flatnonzero((np.nan_to_num(cols["framewise_displacement"]) > 0.5)
                               | (np.nan_to_num(cols["std_dvars"]) > 1.5))
     for i, vol in enumerate(outliers):

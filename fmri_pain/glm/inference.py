@@ -117,7 +117,7 @@ def _unmask(values: np.ndarray, mask_img: nib.Nifti1Image) -> nib.Nifti1Image:
 
 def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
                      alpha: float = 0.05, z: np.ndarray | None = None) -> dict[str, nib.Nifti1Image]:
-    """Images of a permutation result (keys of :data:`MAP_ENTITIES` plus ``stat``).
+    """Images of a permutation result (keys of :data:`MAP_ENTITIES` plus ``stat`` and ``z``).
 
     ``z_fwe`` and ``z_tfce_fwe`` are z maps zeroed where the max-stat (or
     TFCE) FWE p is not below ``alpha``; ``z`` defaults to the observed
@@ -127,7 +127,7 @@ def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
     if int(mask.sum()) != result.stat.size:
         raise ValueError(f"mask has {int(mask.sum())} voxels, result has {result.stat.size}")
     z = stat_to_z(result.stat, result.stat_type, result.df) if z is None else np.asarray(z)
-    maps = {"stat": result.stat, "logp_uncorrected": result.logp("uncorrected"),
+    maps = {"stat": result.stat, "z": z, "logp_uncorrected": result.logp("uncorrected"),
             "logp_fwe": result.logp("fwe"), "z_fwe": np.where(result.p_fwe < alpha, z, 0.0)}
     if result.tfce is not None:
         maps.update(tfce=result.tfce, logp_tfce_fwe=result.logp("tfce_fwe"),
@@ -141,16 +141,19 @@ def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
 def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
                            output_dir: Path | str, *, contrast: str, task: str | None = None,
                            alpha: float = 0.05, z: np.ndarray | None = None,
-                           sidecar: Mapping[str, Any] | None = None) -> dict[str, Path]:
+                           sidecar: Mapping[str, Any] | None = None,
+                           images: Mapping[str, nib.Nifti1Image] | None = None) -> dict[str, Path]:
     """Write :func:`permutation_maps` under ``OUTPUT/group`` with contract names.
 
     e.g. ``group/task-stim_space-..._contrast-dualMinusScs_desc-perm_stat-logp_statmap.nii.gz``.
     The statistic itself is left to the caller (it writes ``stat-t``/``stat-z``).
     Each sidecar gets the permutation parameters and the summary numbers.
+    ``images``: :func:`permutation_maps` of the result, when already made.
     """
     from fmri_pain.derivatives import statmap_path, write_nifti
 
-    images = permutation_maps(result, mask_img, alpha=alpha, z=z)
+    if images is None:
+        images = permutation_maps(result, mask_img, alpha=alpha, z=z)
     meta = dict(sidecar or {})  # provenance() keeps parameters under "Parameters"
     meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
             "permutation_summary": result.summary(alpha)}
