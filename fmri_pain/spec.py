@@ -41,16 +41,33 @@ class EventsSpec:
 class ConfoundsSpec:
     """Nuisance regressors from the fMRIPrep-style confounds TSV."""
 
-    strategy: Literal["motion24", "motion6", "acompcor", "none"] = "motion24"
-    """``motion24``: 6 motion parameters + derivatives + squares; ``acompcor``: motion24 + 6 aCompCor."""
+    strategy: Literal["motion24", "motion6", "acompcor", "none", "auto"] = "auto"
+    """``motion24``: 6 motion parameters + derivatives + squares; ``acompcor``: motion24 + 6 aCompCor;
+    ``auto``: per run, motion24 when the nuisance model then stays within ``max_nuisance_fraction`` of
+    the run's degrees of freedom, else motion6 (see ``fmri_pain.glm.design.choose_motion_model``)."""
     scrub: bool = True
-    """Censor high-motion volumes (true censoring through ``sample_masks``)."""
+    """Censor high-motion volumes (true censoring through ``sample_masks``); with ``strategy: auto``
+    only while at most ``max_censored_fraction`` of the run's volumes would be censored."""
+    max_nuisance_fraction: float = 0.25
+    """Fraction of a run's degrees of freedom (volumes minus task regressors and constant) the nuisance
+    model (motion, drift, other confounds, censored volumes) may take: the budget of ``auto`` and the
+    level above which every strategy gets a reported warning."""
+    max_censored_fraction: float = 0.2
+    """With ``strategy: auto``, a run whose censoring would remove more than this fraction of its
+    volumes is not censored but kept with its motion regressors and a reported warning (cf. the
+    stringent exclusion criterion of Parkes et al. 2018: more than 20 % of volumes with high FD)."""
     fd_threshold: float = 0.5
     """Framewise displacement (mm) above which a volume is censored."""
     std_dvars_threshold: float = 1.5
     """Standardised DVARS above which a volume is censored."""
     n_acompcor: int = 6
     """Number of aCompCor components with ``strategy: acompcor``."""
+
+    def __post_init__(self) -> None:
+        for key in ("max_nuisance_fraction", "max_censored_fraction"):
+            value = getattr(self, key)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"first_level.confounds.{key} = {value!r} must be in (0, 1]")
 
 
 @dataclass(frozen=True)

@@ -172,10 +172,13 @@ def test_stim_weights_on_off_and_one_condition_fallback():
 def test_first_level_run_matches_nilearn_and_censors(run01, tmp_path):
     from nilearn.glm.first_level import FirstLevelModel
 
-    spec = load_spec(None)
+    # explicit motion24 (the default ``auto`` takes motion6 on this short run: see
+    # test_first_level_nuisance.py); the TSV's cosines are not loaded, the spec's drift is the basis
+    spec = spec_from_dict({"first_level": {"confounds": {"strategy": "motion24"}}})
     out = fl.first_level_subject([run01], spec, tmp_path)
     confounds, sample_mask = load_run_confounds(run01, spec.first_level.confounds, N_SCANS)
     assert sample_mask is not None and not set(SPIKES) & set(sample_mask)
+    assert confounds.shape[1] == 24 and not any(c.startswith("cosine") for c in confounds)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = FirstLevelModel(t_r=TR, hrf_model="spm", noise_model="ar1", drift_model="cosine",

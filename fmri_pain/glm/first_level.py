@@ -18,6 +18,7 @@ Subject outputs follow the output contract (see ``first_level_subject``).
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -37,9 +38,12 @@ from fmri_pain.errors import InputError
 from fmri_pain.glm.design import (
     SCRUB_MIN_SEGMENT,
     contrast_vector,
+    design_column_kinds,
     expression_weights,
-    load_run_confounds,
+    high_pass_bases,
     make_run_design,
+    nuisance_dof,
+    run_nuisance_model,
     slice_time_reference,
     read_events,
     stim_weights,
@@ -56,6 +60,7 @@ STATS = ("effect", "variance", "z")
 AR_BINS = 100  # nilearn's run_glm default
 _BLOCK_VOLUMES = 16
 _VOXEL_CHUNK = 8192
+LOGGER = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- GLM on arrays
@@ -385,6 +390,38 @@ class RunFit:
     n_volumes: int
     n_censored: int
     dof: float
+    model: dict[str, Any] = field(default_factory=dict)
+    """Sidecar facts of the run's model (``DriftModel``, ``NuisanceDofFraction`` ...)."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def drop_constant_voxels(Y: np.ndarray, mask: np.ndarray, run: Run
+                         ) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Leave voxels whose signal never changes out of the run (they carry no response).
+
+    Returns
+    -------
+    Y, mask : the data and mask without constant voxels
+    warning : str or None
+        Set when some (not all) voxels were left out.
+
+    Raises
+    ------
+    InputError
+        If every voxel of the mask is constant over the run (no data to fit).
+    """
+    constant = np.ptp(Y, axis=0) == 0
+    if not constant.any():
+        return Y, mask, None
+    if constant.all():
+        raise InputError(f"every one of the {constant.size} voxels in the mask is constant over the "
+                         f"run's {Y.shape[0]} volumes: no signal to model",
+                         subject=run.subject, path=run.bold)
+    mask = mask.copy()
+    mask[mask] = ~constant
+    message = (f"sub-{run.subject} {run.bold}: {int(constant.sum())} of {constant.size} mask voxels "
+               "are constant over the run and are left out of its maps")
+    return Y[:, ~constant], mask, message
 
 
 def _run_contrast_weights(trial_types: list[str], spec: AnalysisSpec, run: Run
@@ -419,10 +456,22 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
                          subject=run.subject, path=run.bold) from exc
     events = read_events(run.events, run.subject, default_trial_type=spec.events.on)
     Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject)
+    messages: list[str] = []
+    Y, mask, constant = drop_constant_voxels(Y, mask, run)
+    if constant:
+        messages.append(constant)
     n_scans = Y.shape[0]
-    confounds, sample_mask = load_run_confounds(run, fl.confounds, n_scans)
-    design = make_run_design(n_scans, tr, events, confounds, fl,
-                             slice_time_ref=slice_time_reference(run.metadata, tr, fl.slice_time_ref))
+    st_ref = slice_time_reference(run.metadata, tr, fl.slice_time_ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the full design below reports what matters
+        kinds = design_column_kinds(make_run_design(n_scans, tr, events, None, fl, st_ref).columns)
+    n_task = sum(k == "task" for k in kinds.values())
+    n_drift = sum(k == "drift" for k in kinds.values())
+    nuisance = run_nuisance_model(run, fl.confounds, n_scans, n_task=n_task, n_drift=n_drift)
+    messages += nuisance.warnings
+    confounds, sample_mask = nuisance.confounds, nuisance.sample_mask
+    design = make_run_design(n_scans, tr, events, confounds, fl, slice_time_ref=st_ref,
+                             subject=run.subject, events_path=run.events, messages=messages)
     if sample_mask is not None:
         design = design.iloc[sample_mask]
         Y = Y[sample_mask]
@@ -433,13 +482,53 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
                          subject=run.subject, path=run.confounds or run.bold)
     results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True)
     del Y
+    columns = design.columns.tolist()
+    conf_names = [] if confounds is None else confounds.columns.tolist()
+    model = run_model_record(design, conf_names, nuisance, fl, n_scans, n_scans - n_kept,
+                             results.df_residuals)
+    budget = fl.confounds.max_nuisance_fraction
+    if model["NuisanceDofFraction"] > budget:
+        messages.append(
+            f"sub-{run.subject} {run.bold}: the nuisance model takes {model['NuisanceDegreesOfFreedom']} "
+            f"of the run's {model['RunDegreesOfFreedom']} degrees of freedom "
+            f"({model['NuisanceDofFraction']:.0%} > first_level.confounds.max_nuisance_fraction "
+            f"{budget:g}; {model['ResidualDegreesOfFreedom']:g} left)")
+    for message in messages:
+        LOGGER.warning(message)
+    model["Warnings"] = list(messages)
     trial_types = sorted(events["trial_type"].unique())
     weights = _run_contrast_weights(trial_types, spec, run)
-    columns = design.columns.tolist()
     contrasts = {name: results.contrast(contrast_vector(w, columns)) for name, w in weights.items()}
     return RunFit(run=run, mask=mask, affine=affine, design=design, contrasts=contrasts,
                   weights=weights, n_volumes=n_scans, n_censored=n_scans - n_kept,
-                  dof=results.df_residuals)
+                  dof=results.df_residuals, model=model, warnings=messages)
+
+
+def run_model_record(design: pd.DataFrame, confound_names: list[str], nuisance, fl,
+                     n_scans: int, n_censored: int, residual_dof: float) -> dict[str, Any]:
+    """The design sidecar's account of a run's model: drift basis, nuisance columns, dof."""
+    columns = design.columns.tolist()
+    bases = high_pass_bases(columns)
+    n_drift = sum(k == "drift" for k in design_column_kinds(columns, confound_names).values())
+    if fl.drift_model == "cosine":
+        basis = (f"nilearn cosine drift (drift_1..drift_{n_drift}), cut-off {1 / fl.high_pass:g} s"
+                 if n_drift else f"nilearn cosine drift: no regressor below {fl.high_pass:g} Hz for this run")
+    elif fl.drift_model == "polynomial":
+        basis = f"nilearn polynomial drift (drift_1..drift_{n_drift})"
+    else:
+        basis = "none"
+    return {
+        "DriftModel": fl.drift_model,
+        "HighPass": fl.high_pass if fl.drift_model == "cosine" else None,
+        "HighPassBasis": basis,
+        "HighPassBases": bases,
+        "UnusedConfoundsColumns": list(nuisance.unused_columns),
+        "ConfoundsStrategy": nuisance.strategy,
+        "ConfoundsStrategyRequested": nuisance.requested,
+        "Censoring": bool(nuisance.censoring),
+        "ConfoundsRegressors": list(confound_names),
+        **nuisance_dof(columns, confound_names, n_scans, n_censored, residual_dof),
+    }
 
 
 # --------------------------------------------------------------------------- subject
@@ -456,13 +545,17 @@ class SubjectMaps:
     design_files : list of Path
         Design matrix TSV and PNG of every run.
     qc : DataFrame
-        Per run: subject, session, run, condition, n_volumes, n_censored, dof.
+        Per run: subject, session, run, condition, n_volumes, n_censored, dof, strategy,
+        n_motion, n_drift, n_other, nuisance_fraction.
+    warnings : list of str
+        Every warning the runs' fits recorded (also in the design sidecars).
     """
 
     subject: str
     maps: pd.DataFrame
     design_files: list[Path] = field(default_factory=list)
     qc: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: list[str] = field(default_factory=list)
 
 
 MAP_COLUMNS = ["subject", "session", "condition", "period", "contrast", "stat", "path",
@@ -559,7 +652,7 @@ def _write_design(fit: RunFit, output_dir: Path, writer: _Writer, png: bool = Tr
     sidecar = writer.provenance([run])
     sidecar.update({"Parameters": writer.parameters(), "NumberOfVolumes": fit.n_volumes,
                     "CensoredVolumes": fit.n_censored, "DegreesOfFreedom": fit.dof,
-                    "RepetitionTime": run.tr,
+                    "RepetitionTime": run.tr, **fit.model,
                     "Description": "Design matrix of the run (rows: volumes kept after censoring)"})
     drv.write_tsv(fit.design.reset_index(names="frame_time"), tsv, sidecar=sidecar)
     if not png:
@@ -629,7 +722,12 @@ def first_level_subject(runs: list[Run], spec: AnalysisSpec, output_dir: Path | 
         design_files += _write_design(fit, output_dir, writer, png=write_design_png)
     qc = pd.DataFrame([{"subject": subject, "session": f.run.session, "run": f.run.run,
                         "condition": f.run.condition, "n_volumes": f.n_volumes,
-                        "n_censored": f.n_censored, "dof": f.dof} for f in fits])
+                        "n_censored": f.n_censored, "dof": f.dof,
+                        "strategy": f.model.get("ConfoundsStrategy"),
+                        "n_motion": f.model.get("NuisanceRegressors", {}).get("Motion"),
+                        "n_drift": f.model.get("NuisanceRegressors", {}).get("Drift"),
+                        "n_other": f.model.get("NuisanceRegressors", {}).get("Other"),
+                        "nuisance_fraction": f.model.get("NuisanceDofFraction")} for f in fits])
     names = list(dict.fromkeys(n for f in fits for n in f.contrasts))
     first_weights = {n: next(f.weights[n] for f in fits if n in f.weights) for n in names}
 
@@ -697,4 +795,5 @@ def first_level_subject(runs: list[Run], spec: AnalysisSpec, output_dir: Path | 
                      weights=first_weights[name])
 
     maps = pd.DataFrame(writer.rows, columns=MAP_COLUMNS)
-    return SubjectMaps(subject=subject, maps=maps, design_files=design_files, qc=qc)
+    return SubjectMaps(subject=subject, maps=maps, design_files=design_files, qc=qc,
+                       warnings=[w for f in fits for w in f.warnings])

@@ -10,6 +10,9 @@ _CONFOUNDS = {
     "motion6": "the six head-motion parameters",
     "acompcor": "24 motion regressors and {n} anatomical CompCor components",
     "none": "no confound regressors",
+    "auto": ("head-motion regressors chosen per run: the 24-parameter expansion when the nuisance "
+             "model then took at most {budget:.0%} of the run's degrees of freedom, else the six "
+             "motion parameters (each run's design sidecar records the choice)"),
 }
 
 
@@ -17,7 +20,8 @@ def first_level_methods(spec: AnalysisSpec, preprocessed_here: bool = False) -> 
     """Paragraph describing preprocessing input and the run-level GLM."""
     fl = spec.first_level
     versions = software_versions()
-    conf = _CONFOUNDS[fl.confounds.strategy].format(n=fl.confounds.n_acompcor)
+    conf = _CONFOUNDS[fl.confounds.strategy].format(n=fl.confounds.n_acompcor,
+                                                     budget=fl.confounds.max_nuisance_fraction)
     source = ("were preprocessed with fmri-pain's Nipype workflows (head-motion realignment, "
               "slice-timing correction, co-registration and normalization to "
               f"{spec.space} in a single interpolation)" if preprocessed_here else
@@ -26,6 +30,8 @@ def first_level_methods(spec: AnalysisSpec, preprocessed_here: bool = False) -> 
                  if fl.smoothing_fwhm else "not smoothed")
     scrub = (f"; volumes with framewise displacement > {fl.confounds.fd_threshold:g} mm or "
              f"standardised DVARS > {fl.confounds.std_dvars_threshold:g} were censored"
+             + (f" unless that removed more than {fl.confounds.max_censored_fraction:.0%} of a run"
+                if fl.confounds.strategy == "auto" else "")
              if fl.confounds.scrub else "")
     drift = ("a cosine drift basis with a high-pass cut-off of "
              f"{1 / fl.high_pass:.0f} s" if fl.drift_model == "cosine" else f"a {fl.drift_model} drift model")
