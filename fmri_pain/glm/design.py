@@ -183,8 +183,8 @@ def make_run_design(n_scans: int, tr: float, events: pd.DataFrame,
     column named ``cosine*`` is refused.
 
     nilearn's "Duplicated events" warning (identical rows, e.g. every event at
-    onset 0) is re-issued as a logged warning naming ``subject`` and
-    ``events_path``, and appended to ``messages`` when given.
+    onset 0) is re-issued naming ``subject`` and ``events_path``: appended to
+    ``messages`` when given (the caller logs and records them), else logged.
 
     Raises
     ------
@@ -212,9 +212,10 @@ def make_run_design(n_scans: int, tr: float, events: pd.DataFrame,
                                          str(events_path) if events_path else None) if x)
             message = (f"{where}: duplicated events (same trial_type, onset and duration); nilearn "
                        "sums their amplitudes into one event. Check the events file.")
-            LOGGER.warning(message)
             if messages is not None:
                 messages.append(message)
+            else:
+                LOGGER.warning(message)
         # events outside the scan window are expected for truncated runs
         elif not any(k in text for k in ("outside", "did not find", "Matrix is singular")):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

@@ -464,7 +464,8 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
     st_ref = slice_time_reference(run.metadata, tr, fl.slice_time_ref)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the full design below reports what matters
-        kinds = design_column_kinds(make_run_design(n_scans, tr, events, None, fl, st_ref).columns)
+        kinds = design_column_kinds(make_run_design(n_scans, tr, events, None, fl, st_ref,
+                                                    messages=[]).columns)
     n_task = sum(k == "task" for k in kinds.values())
     n_drift = sum(k == "drift" for k in kinds.values())
     nuisance = run_nuisance_model(run, fl.confounds, n_scans, n_task=n_task, n_drift=n_drift)

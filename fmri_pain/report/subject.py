@@ -37,7 +37,7 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
     runs_df = pd.DataFrame([{
         "session": r.session or "n/a", "condition": r.condition, "period": r.period,
         "run": r.run, "TR (s)": r.tr, "bold": r.bold.name,
-        **(qc.loc[(r.session, r.run), ["n_volumes", "n_censored", "dof"]].to_dict()
+        **(_nuisance_columns(qc.loc[(r.session, r.run)])
            if qc is not None and (r.session, r.run) in qc.index else {}),
     } for r in runs])
 
@@ -70,4 +70,19 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         [("group", "group.html")], subject=subject, runs_table=html_table(runs_df),
         methods=first_level_methods(spec, preprocessed_here=preproc_section is not None),
         software=software_sentence(), preproc_section=markup(preproc_section),
-        sessions=sessions, contrasts=contrasts, missing=", ".join(missing))
+        sessions=sessions, contrasts=contrasts, missing=", ".join(missing),
+        warnings=list(getattr(maps, "warnings", [])),
+        nuisance_budget=spec.first_level.confounds.max_nuisance_fraction)
+
+
+_QC_LABELS = {"n_volumes": "volumes", "n_censored": "censored", "strategy": "motion model",
+              "n_motion": "motion cols", "n_drift": "drift cols", "n_other": "other cols",
+              "dof": "residual dof", "nuisance_fraction": "nuisance dof fraction"}
+
+
+def _nuisance_columns(row: pd.Series) -> dict:
+    """The runs table's first-level columns: volumes, censoring, nuisance columns, dof left."""
+    values = {label: row[key] for key, label in _QC_LABELS.items() if key in row.index}
+    if "nuisance dof fraction" in values and pd.notna(values["nuisance dof fraction"]):
+        values["nuisance dof fraction"] = f"{float(values['nuisance dof fraction']):.0%}"
+    return values
