@@ -144,6 +144,9 @@ def test_nuisance_account_in_design_sidecar_and_warning(run01, tmp_path, caplog)
     assert len(logged) == 1 and "sub-01" in logged[0] and str(run01.bold) in logged[0]
     assert logged == [w for w in sidecar["Warnings"] if "nuisance model" in w] == out.warnings
     assert out.qc["nuisance_fraction"].iloc[0] == sidecar["NuisanceDofFraction"]
+    z_path = out.maps.set_index(["contrast", "stat"]).loc[("stim", "z"), "path"]
+    z_sidecar = json.loads(Path(str(z_path).replace(".nii.gz", ".json")).read_text())
+    assert z_sidecar["RunModels"] == {run01.label: {k: sidecar[k] for k in fl._RUN_MODEL_KEYS}}
 
 
 def test_auto_takes_motion6_on_a_short_run_and_motion24_on_a_long_one(run01, tmp_path, caplog):

@@ -591,6 +591,7 @@ class _Writer:
         self.output_dir, self.spec, self.subject, self.task = Path(output_dir), spec, subject, task
         self.rows: list[dict[str, Any]] = []
         self._prov: dict[Run, dict[str, Any]] = {}
+        self.models: dict[Run, dict[str, Any]] = {}
 
     def provenance(self, runs: list[Run]) -> dict[str, Any]:
         for run in runs:
@@ -623,6 +624,9 @@ class _Writer:
             "Contrast": contrast, "Level": level, "DegreesOfFreedom": maps.dof,
             "Runs": [r.label for r in runs], "Description": description,
         })
+        if any(r in self.models for r in runs):
+            sidecar["RunModels"] = {r.label: {k: self.models[r][k] for k in _RUN_MODEL_KEYS}
+                                    for r in runs if r in self.models}
         for stat, values in zip(STATS, maps):
             if run is None:
                 path = drv.statmap_path(self.output_dir, contrast=contrast, stat=stat,
@@ -642,6 +646,11 @@ class _Writer:
             self.rows.append({"subject": self.subject, "session": session, "condition": condition,
                               "period": period, "contrast": contrast, "stat": stat, "path": path,
                               "level": level, "run": run, "dof": maps.dof})
+
+
+_RUN_MODEL_KEYS = ("ConfoundsStrategy", "Censoring", "HighPassBasis", "NuisanceRegressors",
+                   "NuisanceDofFraction", "ResidualDegreesOfFreedom")
+"""Per-run model facts repeated in every statmap sidecar (the design sidecar has them all)."""
 
 
 def _write_design(fit: RunFit, output_dir: Path, writer: _Writer, png: bool = True) -> list[Path]:
@@ -718,6 +727,7 @@ def first_level_subject(runs: list[Run], spec: AnalysisSpec, output_dir: Path | 
     with threadpool_limits(limits=max(1, int(spec.execution.threads_per_worker)), user_api="blas"):
         fits = [fit_run(run, spec) for run in runs]
     writer = _Writer(output_dir, spec, subject, task)
+    writer.models = {f.run: f.model for f in fits}
     design_files: list[Path] = []
     for fit in fits:
         design_files += _write_design(fit, output_dir, writer, png=write_design_png)
