@@ -240,3 +240,17 @@ def test_subject_report_states_dof_and_warnings(run01, tmp_path):
     assert f"{resid}.0" in cells or str(resid) in cells
     assert f"{(24 + n_drift + len(SPIKES)) / (N_SCANS - 3):.0%}" in cells
     assert "First-level warnings" in html and "nuisance model takes" in html
+
+
+def test_pathways_run_design_has_one_high_pass_basis(run01):
+    from fmri_pain.pathways.connectivity import DEFAULT_CONFOUNDS, run_design
+
+    frame = pd.read_csv(run01.confounds, sep="\t")
+    frame["csf"], frame["white_matter"] = np.linspace(0, 1, N_SCANS), np.linspace(1, 0, N_SCANS) ** 2
+    run = _with_confounds(run01, frame, run01.confounds.parent / "pathways")
+    design = run_design(run, N_SCANS, drift_model="cosine", high_pass=1 / 128)
+    assert high_pass_bases(design.columns) == ["drift"] and set(DEFAULT_CONFOUNDS) <= set(design.columns)
+    with pytest.raises(ValueError, match="second high-pass basis"):
+        run_design(run, N_SCANS, confounds=DEFAULT_CONFOUNDS + ("cosine00", "cosine01"))
+    design = run_design(run, N_SCANS, drift_model=None, confounds=("trans_x", "cosine00", "cosine01"))
+    assert high_pass_bases(design.columns) == ["cosine"]

@@ -67,6 +67,10 @@ def run_design(run, n_scans: int, *, on_trial_type: str = "on", hrf_model: str =
     if events.empty:
         raise ValueError(f"{run.events} ({_where(run)}) has no trial_type {on_trial_type!r} events")
     regs, names = None, None
+    cosines = [c for c in confounds if str(c).startswith("cosine")]
+    if cosines and drift_model not in (None, "none"):  # one high-pass basis per design
+        raise ValueError(f"connectivity confounds {cosines} are a second high-pass basis beside the "
+                         f"{drift_model} drift model ({_where(run)}): list one or the other")
     if run.confounds is not None:
         conf = pd.read_csv(run.confounds, sep="\t")
         missing = [c for c in confounds if c not in conf.columns]
