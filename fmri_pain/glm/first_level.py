@@ -37,6 +37,7 @@ from fmri_pain import derivatives as drv
 from fmri_pain.errors import InputError
 from fmri_pain.glm.design import (
     SCRUB_MIN_SEGMENT,
+    NuisanceModel,
     contrast_vector,
     design_column_kinds,
     expression_weights,
@@ -51,7 +52,7 @@ from fmri_pain.glm.design import (
 from fmri_pain.glm.fixed_effects import EffectMaps, fixed_effects, linear_combination, z_from_effect
 from fmri_pain.layout import Run, subject_of
 from fmri_pain.nifti_io import igzip as _igzip
-from fmri_pain.spec import AnalysisSpec
+from fmri_pain.spec import AnalysisSpec, FirstLevelSpec
 from fmri_pain.trial import condition_label, difference_contrasts, trial_contrasts
 
 
@@ -505,8 +506,9 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
                   dof=results.df_residuals, model=model, warnings=messages)
 
 
-def run_model_record(design: pd.DataFrame, confound_names: list[str], nuisance, fl,
-                     n_scans: int, n_censored: int, residual_dof: float) -> dict[str, Any]:
+def run_model_record(design: pd.DataFrame, confound_names: list[str], nuisance: NuisanceModel,
+                     fl: FirstLevelSpec, n_scans: int, n_censored: int, residual_dof: float
+                     ) -> dict[str, Any]:
     """The design sidecar's account of a run's model: drift basis, nuisance columns, dof."""
     columns = design.columns.tolist()
     bases = high_pass_bases(columns)
