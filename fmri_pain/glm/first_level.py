@@ -651,7 +651,7 @@ class _Writer:
 
 
 _RUN_MODEL_KEYS = ("ConfoundsStrategy", "Censoring", "HighPassBasis", "NuisanceRegressors",
-                   "NuisanceDofFraction", "ResidualDegreesOfFreedom")
+                   "NuisanceDofFraction", "ResidualDegreesOfFreedom", "Warnings")
 """Per-run model facts repeated in every statmap sidecar (the design sidecar has them all)."""
 
 
