@@ -92,6 +92,11 @@ def test_cosine_drift_count_and_refusal_of_a_second_basis(run01):
     cosines = pd.DataFrame({"cosine00": np.cos(np.pi * (np.arange(N_SCANS) + 0.5) / N_SCANS)})
     with pytest.raises(ValueError, match="two high-pass bases"):
         make_run_design(N_SCANS, TR, events, cosines, spec)
+    # the spec's cut-off is the one applied, whatever the TSV's cosines encode (128 s)
+    fast = spec_from_dict({"first_level": {"high_pass": 1 / 64}})
+    fit = fl.fit_run(run01, fast)
+    assert fit.model["NuisanceRegressors"]["Drift"] == int(np.floor(2 * N_SCANS * TR / 64)) == 5
+    assert fit.model["HighPass"] == 1 / 64 and "cut-off 64 s" in fit.model["HighPassBasis"]
     none = _spec(drift_model="none").first_level
     assert high_pass_bases(make_run_design(N_SCANS, TR, events, cosines, none).columns) == ["cosine"]
 
