@@ -45,8 +45,10 @@ __all__ = [
     "PermutationResult",
     "ResourceError",
     "ResourceEstimate",
+    "ZeroVarianceError",
     "permutation_test",
     "draw_rearrangements",
+    "auto_scheme",
     "count_rearrangements",
     "enumerate_rearrangements",
     "estimate_resources",
@@ -430,6 +432,10 @@ class ResourceError(ValueError):
     """The permutation stage would need more memory than the machine has."""
 
 
+class ZeroVarianceError(ValueError):
+    """No voxel has residual variance: the maps are constant across the design."""
+
+
 @dataclass(frozen=True)
 class ResourceEstimate:
     """Memory (bytes) and time (seconds, on one core of a current CPU) of a permutation test."""
@@ -637,6 +643,11 @@ def _identity_like(u: np.ndarray, u_id: np.ndarray, symmetric: bool) -> np.ndarr
     return same
 
 
+def auto_scheme(design: np.ndarray, contrast: np.ndarray, blocks: np.ndarray | None = None) -> str:
+    """The scheme ``scheme="auto"`` picks for this design, contrast and blocks."""
+    return _auto_scheme(partition_design(design, contrast)[0], blocks)
+
+
 def _auto_scheme(q_x: np.ndarray, blocks: np.ndarray | None) -> str:
     if blocks is None:
         const = np.ones((q_x.shape[0], 1)) / math.sqrt(q_x.shape[0])
@@ -757,8 +768,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     keep = _nonzero_variance(np.asarray(Y, dtype=np.float64), design)
     if not keep.all():
         if not keep.any():
-            raise ValueError("every voxel has zero residual variance (the maps are constant "
-                             "across the design there): nothing to test")
+            raise ZeroVarianceError("every voxel has zero residual variance (the maps are "
+                                    "constant across the design there): nothing to test")
         inner_mask = None
         if mask is not None:
             inner_mask = mask.copy()
@@ -800,7 +811,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         scheme = "explicit"
         index = index.astype(np.int64)
         signs = signs.astype(np.float64)
-    n_perm = index.shape[0]
+    n_requested, n_perm = n_perm, index.shape[0]
     if n_perm < 1:
         raise ValueError("at least one rearrangement is needed (n_perm >= 1)")
     for note in notes:
@@ -912,7 +923,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         p_uncorrected=(1.0 + count) / (1.0 + n_perm),
         p_fwe=_p_at_or_above(threshold, max_score), max_null=max_null, n_perm=n_perm,
         scheme=scheme, two_sided=two_sided,
-        parameters=dict(n_perm=n_perm, scheme=scheme, two_sided=two_sided, tfce=tfce,
+        parameters=dict(n_perm=n_requested if scheme != "explicit" else n_perm, scheme=scheme, two_sided=two_sided, tfce=tfce,
                         tfce_H=tfce_H, tfce_E=tfce_E, tfce_dh=tfce_dh, connectivity=connectivity,
                         cluster_threshold=cluster_threshold, chunk_size=chunk_size,
                         exhaustive=is_exhaustive,
