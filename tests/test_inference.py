@@ -648,3 +648,40 @@ def test_p_values_obey_their_own_logic(case):
     excluded = np.isclose(np.ptp(Y, axis=0), 0)
     assert np.all(r.stat[excluded] == 0) and np.all(r.p_fwe[excluded] == 1)
     assert r.n_excluded >= int(excluded.sum())
+
+
+# --------------------------------------------------------------------------- resource guard
+def test_resource_estimate_and_refusal_before_any_permutation():
+    import dataclasses
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fmri_pain.glm.group_inference import check_permutation_resources
+    from fmri_pain.glm.inference import ResourceError, check_resources, estimate_resources
+    from fmri_pain.spec import AnalysisSpec, SpecError
+
+    small = estimate_resources(24, 50000, 1000, tfce=True, clusters=True)
+    big = estimate_resources(24, 50000, 10**9, tfce=True, clusters=True)
+    # index + signs alone are 16 bytes per map and rearrangement
+    assert big.memory_bytes > 16 * 24 * 10**9 and small.memory_bytes < 2 * 2**30
+    assert big.seconds > 1000 * small.seconds
+    check_resources(small, available_bytes=4 * 2**30)
+    with pytest.raises(ResourceError, match="1000000000 rearrangements need about"):
+        check_resources(big, available_bytes=4 * 2**30)
+    with pytest.raises(ResourceError, match="GiB of memory are available"):  # before drawing
+        permutation_test(np.random.default_rng(0).standard_normal((40, 5)), np.ones((40, 1)),
+                         [1.0], n_perm=10**9)
+    # the group level refuses before the first contrast is permuted, naming the spec key
+    n_sub = 12
+    rows = pd.DataFrame({"subject": np.repeat([f"{i:02d}" for i in range(n_sub)], 3)})
+    x = pd.DataFrame(np.column_stack([np.eye(n_sub)[np.repeat(np.arange(n_sub), 3)],
+                                      np.tile(np.eye(3)[:, 1:], (n_sub, 1))]))
+    entry = SimpleNamespace(contrast="dualMinusScs", key="dualMinusScs", route="repeated",
+                            design=SimpleNamespace(design=x, rows=rows, route="repeated",
+                                                   contrasts={"dualMinusScs": np.eye(14)[-1]}))
+    spec = AnalysisSpec()
+    check_permutation_resources([entry], 50000, spec)  # the default spec fits
+    huge = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=10**9))
+    with pytest.raises(SpecError, match=r"inference.n_perm = 1000000000: contrast dualMinusScs"):
+        check_permutation_resources([entry], 50000, huge)
