@@ -439,7 +439,8 @@ def test_permutation_inference_from_files_equals_arrays(tmp_path):
                                rtol=1e-6)
     bad = tmp_path / "shifted.nii.gz"
     nib.save(nib.Nifti1Image(maps[0].astype(np.float32), np.diag([2.0, 2, 2, 1])), bad)
-    with pytest.raises(ValueError, match="shifted.nii.gz.*not on the mask's grid"):
+    with pytest.raises(ValueError, match=r"shifted.nii.gz \(affine \[\[2.0, 0.0, 0.0, 0.0\].*"
+                                         r"not on the mask's grid \(affine \[\[1.0, 0.0"):
         permutation_inference(paths[:9] + [bad], design, [1.0], mask_img, n_perm=9)
 
 
