@@ -591,12 +591,16 @@ _PROP_MASK = np.ones((4, 4, 3), bool)
 @st.composite
 def _small_designs(draw):
     """Random small designs (2-8 maps): one-sample or within-block, with large and tied t."""
-    kind = draw(st.sampled_from(["one-sample", "within"]))
+    kind = draw(st.sampled_from(["one-sample", "within", "two-group"]))
     if kind == "one-sample":
         n = draw(st.integers(2, 8))
         x, c, blocks = np.ones((n, 1)), np.array([1.0]), None
+    elif kind == "two-group":  # free permutation of tied group rows
+        n = draw(st.integers(4, 8))
+        group = (np.arange(n) < draw(st.integers(2, n - 2))).astype(float)
+        x, c, blocks = np.column_stack([np.ones(n), group]), np.array([0.0, 1.0]), None
     else:
-        n_sub, per = draw(st.sampled_from([(2, 2), (3, 2), (4, 2), (2, 3)]))
+        n_sub, per = draw(st.sampled_from([(2, 2), (3, 2), (4, 2), (2, 3)]))  # within blocks
         n = n_sub * per
         blocks = np.repeat(np.arange(n_sub), per)
         cond = np.tile(np.arange(per), n_sub)
@@ -644,7 +648,7 @@ def test_p_values_obey_their_own_logic(case):
         for p in (fwe, unc):
             assert np.all(p >= r.min_p - 1e-12) and np.all(p <= 1.0)
             np.testing.assert_allclose(p * denominator, np.round(p * denominator), atol=1e-6)
-    if r.exhaustive and blocks is None and two_sided:  # the global flip ties with the data
+    if r.exhaustive and r.scheme == "signflip" and two_sided:  # the global flip ties with the data
         assert r.min_p == pytest.approx(2.0 / r.n_distinct)
     excluded = np.isclose(np.ptp(Y, axis=0), 0)
     assert np.all(r.stat[excluded] == 0) and np.all(r.p_fwe[excluded] == 1)
@@ -686,3 +690,18 @@ def test_resource_estimate_and_refusal_before_any_permutation():
     huge = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=10**9))
     with pytest.raises(SpecError, match=r"inference.n_perm = 1000000000: contrast dualMinusScs"):
         check_permutation_resources([entry], 50000, huge)
+
+
+def test_two_group_swap_ties_with_the_data_at_a_huge_t():
+    """3 vs 3 maps: 20 distinct assignments; swapping the groups gives -t exactly (two-sided tie)."""
+    rng = np.random.default_rng(16)
+    group = np.repeat([1.0, 0.0], 3)
+    x = np.column_stack([np.ones(6), group])
+    Y = rng.standard_normal((6, 10))
+    Y[:, 0] = 50.0 * group + 1e-3 * rng.standard_normal(6)  # |t| ~ 1e4
+    r = permutation_test(Y, x, [0.0, 1.0], n_perm=500, two_sided=True)
+    assert r.scheme == "permute" and r.exhaustive and r.n_distinct == 20
+    assert abs(r.stat[0]) > 1e3 and r.min_p == pytest.approx(2 / 20)
+    assert r.p_uncorrected[0] == pytest.approx(2 / 20) and r.p_fwe[0] == pytest.approx(2 / 20)
+    r1 = permutation_test(Y, x, [0.0, 1.0], n_perm=500)  # one-sided: only the identity
+    assert r1.min_p == pytest.approx(1 / 20) and r1.p_fwe[0] == pytest.approx(1 / 20)

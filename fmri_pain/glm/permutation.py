@@ -636,12 +636,28 @@ def _maps_null(part: dict, nbrs: np.ndarray, mask: np.ndarray, two_sided: bool,
     return part
 
 
-def _identity_like(u: np.ndarray, u_id: np.ndarray, symmetric: bool) -> np.ndarray:
-    """Rearrangements whose rearranged basis is the identity's (or its negative, when
-    the statistic is symmetric): their statistic is the observed one exactly."""
-    same = np.all(u == u_id[None], axis=(1, 2))
+def _identity_like(u: np.ndarray, u_id: np.ndarray, k: int, symmetric: bool,
+                   tol: float = 1e-12) -> np.ndarray:
+    """Rearrangements whose statistic is the observed one for any data.
+
+    The statistic depends on the tested projections ``a`` (rows ``:k`` of
+    the rearranged basis) and on the norm of the nuisance refit (rows
+    ``k:``): ``a`` must be the identity's (or its negative, when the
+    statistic is symmetric: two-sided t, F) and each nuisance row the
+    identity's up to its sign. Equal means within ``tol`` (the basis is
+    orthonormal): a design's symmetric values (e.g. +-1/sqrt(n) of two equal
+    groups) come out of the SVD equal only to rounding.
+    """
+    def close(a, b, axes):
+        return np.all(np.abs(a - b) <= tol, axis=axes)
+
+    ux, ux_id = u[:, :k], u_id[None, :k]
+    same = close(ux, ux_id, (1, 2))
     if symmetric:
-        same |= np.all(u == -u_id[None], axis=(1, 2))
+        same |= close(ux, -ux_id, (1, 2))
+    uz, uz_id = u[:, k:], u_id[None, k:]
+    if uz.shape[1]:
+        same &= np.all(close(uz, uz_id, 2) | close(uz, -uz_id, 2), axis=1)
     return same
 
 
@@ -881,7 +897,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     for i in range(0, n_perm, chunk_size):
         rows = np.arange(i, min(i + chunk_size, n_perm))
         u = _rearranged_basis(rows, basis, index, signs, order)
-        same = _identity_like(u, u_id, symmetric)
+        same = _identity_like(u, u_id, k, symmetric)
         identity_rows.append(rows[same])
         if not same.all():
             plans.append((rows[~same], lookup.plan_lookup(u[~same])))
