@@ -809,9 +809,13 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         is_exhaustive = exhaustive and n_distinct - 1 <= n_perm
         n_eval = n_distinct - 1 if is_exhaustive else n_perm
         if n_eval >= 1 and check_memory:
-            check_resources(estimate_resources(n, n_vox, n_eval, n_basis=n_basis, tfce=tfce,
-                                               clusters=cluster_threshold is not None,
-                                               n_jobs=n_jobs, memory_limit_mb=memory_limit_mb))
+            estimate = estimate_resources(n, n_vox, n_eval, n_basis=n_basis, tfce=tfce,
+                                          clusters=cluster_threshold is not None, n_jobs=n_jobs,
+                                          memory_limit_mb=memory_limit_mb)
+            LOGGER.log(logging.INFO if estimate.seconds > 60 else logging.DEBUG,
+                       "permutation test (%s, %d maps x %d voxels): %s", scheme, n, n_vox,
+                       estimate.describe())
+            check_resources(estimate)
         if is_exhaustive:
             index, signs = enumerate_rearrangements(n, scheme, blocks=blocks, design=design)
             index, signs = index[1:], signs[1:]  # the identity is the observed statistic
