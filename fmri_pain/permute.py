@@ -101,8 +101,12 @@ def resolve_space(maps: Sequence[Path | str], space: str | None = None
     or naming different spaces, give no label.
     """
     found = {str(Path(m)): (_SPACE.search(Path(m).name) or [None, None])[1] for m in maps}
-    labels = sorted({v for v in found.values() if v is not None})
     notes = []
+    odd = sorted({v for v in found.values() if v is not None and not v.isalnum()})
+    if odd:
+        notes.append(f"space- labels that are not BIDS labels were ignored: {', '.join(odd)[:200]}")
+        found = {k: (v if v is None or v.isalnum() else None) for k, v in found.items()}
+    labels = sorted({v for v in found.values() if v is not None})
     if space is not None:
         if not re.fullmatch(r"[A-Za-z0-9]+", space):
             raise InputError(f"--space {space[:60]!r} is not a BIDS label (letters and digits only)")

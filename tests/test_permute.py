@@ -260,3 +260,17 @@ def test_constant_voxels_are_excluded_and_reported(maps, tmp_path):
     assert side["VoxelsExcludedZeroVariance"] == 1
     assert "1 of" in side["PermutationWarnings"][0] and "zero residual variance" in \
         side["PermutationWarnings"][0]
+
+
+def test_resolve_space_keeps_only_a_common_bids_label():
+    from fmri_pain.permute import resolve_space
+
+    assert resolve_space(["d/sub-1_space-T1w_stat-z_statmap.nii.gz", "sub-2_space-T1w.nii.gz"])[:2] \
+        == ("T1w", "the space- entity of every input map")
+    label, source, notes = resolve_space(["sub-1_space-T1w_x.nii.gz", "sub-2_space-MNI152NLin6Asym.nii"])
+    assert label is None and source.startswith("unknown") and "different spaces" in notes[0]
+    label, _, notes = resolve_space(["sub-1_space-MNI-6_x.nii.gz"])
+    assert label is None and "MNI-6" in notes[0]  # not a BIDS label: never written into a name
+    label, source, notes = resolve_space(["sub-1_space-T1w.nii.gz"], "MNI152NLin2009aAsym")
+    assert (label, source) == ("MNI152NLin2009aAsym", "--space") and "space-T1w" in notes[0]
+    assert resolve_space(["map.nii.gz"])[0] is None
