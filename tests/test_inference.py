@@ -705,3 +705,42 @@ def test_two_group_swap_ties_with_the_data_at_a_huge_t():
     assert r.p_uncorrected[0] == pytest.approx(2 / 20) and r.p_fwe[0] == pytest.approx(2 / 20)
     r1 = permutation_test(Y, x, [0.0, 1.0], n_perm=500)  # one-sided: only the identity
     assert r1.min_p == pytest.approx(1 / 20) and r1.p_fwe[0] == pytest.approx(1 / 20)
+
+
+def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from fmri_pain.glm.group import GroupMap, GroupResult
+    from fmri_pain.glm.group_inference import inference_summary, run_permutation_inference
+    from fmri_pain.glm.second_level import GroupDesign
+    from fmri_pain.spec import AnalysisSpec
+
+    rng = np.random.default_rng(17)
+    shape = (6, 6, 5)
+    mask = np.ones(shape, bool)
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), tmp_path / "mask.nii.gz")
+    paths = []
+    for i, vol in enumerate(_smooth_maps(rng, 8, shape, 2.0) + 0.5):
+        paths.append(tmp_path / f"sub-{i:02d}_map.nii.gz")
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), paths[-1])
+    design = GroupDesign("one-sample", pd.DataFrame({"intercept": np.ones(8)}),
+                         {"dual": np.array([1.0])}, pd.DataFrame({"subject": range(8)}))
+    entry = GroupMap("dual", "dual", "one-sample", "t", {}, design, paths, [False] * 8)
+    group = GroupResult(tmp_path, "stim", [entry], [f"{i:02d}" for i in range(8)], [],
+                        tmp_path / "mask.nii.gz", {}, pd.DataFrame())
+    spec = AnalysisSpec()
+    spec = dataclasses.replace(spec, space="MNI152NLin2009aAsym",
+                               inference=dataclasses.replace(spec.inference, n_perm=1000))
+    (out,) = run_permutation_inference(group, spec)
+    assert out.result.exhaustive and out.result.n_rearrangements == 256
+    name = out.paths["logp_fwe"].name
+    assert name == "task-stim_space-MNI152NLin2009aAsym_contrast-dual_desc-perm_stat-logp_statmap.nii.gz"
+    side = json.loads(out.paths["logp_fwe"].with_name(name.replace(".nii.gz", ".json")).read_text(),
+                      parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert side["NumberOfDistinctRearrangements"] == 256 and side["Exhaustive"] is True
+    assert side["MinimumAttainableP"] == pytest.approx(2 / 256)  # two-sided t: the global flip
+    row = inference_summary([out], 0.05).iloc[0]
+    assert row["permutations"] == 256 and row["exhaustive"] == "yes"
+    assert row["smallest attainable p"] == pytest.approx(2 / 256)
