@@ -672,7 +672,7 @@ def test_resource_estimate_and_refusal_before_any_permutation():
     assert big.memory_bytes > 16 * 24 * 10**9 and small.memory_bytes < 2 * 2**30
     assert big.seconds > 1000 * small.seconds
     check_resources(small, available_bytes=4 * 2**30)
-    with pytest.raises(ResourceError, match="1000000000 rearrangements need about"):
+    with pytest.raises(ResourceError, match="1000000000 rearrangements to evaluate need about"):
         check_resources(big, available_bytes=4 * 2**30)
     with pytest.raises(ResourceError, match="GiB of memory are available"):  # before drawing
         permutation_test(np.random.default_rng(0).standard_normal((40, 5)), np.ones((40, 1)),

@@ -445,7 +445,7 @@ class ResourceEstimate:
     seconds: float
 
     def describe(self) -> str:
-        return (f"{self.n_perm} rearrangements need about {self.memory_bytes / 2**30:.2f} GiB "
+        return (f"{self.n_perm} rearrangements to evaluate need about {self.memory_bytes / 2**30:.2f} GiB "
                 f"of memory and {_duration(self.seconds)}")
 
 
