@@ -144,6 +144,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                             help="cluster-forming p (uncorrected) for cluster extent/mass")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--n-jobs", type=int, default=1)
+        parser.add_argument("--space", default=None, metavar="LABEL",
+                            help="template of the maps, for the output names (default: the "
+                                 "maps' common space- entity, else none)")
     return parser
 
 
@@ -244,9 +247,13 @@ def _permute(args: argparse.Namespace) -> int:
     result, written = permute_maps(
         args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
         blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
-        tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs)
+        tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs,
+        space=args.space)
     summary = result.summary()
-    print(f"{summary['scheme']}, {summary['n_perm']} rearrangements: max {summary['stat_type']} "
+    used = (f"all {summary['n_rearrangements']} distinct rearrangements (exhaustive)"
+            if summary["exhaustive"] else f"{summary['n_perm']} rearrangements")
+    print(f"{summary['scheme']}, {used}, smallest attainable p {summary['min_p']:.3g}: "
+          f"max {summary['stat_type']} "
           f"{summary['max_stat']:.3f}, FWE threshold {summary['fwe_threshold']:.3f}, "
           f"{summary['n_voxels_fwe']} voxels FWE p < 0.05")
     for key, path in written.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from dataclasses import dataclass, field
@@ -9,7 +10,12 @@ from pathlib import Path
 
 from fmri_pain.derivatives import has_own_preprocessing
 from fmri_pain.glm.group import GroupResult, run_group
-from fmri_pain.glm.group_inference import PermutationOutput, inference_summary, run_permutation_inference
+from fmri_pain.glm.group_inference import (
+    PermutationOutput,
+    inference_summary,
+    inference_warnings,
+    run_permutation_inference,
+)
 from fmri_pain.layout import Run
 from fmri_pain.report.figures import glass_brain_uri
 from fmri_pain.report.group import write_group_report
@@ -83,6 +89,10 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
 def _inference_section(outputs: list[PermutationOutput], spec: AnalysisSpec) -> str:
     alpha = spec.group.fwe_alpha
     parts = [str(html_table(inference_summary(outputs, alpha)))]
+    notes = inference_warnings(outputs)
+    if notes:
+        parts.append("<ul class='warnings'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                     + "</ul>")
     for out in outputs:
         z_fwe = out.paths.get("z_tfce_fwe") or out.paths.get("z_fwe")
         if z_fwe is None:

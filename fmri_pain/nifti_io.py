@@ -47,8 +47,12 @@ def masked_maps(images: Sequence[ImageLike], mask_img: nib.Nifti1Image,
             raise ValueError(f"cannot read map {name}: {exc}") from exc
         if data.ndim == 4 and data.shape[3] == 1:
             data = data[..., 0]
-        if data.shape != mask.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
+        if data.shape != mask.shape:
             raise ValueError(f"map {name} (shape {data.shape}) is not on the mask's grid "
                              f"(shape {mask.shape}); resample it first")
+        if not np.allclose(img.affine, mask_img.affine, atol=1e-3):
+            raise ValueError(f"map {name} (affine {np.round(img.affine[:3], 4).tolist()}) is not "
+                             f"on the mask's grid (affine {np.round(mask_img.affine[:3], 4).tolist()},"
+                             " same shape); resample it first")
         out[i] = data[mask]
     return out

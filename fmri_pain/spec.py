@@ -123,7 +123,7 @@ class InferenceSpec:
     enabled: bool = True
     """Run permutation inference for every group contrast."""
     n_perm: int = 1000
-    """Random rearrangements (sign flips / within-subject shuffles) per contrast."""
+    """Random rearrangements (sign flips / within-subject shuffles) per contrast; when the design has no more than ``n_perm + 1`` distinct ones, all are used once each (exact test)."""
     tfce: bool = True
     """Also compute TFCE (H = 2, E = 0.5, 26-connectivity) with its FWE p map."""
     cluster_forming_p: float = 0.001

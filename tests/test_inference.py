@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -396,7 +397,7 @@ def test_pain21_posterior_insula_survives_fwe(pain21_4mm, tmp_path):
                                      sidecar={"inputs": ["pain21"]})
     assert set(written) == set(MAP_ENTITIES)
     name = written["logp_fwe"].name
-    assert name == "task-stim_space-MNI152NLin2009cAsym_contrast-pain_desc-perm_stat-logp_statmap.nii.gz"
+    assert name == "task-stim_contrast-pain_desc-perm_stat-logp_statmap.nii.gz"  # template unknown: no space-
     assert written["logp_tfce_fwe"].name.endswith("desc-tfce_stat-logp_statmap.nii.gz")
     back = np.asarray(nib.load(written["logp_fwe"]).dataobj)[mask]
     np.testing.assert_allclose(back, -np.log10(r.p_fwe), rtol=1e-6)
@@ -438,7 +439,8 @@ def test_permutation_inference_from_files_equals_arrays(tmp_path):
                                rtol=1e-6)
     bad = tmp_path / "shifted.nii.gz"
     nib.save(nib.Nifti1Image(maps[0].astype(np.float32), np.diag([2.0, 2, 2, 1])), bad)
-    with pytest.raises(ValueError, match="shifted.nii.gz.*not on the mask's grid"):
+    with pytest.raises(ValueError, match=r"shifted.nii.gz \(affine \[\[2.0, 0.0, 0.0, 0.0\].*"
+                                         r"not on the mask's grid \(affine \[\[1.0, 0.0"):
         permutation_inference(paths[:9] + [bad], design, [1.0], mask_img, n_perm=9)
 
 
@@ -453,3 +455,292 @@ def test_fdr_and_bonferroni_match_nilearn():
     assert fdr_threshold(rng.standard_normal(1000) * 0.1, 0.05) == np.inf
     assert bonferroni_threshold(1000, 0.05) == pytest.approx(stats.norm.isf(0.05 / 2000))
     assert bonferroni_threshold(1000, 0.05, two_sided=False) == pytest.approx(stats.norm.isf(5e-5))
+
+
+# --------------------------------------------------------------------------- exhaustive enumeration
+def _one_sample_t(Y):
+    n = Y.shape[0]
+    return Y.mean(0) / (Y.std(0, ddof=1) / np.sqrt(n))
+
+
+def test_count_and_enumerate_rearrangements():
+    from fmri_pain.glm.inference import count_rearrangements, enumerate_rearrangements
+
+    blocks = np.repeat(np.arange(3), 3)
+    treated = np.tile([0.0, 1.0, 1.0], 3)  # two tied rows in every block
+    x = np.column_stack([np.eye(3)[blocks], treated])
+    cases = {("signflip", None): 2 ** 9, ("block-signflip", None): 2 ** 3,
+             ("within", None): 6 ** 3, ("within", "ties"): 3 ** 3,
+             ("within+signflip", "ties"): 3 ** 3 * 2 ** 3,
+             ("permute", "ties"): math.factorial(9) // 2 ** 3, ("permute", None): math.factorial(9)}
+    for (scheme, ties), expected in cases.items():
+        design = x if ties else None
+        assert count_rearrangements(9, scheme, blocks=blocks, design=design) == expected
+        if expected > 5000:
+            continue
+        index, signs = enumerate_rearrangements(9, scheme, blocks=blocks, design=design)
+        assert index.shape == signs.shape == (expected, 9)
+        np.testing.assert_array_equal(index[0], np.arange(9))  # the identity first
+        np.testing.assert_array_equal(signs[0], np.ones(9))
+        # each distinct once: the design rows and signs each position receives differ
+        labels = np.unique(design, axis=0, return_inverse=True)[1].ravel() if ties else np.arange(9)
+        received = np.empty((expected, 9))
+        rows = np.arange(expected)[:, None]
+        received[rows, index] = signs * (labels[None] + 1)
+        assert np.unique(received, axis=0).shape[0] == expected
+        if scheme.startswith("within"):
+            assert np.all(blocks[index] == blocks[None])
+
+
+def test_exhaustive_sign_flips_equal_an_independent_enumeration():
+    import itertools
+
+    rng = np.random.default_rng(12)
+    n = 6
+    mask = np.zeros((5, 5, 4), bool)
+    mask[1:4, 1:4, :] = True
+    Y = _smooth_maps(rng, n, mask.shape, 2.0)[:, mask] + 0.6
+    r = permutation_test(Y, np.ones((n, 1)), [1.0], n_perm=1000, two_sided=True, mask=mask,
+                         tfce=True, cluster_threshold=0.05)
+    assert r.exhaustive and r.n_distinct == 64 and r.n_rearrangements == 64 and r.n_perm == 63
+    assert r.min_p == pytest.approx(2 / 64)  # the identity and the global flip
+    assert "exceeds the 64 distinct rearrangements" in r.warnings[0]
+    signs = np.array(list(itertools.product([1.0, -1.0], repeat=n)))
+    t_all = np.abs(np.array([_one_sample_t(s[:, None] * Y) for s in signs]))  # (64, n_vox)
+    obs = np.abs(_one_sample_t(Y))
+    tol = 1e-9 * obs
+    np.testing.assert_allclose(r.stat, _one_sample_t(Y), rtol=1e-10)
+    np.testing.assert_allclose(r.p_uncorrected, (t_all >= obs - tol).mean(0), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(r.p_fwe, (t_all.max(1)[:, None] >= obs - tol).mean(0), rtol=0,
+                               atol=1e-12)
+    nbrs = neighbour_table(mask, 26)
+    tfce_all = np.abs(np.array([tf.tfce_masked(_one_sample_t(s[:, None] * Y), nbrs, two_sided=True)
+                                for s in signs]))
+    tfce_obs = np.abs(tf.tfce_masked(_one_sample_t(Y), nbrs, two_sided=True))
+    np.testing.assert_allclose(r.p_tfce_fwe, (tfce_all.max(1)[:, None] >= tfce_obs * (1 - 1e-9))
+                               .mean(0), rtol=0, atol=1e-12)
+    for p in (r.p_uncorrected, r.p_fwe, r.p_tfce_fwe, r.cluster_p_mass_fwe):
+        np.testing.assert_allclose(p * 64, np.round(p * 64), atol=1e-9)
+    assert r.p_fwe.min() < 0.05  # the exact test can still reject: 2/64
+
+
+def test_exhaustive_within_blocks_with_tied_rows_equal_brute_force():
+    import itertools
+
+    rng = np.random.default_rng(13)
+    n_sub = 4
+    blocks = np.repeat(np.arange(n_sub), 3)
+    treated = np.tile([0.0, 1.0, 1.0], n_sub)  # rows 2 and 3 of a subject are tied
+    x = np.column_stack([np.eye(n_sub)[blocks], treated])
+    Y = rng.standard_normal((12, 30)) + blocks[:, None] + 0.8 * treated[:, None]
+    c = np.zeros(n_sub + 1)
+    c[-1] = 1.0
+    r = permutation_test(Y, x, c, n_perm=100, blocks=blocks, two_sided=True)
+    assert r.scheme == "within" and r.exhaustive and r.n_distinct == 3 ** n_sub
+    # every within-block shuffle (6^4), tied swaps included: each distinct one 2^4 times
+    per_block = [np.array(list(itertools.permutations(range(3 * b, 3 * b + 3))))
+                 for b in range(n_sub)]
+    index = np.array([np.concatenate(choice) for choice in itertools.product(*per_block)])
+    ref = np.abs(_explicit_freedman_lane(Y, x, c, index, np.ones(index.shape)))
+    obs = np.abs(r.stat)
+    np.testing.assert_allclose(r.p_uncorrected, (ref >= obs - 1e-9 * obs).mean(0), atol=1e-12)
+    np.testing.assert_allclose(r.p_fwe, (ref.max(1)[:, None] >= obs - 1e-9 * obs).mean(0),
+                               atol=1e-12)
+    np.testing.assert_allclose(r.p_fwe * 81, np.round(r.p_fwe * 81), atol=1e-9)
+    # fewer permutations asked than exist: random draws, no exhaustive claim
+    r_rand = permutation_test(Y, x, c, n_perm=50, blocks=blocks, two_sided=True)
+    assert not r_rand.exhaustive and r_rand.n_rearrangements == 51 and not r_rand.warnings
+
+
+def test_exact_test_holds_its_rate_under_the_null():
+    """n = 6 sign flips, exhaustive: FWE p <= 0.05 needs 3 of 64, a 3/64 rate exactly."""
+    rng = np.random.default_rng(14)
+    n_sim, n = 300, 6
+    hits = 0
+    for _ in range(n_sim):
+        Y = rng.standard_normal((n, 20))
+        r = permutation_test(Y, np.ones((n, 1)), [1.0], n_perm=100)
+        assert r.exhaustive
+        hits += r.p_fwe.min() <= 0.05
+    lo, hi = stats.binom.interval(0.95, n_sim, 3 / 64)
+    assert lo <= hits <= hi, f"{hits}/{n_sim} outside [{lo}, {hi}]"
+
+
+def test_uncorrected_tfce_and_cluster_mass_hold_their_rate_under_the_null():
+    rng = np.random.default_rng(15)
+    mask = np.ones((6, 6, 5), bool)
+    centre = np.ravel_multi_index((3, 3, 2), mask.shape)
+    n_sim, n = 200, 10
+    hits = np.zeros(2, int)
+    for sim in range(n_sim):
+        Y = _smooth_maps(rng, n, mask.shape, 2.0)[:, mask]
+        r = permutation_test(Y, np.ones((n, 1)), [1.0], n_perm=99, mask=mask, tfce=True,
+                             cluster_threshold=0.2, random_state=sim)
+        hits += [r.p_tfce_uncorrected[centre] <= 0.05, r.cluster_p_mass_uncorrected[centre] <= 0.05]
+    lo, hi = stats.binom.interval(0.95, n_sim, 0.05)
+    assert lo <= hits[0] <= hi and hits[1] <= hi, f"TFCE {hits[0]}, mass {hits[1]} of {n_sim}"
+
+
+# --------------------------------------------------------------------------- p-value invariants
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_PROP_MASK = np.ones((4, 4, 3), bool)
+
+
+@st.composite
+def _small_designs(draw):
+    """Random small designs (2-8 maps): one-sample or within-block, with large and tied t."""
+    kind = draw(st.sampled_from(["one-sample", "within", "two-group"]))
+    if kind == "one-sample":
+        n = draw(st.integers(2, 8))
+        x, c, blocks = np.ones((n, 1)), np.array([1.0]), None
+    elif kind == "two-group":  # free permutation of tied group rows
+        n = draw(st.integers(4, 8))
+        group = (np.arange(n) < draw(st.integers(2, n - 2))).astype(float)
+        x, c, blocks = np.column_stack([np.ones(n), group]), np.array([0.0, 1.0]), None
+    else:
+        n_sub, per = draw(st.sampled_from([(2, 2), (3, 2), (4, 2), (2, 3)]))  # within blocks
+        n = n_sub * per
+        blocks = np.repeat(np.arange(n_sub), per)
+        cond = np.tile(np.arange(per), n_sub)
+        x = np.column_stack([np.eye(n_sub)[blocks], (cond == per - 1).astype(float)])
+        c = np.eye(n_sub + 1)[-1]
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    n_vox = int(_PROP_MASK.sum())
+    scale = draw(st.sampled_from([1e-2, 1.0]))
+    offset = draw(st.sampled_from([0.0, 0.5, 30.0, 300.0]))  # up to |t| ~ 1e4-1e5
+    Y = offset + scale * rng.standard_normal((n, n_vox))
+    if draw(st.booleans()):  # tied values: coarse integers
+        Y = np.round(Y * (3 / scale)) * (scale / 3)
+    n_dup = draw(st.integers(0, n_vox // 2))  # tied t across voxels: duplicated columns
+    if n_dup:
+        Y[:, rng.choice(n_vox, n_dup)] = Y[:, [0]]
+    if draw(st.booleans()):  # a few voxels constant across maps
+        Y[:, -3:] = 7.0
+    if np.all(np.isclose(np.ptp(Y - x @ np.linalg.lstsq(x, Y, rcond=None)[0], axis=0), 0)):
+        Y[:, 1] += rng.standard_normal(n)
+    two_sided = draw(st.booleans())
+    n_perm = draw(st.sampled_from([3, 10, 40, 300]))
+    return Y, x, c, blocks, two_sided, n_perm, seed
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_small_designs())
+def test_p_values_obey_their_own_logic(case):
+    from fmri_pain.glm.inference import ZeroVarianceError
+
+    Y, x, c, blocks, two_sided, n_perm, seed = case
+    try:
+        r = permutation_test(Y, x, c, n_perm=n_perm, blocks=blocks, two_sided=two_sided,
+                             mask=_PROP_MASK, tfce=True, cluster_threshold=0.05,
+                             random_state=seed)
+    except ZeroVarianceError:
+        return
+    assert r.exhaustive == (r.n_distinct - 1 <= n_perm)
+    denominator = r.n_perm + 1
+    assert r.min_p >= 1.0 / r.n_distinct - 1e-15
+    pairs = [(r.p_fwe, r.p_uncorrected), (r.p_tfce_fwe, r.p_tfce_uncorrected),
+             (r.cluster_p_mass_fwe, r.cluster_p_mass_uncorrected)]
+    for fwe, unc in pairs:
+        assert np.all(fwe >= unc - 1e-12)  # FWE p >= uncorrected p, in every voxel
+        for p in (fwe, unc):
+            assert np.all(p >= r.min_p - 1e-12) and np.all(p <= 1.0)
+            np.testing.assert_allclose(p * denominator, np.round(p * denominator), atol=1e-6)
+    if r.exhaustive and r.scheme == "signflip" and two_sided:  # the global flip ties with the data
+        assert r.min_p == pytest.approx(2.0 / r.n_distinct)
+    excluded = np.isclose(np.ptp(Y, axis=0), 0)
+    assert np.all(r.stat[excluded] == 0) and np.all(r.p_fwe[excluded] == 1)
+    assert r.n_excluded >= int(excluded.sum())
+
+
+# --------------------------------------------------------------------------- resource guard
+def test_resource_estimate_and_refusal_before_any_permutation():
+    import dataclasses
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fmri_pain.glm.group_inference import check_permutation_resources
+    from fmri_pain.glm.inference import ResourceError, check_resources, estimate_resources
+    from fmri_pain.spec import AnalysisSpec, SpecError
+
+    small = estimate_resources(24, 50000, 1000, tfce=True, clusters=True)
+    big = estimate_resources(24, 50000, 10**9, tfce=True, clusters=True)
+    # index + signs alone are 16 bytes per map and rearrangement
+    assert big.memory_bytes > 16 * 24 * 10**9 and small.memory_bytes < 2 * 2**30
+    assert big.seconds > 1000 * small.seconds
+    check_resources(small, available_bytes=4 * 2**30)
+    with pytest.raises(ResourceError, match="1000000000 rearrangements to evaluate need about"):
+        check_resources(big, available_bytes=4 * 2**30)
+    with pytest.raises(ResourceError, match="GiB of memory are available"):  # before drawing
+        permutation_test(np.random.default_rng(0).standard_normal((40, 5)), np.ones((40, 1)),
+                         [1.0], n_perm=10**9)
+    # the group level refuses before the first contrast is permuted, naming the spec key
+    n_sub = 12
+    rows = pd.DataFrame({"subject": np.repeat([f"{i:02d}" for i in range(n_sub)], 3)})
+    x = pd.DataFrame(np.column_stack([np.eye(n_sub)[np.repeat(np.arange(n_sub), 3)],
+                                      np.tile(np.eye(3)[:, 1:], (n_sub, 1))]))
+    entry = SimpleNamespace(contrast="dualMinusScs", key="dualMinusScs", route="repeated",
+                            design=SimpleNamespace(design=x, rows=rows, route="repeated",
+                                                   contrasts={"dualMinusScs": np.eye(14)[-1]}))
+    spec = AnalysisSpec()
+    check_permutation_resources([entry], 50000, spec)  # the default spec fits
+    huge = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=10**9))
+    with pytest.raises(SpecError, match=r"inference.n_perm = 1000000000: contrast dualMinusScs"):
+        check_permutation_resources([entry], 50000, huge)
+
+
+def test_two_group_swap_ties_with_the_data_at_a_huge_t():
+    """3 vs 3 maps: 20 distinct assignments; swapping the groups gives -t exactly (two-sided tie)."""
+    rng = np.random.default_rng(16)
+    group = np.repeat([1.0, 0.0], 3)
+    x = np.column_stack([np.ones(6), group])
+    Y = rng.standard_normal((6, 10))
+    Y[:, 0] = 50.0 * group + 1e-3 * rng.standard_normal(6)  # |t| ~ 1e4
+    r = permutation_test(Y, x, [0.0, 1.0], n_perm=500, two_sided=True)
+    assert r.scheme == "permute" and r.exhaustive and r.n_distinct == 20
+    assert abs(r.stat[0]) > 1e3 and r.min_p == pytest.approx(2 / 20)
+    assert r.p_uncorrected[0] == pytest.approx(2 / 20) and r.p_fwe[0] == pytest.approx(2 / 20)
+    r1 = permutation_test(Y, x, [0.0, 1.0], n_perm=500)  # one-sided: only the identity
+    assert r1.min_p == pytest.approx(1 / 20) and r1.p_fwe[0] == pytest.approx(1 / 20)
+
+
+def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from fmri_pain.glm.group import GroupMap, GroupResult
+    from fmri_pain.glm.group_inference import inference_summary, run_permutation_inference
+    from fmri_pain.glm.second_level import GroupDesign
+    from fmri_pain.spec import AnalysisSpec
+
+    rng = np.random.default_rng(17)
+    shape = (6, 6, 5)
+    mask = np.ones(shape, bool)
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), tmp_path / "mask.nii.gz")
+    paths = []
+    for i, vol in enumerate(_smooth_maps(rng, 8, shape, 2.0) + 0.5):
+        paths.append(tmp_path / f"sub-{i:02d}_map.nii.gz")
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), paths[-1])
+    design = GroupDesign("one-sample", pd.DataFrame({"intercept": np.ones(8)}),
+                         {"dual": np.array([1.0])}, pd.DataFrame({"subject": range(8)}))
+    entry = GroupMap("dual", "dual", "one-sample", "t", {}, design, paths, [False] * 8)
+    group = GroupResult(tmp_path, "stim", [entry], [f"{i:02d}" for i in range(8)], [],
+                        tmp_path / "mask.nii.gz", {}, pd.DataFrame())
+    spec = AnalysisSpec()
+    spec = dataclasses.replace(spec, space="MNI152NLin2009aAsym",
+                               inference=dataclasses.replace(spec.inference, n_perm=1000))
+    (out,) = run_permutation_inference(group, spec)
+    assert out.result.exhaustive and out.result.n_rearrangements == 256
+    name = out.paths["logp_fwe"].name
+    assert name == "task-stim_space-MNI152NLin2009aAsym_contrast-dual_desc-perm_stat-logp_statmap.nii.gz"
+    side = json.loads(out.paths["logp_fwe"].with_name(name.replace(".nii.gz", ".json")).read_text(),
+                      parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert side["NumberOfDistinctRearrangements"] == 256 and side["Exhaustive"] is True
+    assert side["MinimumAttainableP"] == pytest.approx(2 / 256)  # two-sided t: the global flip
+    row = inference_summary([out], 0.05).iloc[0]
+    assert row["permutations"] == 256 and row["exhaustive"] == "yes"
+    assert row["smallest attainable p"] == pytest.approx(2 / 256)

@@ -29,7 +29,14 @@ from scipy import stats
 from fmri_pain.glm.permutation import (
     SCHEMES,
     PermutationResult,
+    ResourceError,
+    ZeroVarianceError,
+    auto_scheme,
+    check_resources,
+    count_rearrangements,
     draw_rearrangements,
+    enumerate_rearrangements,
+    estimate_resources,
     fwe_threshold,
     nilearn_rearrangements,
     partition_design,
@@ -40,8 +47,15 @@ from fmri_pain.glm.tfce import cluster_measures, neighbour_table, tfce_masked, t
 __all__ = [
     "SCHEMES",
     "PermutationResult",
+    "ResourceError",
+    "ZeroVarianceError",
     "permutation_test",
     "draw_rearrangements",
+    "auto_scheme",
+    "count_rearrangements",
+    "enumerate_rearrangements",
+    "estimate_resources",
+    "check_resources",
     "nilearn_rearrangements",
     "partition_design",
     "fwe_threshold",
@@ -140,14 +154,18 @@ def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
 
 def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
                            output_dir: Path | str, *, contrast: str, task: str | None = None,
-                           alpha: float = 0.05, z: np.ndarray | None = None,
+                           space: str | None = None, alpha: float = 0.05,
+                           z: np.ndarray | None = None,
                            sidecar: Mapping[str, Any] | None = None,
                            images: Mapping[str, nib.Nifti1Image] | None = None) -> dict[str, Path]:
     """Write :func:`permutation_maps` under ``OUTPUT/group`` with contract names.
 
     e.g. ``group/task-stim_space-..._contrast-dualMinusScs_desc-perm_stat-logp_statmap.nii.gz``.
     The statistic itself is left to the caller (it writes ``stat-t``/``stat-z``).
-    Each sidecar gets the permutation parameters and the summary numbers.
+    ``space``: the template the maps are in (None: no ``space-`` entity, the
+    template being unknown). Each sidecar gets the permutation parameters, the
+    summary numbers and :meth:`PermutationResult.sidecar_fields` (number of
+    distinct rearrangements, permutations used, exhaustive, smallest attainable p).
     ``images``: :func:`permutation_maps` of the result, when already made.
     """
     from fmri_pain.derivatives import statmap_path, write_nifti
@@ -155,14 +173,20 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     if images is None:
         images = permutation_maps(result, mask_img, alpha=alpha, z=z)
     meta = dict(sidecar or {})  # provenance() keeps parameters under "Parameters"
+    summary = {key: (None if isinstance(val, float) and not np.isfinite(val) else val)
+               for key, val in result.summary(alpha).items()}
     meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
-            "permutation_summary": result.summary(alpha)}
+            **result.sidecar_fields(), "permutation_summary": summary}
+    if any(val is None for key, val in summary.items() if key.endswith("threshold")):
+        meta["permutation_summary_note"] = ("a null threshold: no voxel (cluster) can reach FWE "
+                                            f"p < {alpha:g} with these rearrangements")
     written = {}
     for key, img in images.items():
         if key not in MAP_ENTITIES:
             continue
         desc, stat = MAP_ENTITIES[key]
-        path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc)
+        path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc,
+                            space=space)
         path.parent.mkdir(parents=True, exist_ok=True)
         written[key] = write_nifti(img, path, sidecar=meta)
     return written

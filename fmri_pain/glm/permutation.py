@@ -16,10 +16,20 @@ compares projections and converts only the maxima.
 
 The conventions follow Winkler et al. 2014 (NeuroImage 92:381) and PALM;
 p-values are ``(1 + #{null >= observed}) / (1 + n_perm)`` as in nilearn's
-``permuted_ols``.
+``permuted_ols``. When the distinct rearrangements are no more than
+``n_perm + 1`` they are all enumerated, each exactly once, the identity being
+the observed statistic (an exact test, as PALM does); rows with identical
+design values are tied, so shuffles that only swap them are not counted twice.
+Observed and rearranged statistics are compared in one representation (the
+scan's score), with the same threshold for the uncorrected and the FWE p, and
+rearrangements that leave the data's statistic unchanged (the identity, the
+global sign flip of a two-sided test, swaps of tied rows) are counted as ties
+exactly, so FWE p >= uncorrected p and no p is below ``MinimumAttainableP``.
 """
 from __future__ import annotations
 
+import itertools
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -33,12 +43,22 @@ from fmri_pain.glm import tfce as _tfce
 __all__ = [
     "SCHEMES",
     "PermutationResult",
+    "ResourceError",
+    "ResourceEstimate",
+    "ZeroVarianceError",
     "permutation_test",
     "draw_rearrangements",
+    "auto_scheme",
+    "count_rearrangements",
+    "enumerate_rearrangements",
+    "estimate_resources",
+    "check_resources",
     "nilearn_rearrangements",
     "fwe_threshold",
     "partition_design",
 ]
+
+LOGGER = logging.getLogger(__name__)
 
 SCHEMES = ("signflip", "permute", "within", "block-signflip", "within+signflip", "auto")
 
@@ -71,7 +91,41 @@ class PermutationResult:
     cluster_p_mass_fwe: np.ndarray | None = None
     cluster_size_null: np.ndarray | None = None
     cluster_mass_null: np.ndarray | None = None
+    p_tfce_uncorrected: np.ndarray | None = None
+    cluster_p_mass_uncorrected: np.ndarray | None = None
     parameters: dict = field(default_factory=dict)
+    n_distinct: int | None = None
+    """Distinct rearrangements of the scheme (None for explicit rearrangements)."""
+    exhaustive: bool = False
+    """All distinct rearrangements were used, each once (the p-values are exact)."""
+    n_identity: int = 0
+    """Rearrangements in the null equivalent to the observed one (identity, global flip)."""
+    n_excluded: int = 0
+    """Voxels left out for zero residual variance (stat 0, p = 1 there)."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_rearrangements(self) -> int:
+        """Rearrangements the p-values are computed over, the observed one included."""
+        return self.n_perm + 1
+
+    @property
+    def min_p(self) -> float:
+        """The smallest p-value these rearrangements can give."""
+        return (1.0 + self.n_identity) / (1.0 + self.n_perm)
+
+    def sidecar_fields(self) -> dict:
+        """Strict-JSON sidecar keys describing the rearrangements used."""
+        n_distinct = self.n_distinct
+        if n_distinct is not None and n_distinct > 2**53:  # beyond exact JSON integers
+            n_distinct = float(n_distinct) if n_distinct < 1e308 else None
+        return {"NumberOfDistinctRearrangements": n_distinct,
+                "NumberOfPermutations": self.n_rearrangements,
+                "Exhaustive": bool(self.exhaustive),
+                "MinimumAttainableP": self.min_p,
+                "PermutationScheme": self.scheme,
+                "VoxelsExcludedZeroVariance": int(self.n_excluded),
+                "PermutationWarnings": list(self.warnings)}
 
     @property
     def t(self) -> np.ndarray:
@@ -82,8 +136,10 @@ class PermutationResult:
         """``-log10`` of a p map: ``uncorrected``, ``fwe``, ``tfce_fwe``,
         ``cluster_extent_fwe`` or ``cluster_mass_fwe``."""
         attr = {"uncorrected": "p_uncorrected", "fwe": "p_fwe", "tfce_fwe": "p_tfce_fwe",
+                "tfce_uncorrected": "p_tfce_uncorrected",
                 "cluster_extent_fwe": "cluster_p_extent_fwe",
-                "cluster_mass_fwe": "cluster_p_mass_fwe"}[name]
+                "cluster_mass_fwe": "cluster_p_mass_fwe",
+                "cluster_mass_uncorrected": "cluster_p_mass_uncorrected"}[name]
         p = getattr(self, attr)
         if p is None:
             raise ValueError(f"{name} p-values were not computed")
@@ -102,6 +158,9 @@ class PermutationResult:
         """Numbers for a report: thresholds and counts of significant voxels."""
         score = np.abs(self.stat) if self.two_sided else self.stat
         out = {"scheme": self.scheme, "n_perm": self.n_perm, "stat_type": self.stat_type,
+               "n_rearrangements": self.n_rearrangements, "n_distinct": self.sidecar_fields()[
+                   "NumberOfDistinctRearrangements"], "exhaustive": bool(self.exhaustive),
+               "min_p": self.min_p, "n_voxels_excluded": int(self.n_excluded),
                "df": list(self.df), "two_sided": self.two_sided, "alpha": alpha,
                "max_stat": float(np.nanmax(score)),
                "fwe_threshold": self.threshold(alpha),
@@ -134,16 +193,24 @@ def fwe_threshold(max_null: np.ndarray, alpha: float = 0.05) -> float:
     return float(null[j])
 
 
-def _p_from_null(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
-    """``(1 + #{null >= score}) / (1 + n)`` for every score.
-
-    Ties are judged with a relative tolerance of 1e-12: the observed and the
-    rearranged statistics are computed along different paths (rounding).
-    """
-    null = np.sort(np.asarray(null, dtype=float))
+def _tie_threshold(scores: np.ndarray) -> np.ndarray:
+    """Scores less a relative tolerance of 1e-12: a rearranged score at or above
+    it ties with or beats the observed one (they are computed along different
+    paths, so exact ties differ by rounding)."""
     scores = np.asarray(scores, dtype=float)
-    n_ge = null.size - np.searchsorted(null, scores - 1e-12 * np.abs(scores), side="left")
+    return scores - 1e-12 * np.abs(scores)
+
+
+def _p_at_or_above(threshold: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """``(1 + #{null >= threshold}) / (1 + n)`` for every threshold."""
+    null = np.sort(np.asarray(null, dtype=float))
+    n_ge = null.size - np.searchsorted(null, np.asarray(threshold, dtype=float), side="left")
     return (1.0 + n_ge) / (1.0 + null.size)
+
+
+def _p_from_null(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """``(1 + #{null >= score}) / (1 + n)`` for every score, ties within 1e-12 relative."""
+    return _p_at_or_above(_tie_threshold(scores), null)
 
 
 # --------------------------------------------------------------------------- design
@@ -234,6 +301,225 @@ def draw_rearrangements(n_samples: int, n_perm: int, scheme: str, *, blocks: np.
     if scheme not in SCHEMES or scheme == "auto":
         raise ValueError(f"unknown permutation scheme {scheme!r}; choose from {SCHEMES[:-1]}")
     return index, signs
+
+
+def _tie_labels(design: np.ndarray | None, n_samples: int) -> np.ndarray:
+    """Label of each row's design values: rows with equal labels are tied."""
+    if design is None:
+        return np.arange(n_samples)
+    _, inv = np.unique(np.asarray(design, dtype=np.float64), axis=0, return_inverse=True)
+    return inv.ravel()
+
+
+def _block_members(blocks: np.ndarray | None, n_samples: int) -> tuple[list[np.ndarray], np.ndarray]:
+    if blocks is None:
+        return [np.arange(n_samples)], np.zeros(n_samples, dtype=np.int64)
+    _, inv = np.unique(blocks, return_inverse=True)
+    inv = inv.ravel()
+    return [np.flatnonzero(inv == b) for b in range(inv.max() + 1)], inv
+
+
+def _multinomial(labels: np.ndarray) -> int:
+    """Distinct orderings of a sequence with repeated values: m! / prod(count!)."""
+    counts = np.unique(labels, return_counts=True)[1]
+    out = math.factorial(int(labels.size))
+    for c in counts:
+        out //= math.factorial(int(c))
+    return out
+
+
+def count_rearrangements(n_samples: int, scheme: str, *, blocks: np.ndarray | None = None,
+                         design: np.ndarray | None = None) -> int:
+    """Number of distinct rearrangements of a scheme, the identity included.
+
+    ``signflip``: ``2**n``; ``block-signflip``: ``2**n_blocks``; ``permute``
+    and ``within``: the orderings of each block (the whole sample for
+    ``permute``) that differ in the design rows they put at each position,
+    ``m! / prod(t!)`` per block of ``m`` rows with tie groups of ``t``
+    identical design rows; ``within+signflip``: the product of both.
+    """
+    if scheme not in SCHEMES or scheme == "auto":
+        raise ValueError(f"unknown permutation scheme {scheme!r}; choose from {SCHEMES[:-1]}")
+    if scheme in ("within", "block-signflip", "within+signflip") and blocks is None:
+        raise ValueError(f"scheme {scheme!r} needs exchangeability blocks (blocks=)")
+    if scheme == "signflip":
+        return 2 ** n_samples
+    members, _ = _block_members(None if scheme == "permute" else blocks, n_samples)
+    ties = _tie_labels(design, n_samples)
+    n_shuffles = math.prod(_multinomial(ties[rows]) for rows in members)
+    if scheme == "block-signflip":
+        return 2 ** len(members)
+    if scheme == "within+signflip":
+        return n_shuffles * 2 ** len(members)
+    return n_shuffles
+
+
+def _multiset_orderings(labels: np.ndarray) -> np.ndarray:
+    """Every distinct ordering of ``labels`` (rows), the given order first."""
+    m = labels.size
+    if np.unique(labels).size == m:
+        out = labels[np.array(list(itertools.permutations(range(m))), dtype=np.int64).reshape(-1, m)]
+    else:  # next lexicographic permutation: each distinct ordering once
+        seq = sorted(labels.tolist())
+        rows = [tuple(seq)]
+        while True:
+            i = m - 2
+            while i >= 0 and seq[i] >= seq[i + 1]:
+                i -= 1
+            if i < 0:
+                break
+            j = m - 1
+            while seq[j] <= seq[i]:
+                j -= 1
+            seq[i], seq[j] = seq[j], seq[i]
+            seq[i + 1:] = reversed(seq[i + 1:])
+            rows.append(tuple(seq))
+        out = np.array(rows, dtype=np.int64).reshape(-1, m)
+    first = int(np.flatnonzero(np.all(out == labels[None], axis=1))[0])
+    out[[0, first]] = out[[first, 0]]
+    return out
+
+
+def _orderings_to_index(orderings: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Row index arrays (local) realising each ordering of the tie labels.
+
+    Position ``d`` must receive a row whose label is ``orderings[r, d]``; rows
+    of one label are assigned in order, so the identity ordering gives the
+    identity index.
+    """
+    sort_o = np.argsort(orderings, axis=1, kind="stable")
+    sort_l = np.argsort(labels, kind="stable")
+    index = np.empty_like(orderings)
+    index[:, sort_l] = sort_o
+    return index
+
+
+def enumerate_rearrangements(n_samples: int, scheme: str, *, blocks: np.ndarray | None = None,
+                             design: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct rearrangement once, the identity first: ``(index, signs)``.
+
+    Same conventions as :func:`draw_rearrangements`; the count is
+    :func:`count_rearrangements` (shuffles that only swap rows with identical
+    design values are listed once).
+    """
+    count = count_rearrangements(n_samples, scheme, blocks=blocks, design=design)
+    members, inv = _block_members(None if scheme == "permute" else blocks, n_samples)
+    index = np.arange(n_samples)[None].copy()
+    signs = np.ones((1, n_samples))
+    if scheme in ("permute", "within", "within+signflip"):
+        ties = _tie_labels(design, n_samples)
+        per_block = [rows[_orderings_to_index(_multiset_orderings(ties[rows]), ties[rows])]
+                     for rows in members]
+        combos = np.indices([p.shape[0] for p in per_block]).reshape(len(per_block), -1).T
+        index = np.empty((combos.shape[0], n_samples), dtype=np.int64)
+        for b, (rows, perms) in enumerate(zip(members, per_block)):
+            index[:, rows] = perms[combos[:, b]]
+        signs = np.ones(index.shape)
+    if scheme in ("signflip", "block-signflip", "within+signflip"):
+        n_units = n_samples if scheme == "signflip" else len(members)
+        bits = (np.arange(2 ** n_units, dtype=np.int64)[:, None] >> np.arange(n_units)) & 1
+        flips = 1.0 - 2.0 * bits
+        flips = flips if scheme == "signflip" else flips[:, inv]
+        n_shuffles = index.shape[0]
+        index = np.repeat(index, flips.shape[0], axis=0)
+        signs = np.tile(flips, (n_shuffles, 1))
+    assert index.shape[0] == count
+    return index.astype(np.int64), signs
+
+
+# --------------------------------------------------------------------------- resources
+class ResourceError(ValueError):
+    """The permutation stage would need more memory than the machine has."""
+
+
+class ZeroVarianceError(ValueError):
+    """No voxel has residual variance: the maps are constant across the design."""
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    """Memory (bytes) and time (seconds, on one core of a current CPU) of a permutation test."""
+
+    n_perm: int
+    memory_bytes: float
+    seconds: float
+
+    def describe(self) -> str:
+        return (f"{self.n_perm} rearrangements to evaluate need about {self.memory_bytes / 2**30:.2f} GiB "
+                f"of memory and {_duration(self.seconds)}")
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("days", 86400.0), ("hours", 3600.0), ("minutes", 60.0)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} seconds"
+
+
+# rough costs (within a factor of a few) measured on this project's 2-core machine,
+# numba kernels on one thread: 18000 voxels, 1000 sign flips of 20 maps in 0.13 s,
+# 1000 within-subject shuffles of 24 maps in 0.66 s, 200 TFCE + cluster maps in 2.7 s
+_SECONDS_PER_LOOKUP = 2.5e-9     # one table-row addition per voxel, group and basis row
+_SECONDS_PER_TFCE_VOXEL = 5e-7   # union-find TFCE, per voxel and map (both signs)
+_SECONDS_PER_CLUSTER_VOXEL = 2.5e-7
+
+
+def estimate_resources(n_samples: int, n_voxels: int, n_perm: int, *, n_basis: int = 1,
+                       tfce: bool = False, clusters: bool = False, n_jobs: int = 1,
+                       memory_limit_mb: float = 512.0) -> ResourceEstimate:
+    """Memory and time of :func:`permutation_test` before it starts.
+
+    Parameters
+    ----------
+    n_samples, n_voxels : int
+        Maps and voxels tested.
+    n_perm : int
+        Rearrangements evaluated (after exhaustive enumeration, if any).
+    n_basis : int
+        Columns of the tested effect plus the nuisance refit.
+    tfce, clusters : bool
+        Whole rearranged maps are kept per chunk and enhanced.
+    n_jobs : int
+        Parallel workers (each holds a chunk of maps).
+    memory_limit_mb : float
+        The engine's per-chunk budget.
+
+    Returns
+    -------
+    ResourceEstimate
+        ``memory_bytes``: the rearrangements (index, signs and drawing
+        temporaries), their table ids, the null arrays, the data copies and
+        the chunk buffers; ``seconds``: table lookups plus TFCE/cluster
+        passes, divided over ``n_jobs``.
+    """
+    n_perm, n, v = int(n_perm), int(n_samples), int(n_voxels)
+    workers = max(1, n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
+    per_perm = 8.0 * (4 * n + n + 9)  # index, signs, draw temporaries, table ids, null arrays
+    data = 8.0 * 3 * n * v + 8.0 * 24 * v
+    chunks = min(memory_limit_mb * 2**20, (16.0 * v if tfce or clusters else 32.0 * n_basis * n)
+                 * n_perm) * (workers if tfce or clusters else 1)
+    memory = per_perm * n_perm + data + chunks + 64 * 2**20
+    n_groups = max(1.0, n / 4.0)  # the planner's groups: about 6 rows (sign flips), 3 (shuffles)
+    seconds = _SECONDS_PER_LOOKUP * n_perm * v * n_basis * n_groups
+    if tfce:
+        seconds += _SECONDS_PER_TFCE_VOXEL * n_perm * v
+    if clusters:
+        seconds += _SECONDS_PER_CLUSTER_VOXEL * n_perm * v
+    return ResourceEstimate(n_perm, float(memory), float(seconds / workers))
+
+
+def check_resources(estimate: ResourceEstimate, available_bytes: float | None = None) -> None:
+    """Raise :class:`ResourceError` when the estimate does not fit the available memory.
+
+    ``available_bytes`` defaults to psutil's available memory of the machine.
+    """
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    if estimate.memory_bytes > available_bytes:
+        raise ResourceError(f"{estimate.describe()}; only {available_bytes / 2**30:.2f} GiB of "
+                            "memory are available: lower the number of permutations")
 
 
 def nilearn_rearrangements(n_samples: int, n_perm: int, *, intercept_test: bool,
@@ -331,16 +617,53 @@ def _process_chunk(engine: _Engine, rows: np.ndarray, plan: lookup.LookupPlan, v
 
 
 def _maps_null(part: dict, nbrs: np.ndarray, mask: np.ndarray, two_sided: bool,
-               tfce_kw: dict | None, cluster_t: float | None) -> dict:
-    """TFCE and cluster maxima of every rearranged statistic map of a chunk."""
+               tfce_kw: dict | None, cluster_t: float | None, tfce_thr: np.ndarray | None,
+               mass_thr: np.ndarray | None) -> dict:
+    """TFCE and cluster maxima of every rearranged statistic map of a chunk, and the
+    voxels' exceedances of the observed TFCE and cluster mass (same thresholds)."""
     stat_full = part.pop("stat")
     if tfce_kw is not None:
-        part["tfce_max"] = _tfce.tfce_max(stat_full, nbrs, two_sided=two_sided, mask=mask, **tfce_kw)
+        part["tfce_max"], part["tfce_count"] = _tfce.tfce_max_count(
+            stat_full, nbrs, tfce_thr, two_sided=two_sided, mask=mask, **tfce_kw)
     if cluster_t is not None:
-        sm = np.array([_tfce.max_cluster_measures(s, cluster_t, nbrs, two_sided=two_sided, mask=mask)
-                       for s in stat_full]).reshape(-1, 2)
-        part["size_max"], part["mass_max"] = sm[:, 0], sm[:, 1]
+        sm = np.zeros((stat_full.shape[0], 2))
+        count = np.zeros(stat_full.shape[1], dtype=np.int64)
+        for i, s in enumerate(stat_full):
+            size, mass = _tfce.cluster_measures(s, cluster_t, nbrs, two_sided=two_sided, mask=mask)
+            sm[i] = size.max(initial=0.0), mass.max(initial=0.0)
+            count += mass >= mass_thr
+        part["size_max"], part["mass_max"], part["mass_count"] = sm[:, 0], sm[:, 1], count
     return part
+
+
+def _identity_like(u: np.ndarray, u_id: np.ndarray, k: int, symmetric: bool,
+                   tol: float = 1e-12) -> np.ndarray:
+    """Rearrangements whose statistic is the observed one for any data.
+
+    The statistic depends on the tested projections ``a`` (rows ``:k`` of
+    the rearranged basis) and on the norm of the nuisance refit (rows
+    ``k:``): ``a`` must be the identity's (or its negative, when the
+    statistic is symmetric: two-sided t, F) and each nuisance row the
+    identity's up to its sign. Equal means within ``tol`` (the basis is
+    orthonormal): a design's symmetric values (e.g. +-1/sqrt(n) of two equal
+    groups) come out of the SVD equal only to rounding.
+    """
+    def close(a, b, axes):
+        return np.all(np.abs(a - b) <= tol, axis=axes)
+
+    ux, ux_id = u[:, :k], u_id[None, :k]
+    same = close(ux, ux_id, (1, 2))
+    if symmetric:
+        same |= close(ux, -ux_id, (1, 2))
+    uz, uz_id = u[:, k:], u_id[None, k:]
+    if uz.shape[1]:
+        same &= np.all(close(uz, uz_id, 2) | close(uz, -uz_id, 2), axis=1)
+    return same
+
+
+def auto_scheme(design: np.ndarray, contrast: np.ndarray, blocks: np.ndarray | None = None) -> str:
+    """The scheme ``scheme="auto"`` picks for this design, contrast and blocks."""
+    return _auto_scheme(partition_design(design, contrast)[0], blocks)
 
 
 def _auto_scheme(q_x: np.ndarray, blocks: np.ndarray | None) -> str:
@@ -361,7 +684,9 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
                      tfce_dh: float | str | None = "auto", connectivity: int = 26,
                      cluster_threshold: float | None = None,
                      permutations: tuple[np.ndarray, np.ndarray] | None = None,
+                     exhaustive: bool = True,
                      chunk_size: int | None = None, memory_limit_mb: float = 512.0,
+                     check_memory: bool = True,
                      random_state: int | np.random.Generator | None = None,
                      n_jobs: int = 1) -> PermutationResult:
     """Freedman-Lane permutation test of one t or F contrast, with FWE control.
@@ -374,6 +699,10 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     contrast : ndarray, shape (n_regressors,) for a t test or (k, n_regressors) for F
     n_perm : int
         Number of random rearrangements (the observed one is not among them).
+        When the scheme has no more than ``n_perm + 1`` distinct
+        rearrangements (:func:`count_rearrangements`), all of them are used
+        instead, each once (``exhaustive``), with a recorded warning when
+        ``n_perm`` asked for more than exist.
     scheme : {"auto", "signflip", "permute", "within", "block-signflip", "within+signflip"}
         ``auto``: without blocks, sign flips for an intercept-like effect and
         free permutation otherwise; with blocks, within-block shuffles for an
@@ -395,10 +724,16 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         Explicit rearrangements, shape (n_perm, n_samples) each: the data row
         ``i`` becomes ``signs[p, i] * e[index[p, i]]``. Overrides ``n_perm``,
         ``scheme`` and ``random_state``.
+    exhaustive : bool
+        Enumerate the distinct rearrangements when they fit ``n_perm``
+        (False: always draw ``n_perm`` at random).
     chunk_size : int, optional
         Rearrangements planned and scanned together (default: fit
         ``memory_limit_mb``: their whole statistic maps with TFCE or
         clusters, only their rearranged bases otherwise).
+    check_memory : bool
+        Refuse (:class:`ResourceError`) before drawing when
+        :func:`estimate_resources` exceeds the machine's available memory.
     random_state : int or Generator, optional
     n_jobs : int
         Work items (chunks of rearrangements; voxel ranges when only max-t is
@@ -408,6 +743,9 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     Returns
     -------
     PermutationResult
+        Voxels whose residual variance is zero (maps constant across the
+        design there) are not tested: stat 0, p = 1, counted in ``n_excluded``
+        and named in ``warnings``.
     """
     Y = np.asarray(Y)
     if Y.ndim != 2:
@@ -439,8 +777,55 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         scheme = _auto_scheme(q_x, blocks)
     if scheme not in SCHEMES:
         raise ValueError(f"unknown permutation scheme {scheme!r}; choose from {SCHEMES}")
+    n_distinct = None
     if permutations is None:
-        index, signs = draw_rearrangements(n, n_perm, scheme, blocks=blocks, random_state=random_state)
+        n_distinct = count_rearrangements(n, scheme, blocks=blocks, design=design)
+        if n_distinct < 2:
+            raise ValueError(f"the {scheme!r} scheme has a single rearrangement (the observed "
+                             "data) on this design: no permutation test is possible")
+    keep = _nonzero_variance(np.asarray(Y, dtype=np.float64), design)
+    if not keep.all():
+        if not keep.any():
+            raise ZeroVarianceError("every voxel has zero residual variance (the maps are "
+                                    "constant across the design there): nothing to test")
+        inner_mask = None
+        if mask is not None:
+            inner_mask = mask.copy()
+            inner_mask[mask] = keep
+        result = permutation_test(
+            Y[:, keep], design, contrast, n_perm=n_perm, scheme=scheme, blocks=blocks,
+            two_sided=two_sided, mask=inner_mask, tfce=tfce, tfce_H=tfce_H, tfce_E=tfce_E,
+            tfce_dh=tfce_dh, connectivity=connectivity, cluster_threshold=cluster_threshold,
+            permutations=permutations, exhaustive=exhaustive, chunk_size=chunk_size,
+            memory_limit_mb=memory_limit_mb, check_memory=check_memory,
+            random_state=random_state, n_jobs=n_jobs)
+        return _expand(result, keep)
+    notes: list[str] = []
+    is_exhaustive = False
+    q_zr = _drop_invariant_nuisance(q_z, blocks, scheme) if permutations is None else q_z
+    n_basis = k + q_zr.shape[1]
+    want_maps = tfce or cluster_threshold is not None
+    if permutations is None:
+        is_exhaustive = exhaustive and n_distinct - 1 <= n_perm
+        n_eval = n_distinct - 1 if is_exhaustive else n_perm
+        if n_eval >= 1 and check_memory:
+            estimate = estimate_resources(n, n_vox, n_eval, n_basis=n_basis, tfce=tfce,
+                                          clusters=cluster_threshold is not None, n_jobs=n_jobs,
+                                          memory_limit_mb=memory_limit_mb)
+            LOGGER.log(logging.INFO if estimate.seconds > 60 else logging.DEBUG,
+                       "permutation test (%s, %d maps x %d voxels): %s", scheme, n, n_vox,
+                       estimate.describe())
+            check_resources(estimate)
+        if is_exhaustive:
+            index, signs = enumerate_rearrangements(n, scheme, blocks=blocks, design=design)
+            index, signs = index[1:], signs[1:]  # the identity is the observed statistic
+            if n_perm >= n_distinct:
+                notes.append(f"n_perm = {n_perm} exceeds the {n_distinct} distinct rearrangements "
+                             f"({scheme}): all {n_distinct} were used once each, the observed "
+                             "one included (exact test)")
+        else:
+            index, signs = draw_rearrangements(n, n_perm, scheme, blocks=blocks,
+                                               random_state=random_state)
     else:
         index, signs = (np.asarray(a) for a in permutations)
         if index.shape != signs.shape or index.ndim != 2 or index.shape[1] != n:
@@ -448,16 +833,17 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         scheme = "explicit"
         index = index.astype(np.int64)
         signs = signs.astype(np.float64)
-    n_perm = index.shape[0]
+    n_requested, n_perm = n_perm, index.shape[0]
     if n_perm < 1:
         raise ValueError("at least one rearrangement is needed (n_perm >= 1)")
+    for note in notes:
+        LOGGER.warning(note)
 
     # observed model, in float64
     e = np.asarray(Y, dtype=np.float64)
     if q_z.shape[1]:
         e = e - q_z @ (q_z.T @ e)
     ss_e = np.einsum("ij,ij->j", e, e)
-    q_zr = _drop_invariant_nuisance(q_z, blocks, scheme) if scheme != "explicit" else q_z
     stat_obs = _stat_from_parts(q_x.T @ e, 0.0, ss_e, df, k)
     stat_type = "t" if k == 1 else "F"
     score_obs = np.abs(stat_obs) if two_sided else stat_obs
@@ -473,15 +859,17 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         score_run = score_obs
     order = (np.argsort(np.unique(blocks, return_inverse=True)[1].ravel(), kind="stable")
              if blocks is not None else np.arange(n))  # rows shuffled together stay adjacent
+    # one threshold (in the scan's score space) for the uncorrected and the FWE p-values
+    threshold = _tie_threshold(score_run)
     engine = _Engine(e=np.ascontiguousarray(e[order]), ss_e=ss_e, k=k, normalized=normalized,
-                     df=df, two_sided=two_sided,
-                     threshold=score_run - 1e-12 * np.abs(score_run))
+                     df=df, two_sided=two_sided, threshold=threshold)
 
     nbrs = _tfce.neighbour_table(mask, connectivity) if tfce or cluster_threshold else None
     tfce_kw = dict(H=tfce_H, E=tfce_E, dh=tfce_dh)
     tfce_obs = _tfce.tfce_masked(stat_obs, nbrs, two_sided=two_sided, mask=mask, **tfce_kw) \
         if tfce else None
-    cluster_t = None
+    tfce_thr = _tie_threshold(np.abs(tfce_obs)) if tfce else None
+    cluster_t = mass_thr = None
     if cluster_threshold is not None:
         if not 0 < cluster_threshold < 1:
             raise ValueError("cluster_threshold is an uncorrected p-value in (0, 1)")
@@ -489,12 +877,13 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             cluster_t = float(stats.t.isf(cluster_threshold / (2 if two_sided else 1), df))
         else:
             cluster_t = float(stats.f.isf(cluster_threshold, k, df))
+        size_obs, mass_obs = _tfce.cluster_measures(stat_obs, cluster_t, nbrs, two_sided=two_sided,
+                                                    mask=mask)
+        mass_thr = np.where(size_obs > 0, _tie_threshold(mass_obs), np.inf)
 
     # Work items: (rearrangements, voxel range). TFCE and clusters need whole maps,
     # so chunks of rearrangements bounded by memory; max-t alone splits voxels.
-    want_maps = tfce or cluster_t is not None
     n_workers = 1 if n_jobs == 1 else (n_jobs if n_jobs > 0 else (os.cpu_count() or 1))
-    n_basis = k + q_zr.shape[1]
     if chunk_size is None:  # whole maps per rearrangement, or only the rearranged basis
         per_perm = 8.0 * n_vox * 2 if want_maps else 8.0 * 4 * n_basis * n
         chunk_size = int(max(1, memory_limit_mb * 2**20 // per_perm))
@@ -502,9 +891,21 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             chunk_size = max(1, min(chunk_size, -(-n_perm // n_workers)))
     chunk_size = min(chunk_size, n_perm)
     basis = np.hstack([q_x, q_zr])
-    plans = [(rows, lookup.plan_lookup(_rearranged_basis(rows, basis, index, signs, order)))
-             for rows in (np.arange(i, min(i + chunk_size, n_perm))
-                          for i in range(0, n_perm, chunk_size))]
+    ties = _tie_labels(design, n)
+    first = np.zeros(ties.max() + 1, dtype=np.int64)
+    first[ties[::-1]] = np.arange(n)[::-1]
+    basis = basis[first[ties]]  # tied rows carry bitwise-equal basis rows
+    u_id = basis[order].T
+    symmetric = two_sided or k > 1
+    plans, identity_rows = [], []
+    for i in range(0, n_perm, chunk_size):
+        rows = np.arange(i, min(i + chunk_size, n_perm))
+        u = _rearranged_basis(rows, basis, index, signs, order)
+        same = _identity_like(u, u_id, k, symmetric)
+        identity_rows.append(rows[same])
+        if not same.all():
+            plans.append((rows[~same], lookup.plan_lookup(u[~same])))
+    identity_rows = np.concatenate(identity_rows)
     n_pieces = 1 if want_maps or n_workers == 1 else 4 * n_workers
     edges = np.linspace(0, n_vox, n_pieces + 1).astype(int)
     items = [(rows, plan, slice(int(a), int(b))) for rows, plan in plans
@@ -516,10 +917,11 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         with threadpool_limits(1):
             part = _process_chunk(engine, rows, plan, voxels, want_maps)
             if want_maps:
-                part = _maps_null(part, nbrs, mask, two_sided, tfce_kw if tfce else None, cluster_t)
+                part = _maps_null(part, nbrs, mask, two_sided, tfce_kw if tfce else None, cluster_t,
+                                  tfce_thr, mass_thr)
             return part
 
-    if n_workers == 1 or len(items) == 1:
+    if n_workers == 1 or len(items) <= 1:
         parts = [run(*item) for item in items]
     else:
         import joblib
@@ -527,42 +929,92 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         parts = joblib.Parallel(n_jobs=n_jobs, prefer="threads")(
             joblib.delayed(run)(*item) for item in items)
 
-    max_null = np.full(n_perm, -np.inf)
-    count = np.zeros(n_vox)
+    # rearrangements equivalent to the identity tie with the observed data exactly
+    n_identity = identity_rows.size
+    max_score = np.full(n_perm, -np.inf)
+    max_score[identity_rows] = score_run.max()
+    count = np.full(n_vox, float(n_identity))
     for part in parts:
-        max_null[part["rows"]] = np.maximum(max_null[part["rows"]], part["max"])
+        max_score[part["rows"]] = np.maximum(max_score[part["rows"]], part["max"])
         count[part["voxels"]] += part["count"]
-    if normalized:
-        max_null = lookup.score_to_stat(max_null, k, df)
+    max_null = lookup.score_to_stat(max_score, k, df) if normalized else max_score
+    if normalized and n_identity:  # reported maxima of the identity: the observed maximum
+        max_null[identity_rows] = score_obs.max()
     result = PermutationResult(
         stat=stat_obs, stat_type=stat_type, df=(float(k), df),
         p_uncorrected=(1.0 + count) / (1.0 + n_perm),
-        p_fwe=_p_from_null(score_obs, max_null), max_null=max_null, n_perm=n_perm,
+        p_fwe=_p_at_or_above(threshold, max_score), max_null=max_null, n_perm=n_perm,
         scheme=scheme, two_sided=two_sided,
-        parameters=dict(n_perm=n_perm, scheme=scheme, two_sided=two_sided, tfce=tfce,
+        parameters=dict(n_perm=n_requested if scheme != "explicit" else n_perm, scheme=scheme, two_sided=two_sided, tfce=tfce,
                         tfce_H=tfce_H, tfce_E=tfce_E, tfce_dh=tfce_dh, connectivity=connectivity,
                         cluster_threshold=cluster_threshold, chunk_size=chunk_size,
+                        exhaustive=is_exhaustive,
                         random_state=random_state if isinstance(random_state, (int, type(None)))
-                        else repr(random_state)))
+                        else repr(random_state)),
+        n_distinct=n_distinct, exhaustive=is_exhaustive, n_identity=int(n_identity),
+        warnings=notes)
     if tfce:
         tfce_null = np.empty(n_perm)
+        tfce_count = np.full(n_vox, float(n_identity))
+        tfce_null[identity_rows] = np.abs(tfce_obs).max()
         for part in parts:
             tfce_null[part["rows"]] = part["tfce_max"]
+            tfce_count += part["tfce_count"]
         result.tfce, result.tfce_max_null = tfce_obs, tfce_null
-        result.p_tfce_fwe = _p_from_null(np.abs(tfce_obs), tfce_null)
+        result.p_tfce_fwe = _p_at_or_above(tfce_thr, tfce_null)
+        result.p_tfce_uncorrected = (1.0 + tfce_count) / (1.0 + n_perm)
     if cluster_t is not None:
         size_null, mass_null = np.empty(n_perm), np.empty(n_perm)
+        size_null[identity_rows] = size_obs.max(initial=0.0)
+        mass_null[identity_rows] = mass_obs.max(initial=0.0)
+        mass_count = np.where(size_obs > 0, float(n_identity), 0.0)
         for part in parts:
             size_null[part["rows"]] = part["size_max"]
             mass_null[part["rows"]] = part["mass_max"]
-        size, mass = _tfce.cluster_measures(stat_obs, cluster_t, nbrs, two_sided=two_sided, mask=mask)
-        inside = size > 0
-        p_size, p_mass = np.ones(n_vox), np.ones(n_vox)
-        p_size[inside] = _p_from_null(size[inside], size_null)
-        p_mass[inside] = _p_from_null(mass[inside], mass_null)
+            mass_count += part["mass_count"]
+        inside = size_obs > 0
+        p_size, p_mass, p_mass_unc = np.ones(n_vox), np.ones(n_vox), np.ones(n_vox)
+        p_size[inside] = _p_from_null(size_obs[inside], size_null)
+        p_mass[inside] = _p_at_or_above(mass_thr[inside], mass_null)
+        p_mass_unc[inside] = (1.0 + mass_count[inside]) / (1.0 + n_perm)
         result.cluster_forming_threshold = cluster_t
         result.cluster_p_threshold = cluster_threshold
-        result.cluster_size, result.cluster_mass = size, mass
+        result.cluster_size, result.cluster_mass = size_obs, mass_obs
         result.cluster_p_extent_fwe, result.cluster_p_mass_fwe = p_size, p_mass
+        result.cluster_p_mass_uncorrected = p_mass_unc
         result.cluster_size_null, result.cluster_mass_null = size_null, mass_null
+    return result
+
+
+def _nonzero_variance(Y: np.ndarray, design: np.ndarray, tol: float = 1e-10) -> np.ndarray:
+    """Voxels whose full-model residual sum of squares is above ``tol`` of their
+    total sum of squares; the others (maps constant across the design there,
+    all-zero voxels) would give t = c / 0, a huge t from rounding."""
+    q_full = _orth(design)
+    resid = Y - q_full @ (q_full.T @ Y)
+    rss = np.einsum("ij,ij->j", resid, resid)
+    return rss > tol * np.einsum("ij,ij->j", Y, Y)
+
+
+def _expand(result: PermutationResult, keep: np.ndarray) -> PermutationResult:
+    """A result over all voxels from one over ``keep``: stat 0 and p = 1 elsewhere."""
+    def full(values, fill):
+        if values is None:
+            return None
+        out = np.full(keep.size, fill, dtype=float)
+        out[keep] = values
+        return out
+
+    result.stat = full(result.stat, 0.0)
+    for name in ("p_uncorrected", "p_fwe", "p_tfce_fwe", "p_tfce_uncorrected",
+                 "cluster_p_extent_fwe", "cluster_p_mass_fwe", "cluster_p_mass_uncorrected"):
+        setattr(result, name, full(getattr(result, name), 1.0))
+    for name in ("tfce", "cluster_size", "cluster_mass"):
+        setattr(result, name, full(getattr(result, name), 0.0))
+    n_out = int(keep.size - keep.sum())
+    result.n_excluded = n_out
+    note = (f"{n_out} of {keep.size} voxels have zero residual variance (constant across the "
+            "maps there) and were not tested: stat 0 and p = 1 in the maps")
+    LOGGER.warning(note)
+    result.warnings.append(note)
     return result

@@ -31,6 +31,7 @@ __all__ = [
     "neighbour_table",
     "tfce_masked",
     "tfce_max",
+    "tfce_max_count",
     "tfce_scores",
     "tfce_reference",
     "cluster_labels",
@@ -220,6 +221,23 @@ if _HAVE_NUMBA:
         return res
 
     @numba.njit(cache=True, nogil=True)
+    def _tfce_max_count_batch(stats, nbrs, mode, dh, H, E, two_sided, thr, count):
+        """max |TFCE| of every row, and per voxel the rows with |TFCE| >= thr (into count)."""
+        out = np.zeros(stats.shape[1])
+        res = np.zeros(stats.shape[0])
+        for i in range(stats.shape[0]):
+            _tfce_one(np.ascontiguousarray(stats[i]), nbrs, mode, dh, H, E, two_sided, out)
+            m = 0.0
+            for v in range(out.shape[0]):
+                a = abs(out[v])
+                if a > m:
+                    m = a
+                if a >= thr[v]:
+                    count[v] += 1
+            res[i] = m
+        return res
+
+    @numba.njit(cache=True, nogil=True)
     def _label_supra(supra, nbrs):
         """Union-find labels (root index, -1 outside) of the True voxels."""
         n = supra.shape[0]
@@ -316,6 +334,26 @@ def tfce_max(stats: np.ndarray, nbrs: np.ndarray, *, H: float = 2.0, E: float = 
     stats = np.where(np.isfinite(stats), stats, 0.0)
     mode, step = _mode(dh)
     return _tfce_max_batch(stats, nbrs, mode, step, float(H), float(E), bool(two_sided))
+
+
+def tfce_max_count(stats: np.ndarray, nbrs: np.ndarray, threshold: np.ndarray, *,
+                   H: float = 2.0, E: float = 0.5, dh: float | str | None = "auto",
+                   two_sided: bool = True, mask: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`tfce_max` of each row, and per voxel the number of rows whose ``|TFCE|``
+    reaches ``threshold`` (n_voxels,): the uncorrected TFCE exceedances."""
+    stats = np.ascontiguousarray(stats, dtype=np.float64)
+    threshold = np.ascontiguousarray(threshold, dtype=np.float64)
+    if not _HAVE_NUMBA:
+        maps = np.abs(np.array([tfce_masked(s, nbrs, H=H, E=E, dh=dh, two_sided=two_sided,
+                                            mask=mask) for s in stats])).reshape(-1, stats.shape[1])
+        return maps.max(axis=1, initial=0.0), np.sum(maps >= threshold[None], axis=0)
+    stats = np.where(np.isfinite(stats), stats, 0.0)
+    mode, step = _mode(dh)
+    count = np.zeros(stats.shape[1], dtype=np.int64)
+    res = _tfce_max_count_batch(stats, nbrs, mode, step, float(H), float(E), bool(two_sided),
+                                threshold, count)
+    return res, count
 
 
 def _connectivity_of(nbrs: np.ndarray) -> int:
