@@ -310,9 +310,16 @@ def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
                 mat[names.index(t), names.index(s)] += v / 2
         fig = plt.figure(figsize=(9, 3.5))
         vmax = float(np.abs(mat).max()) or 1.0
-        plotting.plot_connectome(mat, coords, edge_threshold="80%", figure=fig,
+        # the strongest 20 % of the edges; all of them when that leaves none (few nodes): nilearn
+        # fails drawing the colorbar of a connectome without edges
+        edges = np.abs(mat[np.triu_indices(len(names), 1)])
+        threshold = float(np.percentile(edges, 80)) if edges.size else 0.0
+        if not np.any(edges > threshold):
+            threshold = 0.0
+        plotting.plot_connectome(mat, coords, edge_threshold=threshold, figure=fig,
                                  title=f"gPPI {cond} (group mean beta)", edge_vmin=-vmax,
-                                 edge_vmax=vmax, colorbar=True, node_size=20)
+                                 edge_vmax=vmax, colorbar=bool(np.any(edges > threshold)),
+                                 node_size=20)
         paths[cond] = write_figure(fig, output_dir / f"connectome_condition-{cond.lower()}.png")
         plt.close(fig)
     return paths

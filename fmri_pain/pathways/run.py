@@ -236,8 +236,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                  f"no pain side given: contralateral/ipsilateral nodes are relative to a "
                  f"{spec.default_pain_side}-sided pain, pathways.default_pain_side)"))
     outputs["roi_effects"] = write_tsv(effects, out / "roi_effects.tsv", sidecar={
-        "Description": "mean (and median) first-level ON > OFF effect and mean voxel variance "
-                       f"{where}",
+        "Description": "mean (and median) first-level " + (
+            "stim effect (active trial types > baseline)" if one_condition else "ON > OFF effect") +
+            f" and mean voxel variance {where}",
         "Parameters": params})
     for side, built in atlas_for.built.items():
         stem = f"atlas-painPathways_hemi-{'given' if side == 'fixed' else 'pain' + side.capitalize()}"
@@ -318,9 +319,11 @@ def _write_connectivity(ppi: pd.DataFrame, corr: pd.DataFrame, out: Path, condit
         "Parameters": params})
     outputs["connectivity_correlation_stats"] = write_tsv(
         correlation_statistics(corr, conditions=conditions), out / "connectivity_correlation_stats.tsv",
-        sidecar={"Description": "residual correlations: one-sample t test per condition and paired t "
-                                "tests between conditions over subjects (df = n_subjects - 1; not "
-                                "adjusted for period); p_fdr = Benjamini-Hochberg over pairs per contrast",
+        sidecar={"Description": "residual correlations: one-sample t test over subjects" + (
+                     " (df = n_subjects - 1)" if one_condition else
+                     " per condition and paired t tests between conditions (df = n_subjects - 1; "
+                     "not adjusted for period)") +
+                     "; p_fdr = Benjamini-Hochberg over pairs per contrast",
                  "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
     for cond, path in plot_connectomes(ppi, atlas_for(spec.default_pain_side), out,
                                        conditions=conditions).items():
@@ -389,7 +392,7 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
     written, so they state the model that ran; parts not computed are listed with
     their reason.
     """
-    parts = ['<section id="pathways"><h2>Pain pathways</h2>']
+    parts = ['<div class="pathways"><h2>Pain pathways</h2>']
     if "roi_effects" in outputs:
         parts.append(f"<p>Node effects: {html.escape(_description(outputs['roi_effects']))}.</p>")
     if "roi_stats" in outputs:
@@ -434,5 +437,5 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
         parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
         parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
                                                           "accuracy", "chance", "p_perm"]))
-    parts.append("</section>")
+    parts.append("</div>")
     return "\n".join(parts)
