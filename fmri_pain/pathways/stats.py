@@ -106,8 +106,8 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
 
     Returns
     -------
-    dict with keys params (Series), cov (DataFrame), df (float), model ("mixedlm"/"ols"),
-    group_var, present (conditions), period_columns, n_subjects, n_obs.
+    dict with the keys of :func:`fit_model` (params, cov, df, df_method, model
+    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods.
     """
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
@@ -320,6 +320,9 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
 
 def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
     fit = fit_crossover(data, value, conditions=conditions)
+    if not fit["converged"]:
+        LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
+                       ids.get("level"), ids.get("node"))
     return [{**ids, **row, "n_subjects": fit["n_subjects"], "n_obs": fit["n_obs"],
              "model": fit["model"], "group_var": fit["group_var"]}
             for row in model_contrasts(fit, alpha)]
