@@ -195,7 +195,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
     on_trial_type : str, optional
-        The events' ON trial type for connectivity (default ``spec.on_trial_type``);
+        The events' ON trial type for connectivity (default ``spec.on_trial_type``
+        while the pathways section has that key, else ``"on"``);
         a run without it but with one active trial type uses that one.
 
     Returns
@@ -216,7 +217,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     conditions, one_condition = study_conditions(maps, conditions)
     if one_condition:
         LOGGER.info("pathways: one condition (%s): one-sample statistics over subjects", conditions[0])
-    on_trial_type = on_trial_type or spec.on_trial_type
+    # the key moves to the events section (issue 12 item 10): the caller passes it from there
+    on_trial_type = on_trial_type or getattr(spec, "on_trial_type", "on")
     first = maps["effect"].iloc[0]
     from fmri_pain.pathways.roi import load_map
 
