@@ -16,7 +16,7 @@ REQUIRED_COLUMNS = ("subject", "condition", "effect")
 
 
 def load_map(path, subject, session=None, kind: str = "effect") -> nib.Nifti1Image:
-    """Load a first-level map; an unreadable one is an :class:`InputError` naming the file and subject."""
+    """Load a first-level map (unreadable: an :class:`InputError` naming the file and subject)."""
     where = f"sub-{subject}" + (f" ses-{session}" if session not in (None, "") and not pd.isna(session) else "")
     try:
         img = nib.load(str(path))

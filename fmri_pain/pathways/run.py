@@ -214,7 +214,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     out.mkdir(parents=True, exist_ok=True)
     if maps is None or len(maps) == 0:
         raise InputError("pathways: the table of subject maps is empty")
+    trial_conditions = tuple(conditions)
     conditions, one_condition = study_conditions(maps, conditions)
+    generic = conditions[0] not in trial_conditions  # a one-condition study named by its task
     if one_condition:
         LOGGER.info("pathways: one condition (%s): one-sample statistics over subjects", conditions[0])
     # the key moves to the events section (issue 12 item 10): the caller passes it from there
@@ -239,7 +241,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                  f"{spec.default_pain_side}-sided pain, pathways.default_pain_side)"))
     outputs["roi_effects"] = write_tsv(effects, out / "roi_effects.tsv", sidecar={
         "Description": "mean (and median) first-level " + (
-            "stim effect (active trial types > baseline)" if one_condition else "ON > OFF effect") +
+            "stim effect (ON, or the active trial types, > baseline)" if generic else "ON > OFF effect") +
             f" and mean voxel variance {where}",
         "Parameters": params})
     for side, built in atlas_for.built.items():
