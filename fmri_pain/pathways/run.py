@@ -81,7 +81,7 @@ def roi_model_description(one_condition: bool) -> str:
     """What computed ``roi_stats.tsv`` (also the report's methods sentence)."""
     if one_condition:
         return ("one condition: per node, pathway mean and lateral-medial index, a one-sample t test "
-                "of the subjects' ON > OFF effects (ordinary least squares on an intercept, df = "
+                "of the subjects' node effects against 0 (ordinary least squares on an intercept, df = "
                 "n_subjects - 1); p_fdr = Benjamini-Hochberg over units per level and contrast")
     return ("crossover linear mixed model per node, pathway mean and lateral-medial index: "
             "effect ~ 0 + condition + C(period, Sum), random intercept per subject (statsmodels "
