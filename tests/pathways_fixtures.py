@@ -61,3 +61,88 @@ def first_level_maps(sim_root: Path, truth: dict, out: Path) -> tuple[pd.DataFra
                             metadata=meta, sequence=info["sequence"],
                             covariates={"pain_side": info["pain_side"]}))
     return pd.DataFrame(rows), runs
+
+
+# --------------------------------------------------------------------------- null ROI tables
+
+def williams_design(n_subjects: int, n_periods_kept: int | None = None) -> pd.DataFrame:
+    """Long design table of a Williams crossover of the trial's three conditions.
+
+    Subject ``i`` follows Williams sequence ``i mod 6``; ``n_periods_kept`` keeps the
+    first periods only of the last subject (a drop-out).
+    """
+    from fmri_pain.trial import williams_sequences
+
+    sequences = williams_sequences()
+    rows = []
+    for i in range(n_subjects):
+        seq = sequences[i % len(sequences)]
+        periods = len(seq) if (n_periods_kept is None or i < n_subjects - 1) else n_periods_kept
+        for period, condition in enumerate(seq[:periods], 1):
+            rows.append({"subject": f"{i:02d}", "session": condition.lower(), "condition": condition,
+                         "period": period, "sequence": "-".join(seq)})
+    return pd.DataFrame(rows)
+
+
+def null_effects(design: pd.DataFrame, n_sets: int, rng, *, subject_sd: float = 1.0,
+                 residual_sd: float = 0.5, period_effects=(0.4, 0.0, -0.4)):
+    """(observations x sets) null ROI effects: random subject intercepts, period effects, noise.
+
+    ``period_effects`` sum to zero, so every condition mean and condition
+    difference is 0 (the sum-coded crossover model's condition coefficients are
+    means over periods).
+    """
+    import numpy as np
+
+    codes, subjects = pd.factorize(design["subject"])
+    intercepts = rng.normal(0.0, subject_sd, size=(len(subjects), n_sets))
+    period = np.asarray(period_effects)[design["period"].to_numpy() - 1]
+    noise = rng.normal(0.0, residual_sd, size=(len(design), n_sets))
+    return intercepts[codes] + period[:, None] + noise
+
+
+def closed_form_reml(x, groups, y):
+    """REML of the random-intercept model for balanced data with an orthogonal block structure.
+
+    When every subject has the same number ``k`` of observations and the subject-mean
+    projection of every design column lies in the design's span (complete crossover
+    data; the within/between decomposition), GLS equals OLS and REML equals the
+    ANOVA estimates (when the subject variance is positive): ``resid_var`` = within-
+    subject residual mean square, ``group_var`` = (between-subject residual mean square
+    - ``resid_var``) / k; at the boundary ``group_var`` = 0 and ``resid_var`` is the pooled
+    residual mean square. Vectorised over the columns of ``y``.
+
+    Returns
+    -------
+    dict with beta (p, sets), group_var, resid_var, msb, mse (sets,), df_within, df_between, k
+    """
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    codes, labels = pd.factorize(pd.Series(groups).astype(str))
+    n_obs, n_subjects = len(codes), len(labels)
+    counts = np.bincount(codes)
+    assert (counts == counts[0]).all(), "closed form needs balanced data"
+    k = counts[0]
+    z = np.eye(n_subjects)[codes]
+    between = z @ z.T / k
+    within = np.eye(n_obs) - between
+    beta = np.linalg.lstsq(x, y, rcond=None)[0]
+
+    def residual_ms(proj):
+        xs, ys = proj @ x, proj @ y
+        resid = ys - xs @ np.linalg.lstsq(xs, ys, rcond=None)[0]
+        return resid, np.linalg.matrix_rank(xs)
+
+    rw, rank_w = residual_ms(within)
+    rb, rank_b = residual_ms(between)
+    df_w, df_b = n_obs - n_subjects - rank_w, n_subjects - rank_b
+    mse = (rw ** 2).sum(axis=0) / df_w
+    msb = (rb ** 2).sum(axis=0) / df_b
+    group_var = (msb - mse) / k
+    # at the boundary (MSB < MSE) REML sets the subject variance to 0: pooled residual variance
+    pooled = ((rw ** 2).sum(axis=0) + (rb ** 2).sum(axis=0)) / (df_w + df_b)
+    boundary = group_var <= 0
+    return {"beta": beta, "group_var": np.where(boundary, 0.0, group_var),
+            "resid_var": np.where(boundary, pooled, mse), "boundary": boundary, "msb": msb, "mse": mse,
+            "df_within": df_w, "df_between": df_b, "k": int(k)}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.roi import extract_roi_effects
@@ -114,7 +115,10 @@ def test_mixed_model_agrees_with_statsmodels(trial):
                                ("period2MinusPeriod1", "C(period)[T.2]")):
             assert mine.loc[contrast, "estimate"] == pytest.approx(fit.params[term], rel=1e-4, abs=1e-6)
             assert mine.loc[contrast, "se"] == pytest.approx(fit.bse[term], rel=1e-3)
-            assert mine.loc[contrast, "p"] == pytest.approx(fit.pvalues[term], rel=1e-2, abs=1e-8)
+            # 6 complete subjects: the within-subject ANOVA df (6 - 1)(3 - 1) - 2 = 8, not inf
+            assert mine.loc[contrast, "df"] == pytest.approx(8, rel=1e-4)
+            assert mine.loc[contrast, "p"] == pytest.approx(
+                2 * scipy_stats.t.sf(abs(fit.tvalues[term]), 8), rel=1e-2, abs=1e-8)
 
 
 def test_ppi_coupling_recovered(trial):

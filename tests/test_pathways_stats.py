@@ -6,6 +6,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from fmri_pain.pathways.behaviour import behaviour_statistics
 from fmri_pain.pathways.decoding import decode, mirror_x
@@ -44,7 +45,12 @@ def test_contrasts_match_treatment_coded_statsmodels_fit():
                        ("period3MinusPeriod1", "C(period)[T.3]")):
         assert rows.loc[name, "estimate"] == pytest.approx(ref.params[term], rel=1e-5)
         assert rows.loc[name, "se"] == pytest.approx(ref.bse[term], rel=1e-4)
-        assert rows.loc[name, "p"] == pytest.approx(ref.pvalues[term], rel=1e-3)
+        # statsmodels refers z to the normal; the table to t with the within-subject ANOVA df:
+        # 12 complete subjects, 3 conditions, 3 periods -> (12 - 1)(3 - 1) - 2 = 20
+        assert rows.loc[name, "df"] == pytest.approx(20, rel=1e-6)
+        assert rows.loc[name, "p"] == pytest.approx(2 * scipy_stats.t.sf(abs(ref.tvalues[term]), 20),
+                                                    rel=1e-3)
+        assert rows.loc[name, "p"] > ref.pvalues[term]
     # DUAL - DRGS: the difference of the two treatment coefficients
     assert rows.loc["dualMinusDrgs", "estimate"] == pytest.approx(
         ref.params["C(condition, Treatment('SCS'))[T.DUAL]"] - ref.params["C(condition, Treatment('SCS'))[T.DRGS]"])

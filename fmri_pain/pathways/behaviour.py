@@ -10,7 +10,10 @@ subject mean centred over subjects (do subjects with more relief show larger
 effects?) -- the within/between decomposition of Bell & Jones (2015, Political
 Science Research and Methods 3:133) / Enders & Tofighi (2007). Subjects with a
 single session only inform the between term; with one observation per subject
-the model is OLS on the covariate.
+the model is OLS on the covariate. Slopes are t tests with Satterthwaite df
+(:func:`fmri_pain.pathways.stats.satterthwaite_df`; for complete data about
+``n_obs - n_subjects - 1`` for the within and ``n_subjects - 2`` for the between
+slope), or the OLS residual df.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pandas as pd
 from fmri_pain.pathways.stats import add_fdr, contrast_test, fit_model, pathway_means
 
 BEHAVIOUR_COLUMNS = ("level", "node", "pathway", "covariate", "term", "estimate", "se", "ci_low",
-                     "ci_high", "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model")
+                     "ci_high", "stat", "df", "df_method", "p", "p_fdr", "n_subjects", "n_obs", "model")
 
 
 def within_between(data: pd.DataFrame, covariate: str) -> pd.DataFrame:

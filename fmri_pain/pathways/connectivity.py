@@ -14,9 +14,11 @@ Two measures per run, averaged over the runs of a session:
 - **residual correlation**: Fisher-z correlations of the node residuals after the
   task design (background connectivity, Al-Aidroos et al. 2012 PNAS 109:14675).
 
-PPI betas go through the crossover mixed model (:mod:`fmri_pain.pathways.stats`);
-residual correlations are compared between conditions with paired t tests over
-subjects. FDR (Benjamini-Hochberg) is over node pairs, per contrast.
+PPI betas go through the crossover mixed model (:mod:`fmri_pain.pathways.stats`,
+Satterthwaite df; one-sample t with ``n - 1`` df in a one-condition study);
+residual correlations are tested per condition with one-sample t tests and
+compared between conditions with paired t tests over subjects (``n - 1`` df; not
+adjusted for period). FDR (Benjamini-Hochberg) is over node pairs, per contrast.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
 from fmri_pain.pathways.stats import add_fdr, fit_crossover, model_contrasts
 from fmri_pain.trial import CONDITIONS
@@ -37,6 +40,10 @@ from fmri_pain.trial import CONDITIONS
 MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 DEFAULT_CONFOUNDS = MOTION + ("csf", "white_matter")
 SESSION_KEYS = ("subject", "session", "condition", "period", "sequence")
+PPI_STAT_COLUMNS = ("seed", "target", "contrast", "stat_type", "estimate", "se", "ci_low", "ci_high",
+                    "stat", "df", "df_num", "df_method", "p", "n_subjects", "n_obs", "model")
+CORRELATION_STAT_COLUMNS = ("node_a", "node_b", "contrast", "stat_type", "estimate", "stat", "df",
+                            "df_method", "p", "n_subjects")
 
 
 def _where(run) -> str:
@@ -83,6 +90,38 @@ def run_design(run, n_scans: int, *, on_trial_type: str = "on", hrf_model: str =
     return make_first_level_design_matrix(frame_times, events, hrf_model=hrf_model,
                                           drift_model=drift_model, high_pass=high_pass,
                                           add_regs=regs, add_reg_names=names)
+
+
+def resolve_on_trial_type(run, on_trial_type: str) -> str:
+    """The ON trial type of a run's events: ``on_trial_type``, else its single active trial type.
+
+    As the first level's ``stim`` contrast of a one-condition study, trial types
+    other than baseline-like ones (off, rest, baseline, fixation) are active; a
+    run without ``on_trial_type`` but with exactly one active trial type uses it.
+
+    Raises
+    ------
+    InputError
+        No events file, no trial_type column, or no unique ON trial type.
+    """
+    from fmri_pain.glm.design import BASELINE_TRIAL_TYPES
+
+    if run.events is None:
+        raise InputError(f"no events.tsv for {run.bold}", subject=run.subject)
+    try:
+        events = pd.read_csv(run.events, sep="\t")
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the events: {exc}", subject=run.subject, path=run.events) from exc
+    if "trial_type" not in events.columns:
+        raise InputError("events have no trial_type column", subject=run.subject, path=run.events)
+    types = list(dict.fromkeys(events["trial_type"].dropna().astype(str)))
+    if on_trial_type in types:
+        return on_trial_type
+    active = [t for t in types if t.lower() not in BASELINE_TRIAL_TYPES]
+    if len(active) == 1:
+        return active[0]
+    raise InputError(f"no trial_type {on_trial_type!r} and {len(active)} active trial types {active}: "
+                     "name the ON trial type in the spec", subject=run.subject, path=run.events)
 
 
 def node_timeseries(run, atlas: PathwayAtlas) -> tuple[np.ndarray, list[str]]:
@@ -196,16 +235,17 @@ def run_connectivity(runs: Sequence, atlas_for: Callable[[str], PathwayAtlas], *
     for run in runs:
         side = normalise_pain_side(run.covariates.get("pain_side"), default_pain_side)
         atlas = atlas_for(side)
+        on = resolve_on_trial_type(run, on_trial_type)
         series, names = node_timeseries(run, atlas)
-        design = run_design(run, series.shape[0], on_trial_type=on_trial_type, hrf_model=hrf_model,
+        design = run_design(run, series.shape[0], on_trial_type=on, hrf_model=hrf_model,
                             drift_model=drift_model, high_pass=high_pass, confounds=confounds)
         ids = {"subject": run.subject, "session": run.session, "condition": run.condition,
-               "period": run.period, "sequence": run.sequence, "run": run.run}
-        ppi = ppi_betas(series, design, on_trial_type, names, seeds or None)
+               "period": run.period, "sequence": run.sequence, "run": run.run, "on_trial_type": on}
+        ppi = ppi_betas(series, design, on, names, seeds or None)
         corr = residual_correlation(series, design, names)
         ppi_frames.append(ppi.assign(**ids))
         corr_frames.append(corr.assign(**ids))
-    keys = list(SESSION_KEYS)
+    keys = list(SESSION_KEYS) + ["on_trial_type"]
     ppi = pd.concat(ppi_frames, ignore_index=True)
     corr = pd.concat(corr_frames, ignore_index=True)
     ppi = ppi.groupby(keys + ["seed", "target"], dropna=False, sort=False)[["beta", "t"]].mean().reset_index()
@@ -223,7 +263,7 @@ def ppi_statistics(ppi: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITION
         for row in model_contrasts(fit, alpha):
             rows.append({"seed": seed, "target": target, **row, "n_subjects": fit["n_subjects"],
                          "n_obs": fit["n_obs"], "model": fit["model"]})
-    return add_fdr(pd.DataFrame(rows), ["contrast"])
+    return add_fdr(pd.DataFrame(rows, columns=list(PPI_STAT_COLUMNS)), ["contrast"])
 
 
 def correlation_statistics(corr: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS) -> pd.DataFrame:
@@ -235,17 +275,19 @@ def correlation_statistics(corr: pd.DataFrame, *, conditions: tuple[str, ...] = 
         for cond in present:
             z = wide[cond].dropna()
             t, p = stats.ttest_1samp(z, 0.0) if len(z) > 1 else (np.nan, np.nan)
-            rows.append({"node_a": a, "node_b": b, "contrast": cond.lower(), "estimate": float(z.mean()),
-                         "stat": float(t), "df": len(z) - 1, "p": float(p), "n_subjects": len(z)})
+            rows.append({"node_a": a, "node_b": b, "contrast": cond.lower(), "stat_type": "t",
+                         "estimate": float(z.mean()), "stat": float(t), "df": len(z) - 1,
+                         "df_method": "one-sample", "p": float(p), "n_subjects": len(z)})
         for first, second in itertools.combinations(present, 2):
             pair = wide[[first, second]].dropna()
             diff = pair[second] - pair[first]
             t, p = stats.ttest_rel(pair[second], pair[first]) if len(pair) > 1 else (np.nan, np.nan)
             rows.append({"node_a": a, "node_b": b,
                          "contrast": f"{second.lower()}Minus{first.lower().capitalize()}",
-                         "estimate": float(diff.mean()), "stat": float(t), "df": len(pair) - 1,
-                         "p": float(p), "n_subjects": len(pair)})
-    return add_fdr(pd.DataFrame(rows), ["contrast"])
+                         "stat_type": "t", "estimate": float(diff.mean()), "stat": float(t),
+                         "df": len(pair) - 1, "df_method": "paired", "p": float(p),
+                         "n_subjects": len(pair)})
+    return add_fdr(pd.DataFrame(rows, columns=list(CORRELATION_STAT_COLUMNS)), ["contrast"])
 
 
 def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
@@ -272,9 +314,16 @@ def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
                 mat[names.index(t), names.index(s)] += v / 2
         fig = plt.figure(figsize=(9, 3.5))
         vmax = float(np.abs(mat).max()) or 1.0
-        plotting.plot_connectome(mat, coords, edge_threshold="80%", figure=fig,
+        # the strongest 20 % of the edges; all of them when that leaves none (few nodes): nilearn
+        # fails drawing the colorbar of a connectome without edges
+        edges = np.abs(mat[np.triu_indices(len(names), 1)])
+        threshold = float(np.percentile(edges, 80)) if edges.size else 0.0
+        if not np.any(edges > threshold):
+            threshold = 0.0
+        plotting.plot_connectome(mat, coords, edge_threshold=threshold, figure=fig,
                                  title=f"gPPI {cond} (group mean beta)", edge_vmin=-vmax,
-                                 edge_vmax=vmax, colorbar=True, node_size=20)
+                                 edge_vmax=vmax, colorbar=bool(np.any(edges > threshold)),
+                                 node_size=20)
         paths[cond] = write_figure(fig, output_dir / f"connectome_condition-{cond.lower()}.png")
         plt.close(fig)
     return paths

@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
 
 ID_COLUMNS = ("subject", "session", "condition", "period", "sequence")
@@ -15,15 +16,15 @@ REQUIRED_COLUMNS = ("subject", "condition", "effect")
 
 
 def load_map(path, subject, session=None, kind: str = "effect") -> nib.Nifti1Image:
-    """Load a first-level map, with an error naming the file and the subject."""
+    """Load a first-level map (unreadable: an :class:`InputError` naming the file and subject)."""
     where = f"sub-{subject}" + (f" ses-{session}" if session not in (None, "") and not pd.isna(session) else "")
     try:
         img = nib.load(str(path))
         img.get_fdata(dtype=np.float32)  # force the read: catches empty/truncated files
     except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise ValueError(f"cannot read the {kind} map {path} of {where}: {exc}") from exc
+        raise InputError(f"cannot read the {kind} map {path} of {where}: {exc}") from exc
     if img.ndim > 3 and img.shape[3] != 1:
-        raise ValueError(f"the {kind} map {path} of {where} is 4D {img.shape}; expected one volume")
+        raise InputError(f"the {kind} map {path} of {where} is 4D {img.shape}; expected one volume")
     return img
 
 
@@ -99,7 +100,7 @@ def extract_roi_effects(maps: pd.DataFrame, atlas_for: Callable[[str], PathwayAt
         if "variance" in maps.columns and not pd.isna(row["variance"]):
             var_img = load_map(row["variance"], row["subject"], row["session"], "variance")
             if var_img.shape[:3] != eff_img.shape[:3]:
-                raise ValueError(f"variance map {row['variance']} of sub-{row['subject']} has shape "
+                raise InputError(f"variance map {row['variance']} of sub-{row['subject']} has shape "
                                  f"{var_img.shape[:3]}, its effect map {eff_img.shape[:3]}")
             var = var_img.get_fdata(dtype=np.float32)
         key = (side, eff_img.shape[:3], eff_img.affine.round(4).tobytes())

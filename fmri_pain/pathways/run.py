@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.derivatives import write_figure, write_nifti, write_tsv
+from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
 from fmri_pain.pathways.connectivity import (
@@ -22,10 +25,95 @@ from fmri_pain.pathways.connectivity import (
 from fmri_pain.pathways.decoding import run_decoding
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.spec import PathwaysSpec
-from fmri_pain.pathways.stats import roi_statistics
+from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
 
+LOGGER = logging.getLogger(__name__)
+
 PATHWAYS_DIR = ("group", "pathways")
+
+PART_FILES = {
+    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png"),
+    "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
+    "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
+    "decoding": ("decoding.tsv", "decoding.json", "decoding_task-*_weights.nii.gz",
+                 "decoding_task-*_weights.json"),
+}
+"""Files of each part of the analysis (removed when the part is skipped, so none is stale)."""
+
+STAT_COLUMN_DESCRIPTIONS = {
+    "stat_type": {"Description": "t (one contrast row) or F (several rows)"},
+    "stat": {"Description": "t statistic, or F statistic (Wald chi2 / df_num)"},
+    "df": {"Description": "degrees of freedom of the t reference distribution, or the F denominator "
+                          "df; how they were obtained is in df_method"},
+    "df_num": {"Description": "numerator df of an F test (n/a for t)"},
+    "df_method": {"Description": "how df was obtained", "Levels": DF_METHODS},
+    "p": {"Description": "two-sided p value of t, or p value of F, against the small-sample reference"},
+    "p_fdr": {"Description": "Benjamini-Hochberg adjusted p value over the units of the family"},
+}
+
+
+def study_conditions(maps: pd.DataFrame, conditions: Sequence[str]) -> tuple[tuple[str, ...], bool]:
+    """The conditions to model, in ``conditions`` order, and whether the study has one condition.
+
+    A one-condition study (no sessions, other task and event names) carries its
+    task name as the condition of every map: it is modelled on its own.
+
+    Raises
+    ------
+    InputError
+        Maps without a condition, or conditions both among and outside ``conditions``.
+    """
+    observed = list(dict.fromkeys(maps["condition"].dropna().astype(str)))
+    if not observed:
+        raise InputError("pathways: no subject map has a condition")
+    known = [c for c in conditions if c in observed]
+    unknown = [c for c in observed if c not in conditions]
+    if not known and len(observed) == 1:
+        return (observed[0],), True
+    if unknown:
+        raise InputError(f"pathways: conditions {unknown} of the subject maps are not among the "
+                         f"spec's conditions {tuple(conditions)}")
+    return tuple(known), len(known) == 1
+
+
+def roi_model_description(one_condition: bool) -> str:
+    """What computed ``roi_stats.tsv`` (also the report's methods sentence)."""
+    if one_condition:
+        return ("one condition: per node, pathway mean and lateral-medial index, a one-sample t test "
+                "of the subjects' node effects against 0 (ordinary least squares on an intercept, df = "
+                "n_subjects - 1); p_fdr = Benjamini-Hochberg over units per level and contrast")
+    return ("crossover linear mixed model per node, pathway mean and lateral-medial index: "
+            "effect ~ 0 + condition + C(period, Sum), random intercept per subject (statsmodels "
+            "MixedLM, REML); t and F tests with Satterthwaite degrees of freedom (Fai-Cornelius for F), "
+            "not the normal reference; OLS (model column) where no subject has two observations; "
+            "p_fdr = Benjamini-Hochberg over units per level and contrast")
+
+
+class _Parts:
+    """Which parts ran and which were skipped, with the reason (logged and tabled)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.skipped: list[dict[str, str]] = []
+
+    def skip(self, part: str, reason: str) -> None:
+        LOGGER.warning("pathways: %s not computed: %s", part, reason)
+        self.skipped.append({"part": part, "reason": reason})
+        for pattern in PART_FILES.get(part, ()):
+            for stale in self.out.glob(pattern):
+                stale.unlink()
+
+    def write(self) -> Path | None:
+        path = self.out / "skipped.tsv"
+        if not self.skipped:
+            for stale in (path, path.with_suffix(".json")):
+                stale.unlink(missing_ok=True)
+            return None
+        return write_tsv(pd.DataFrame(self.skipped, columns=["part", "reason"]), path, sidecar={
+            "Description": "parts of the pain-pathway analysis that were not computed, and why",
+            "part": {"Description": "roi_stats, connectivity, behaviour or decoding"},
+            "reason": {"Description": "why the part was not computed"}})
 
 
 class AtlasCache:
@@ -83,7 +171,8 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
                          spec: PathwaysSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None,
+                         on_trial_type: str | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -99,80 +188,181 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     spec : PathwaysSpec
     conditions : tuple of str
         Condition names in contrast order; those absent from ``maps`` are dropped.
+        Maps whose single condition is none of them (a one-condition study, whose
+        condition is the task name) are analysed as one condition: one-sample
+        statistics, no decoding.
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
+    on_trial_type : str, optional
+        The events' ON trial type for connectivity (default ``spec.on_trial_type``
+        while the pathways section has that key, else ``"on"``);
+        a run without it but with one active trial type uses that one.
 
     Returns
     -------
-    dict of output name -> path (TSVs, figures, atlas images).
+    dict of output name -> path (TSVs, figures, atlas images; ``skipped``: the
+    table of parts not computed and why, also logged as warnings).
+
+    Raises
+    ------
+    InputError
+        Empty maps table, conditions outside ``conditions``, unreadable maps.
     """
     spec = spec or PathwaysSpec()
     out = Path(output_dir).joinpath(*PATHWAYS_DIR)
     out.mkdir(parents=True, exist_ok=True)
     if maps is None or len(maps) == 0:
-        raise ValueError("run_pathway_analysis: the maps table is empty")
+        raise InputError("pathways: the table of subject maps is empty")
+    trial_conditions = tuple(conditions)
+    conditions, one_condition = study_conditions(maps, conditions)
+    generic = conditions[0] not in trial_conditions  # a one-condition study named by its task
+    if one_condition:
+        LOGGER.info("pathways: one condition (%s): one-sample statistics over subjects", conditions[0])
+    # the key moves to the events section (issue 12 item 10): the caller passes it from there
+    on_trial_type = on_trial_type or getattr(spec, "on_trial_type", "on")
     first = maps["effect"].iloc[0]
     from fmri_pain.pathways.roi import load_map
 
     target = load_map(first, maps["subject"].iloc[0], maps.get("session", pd.Series([None])).iloc[0])
     atlas_for = AtlasCache(spec, atlas, target_img=target)
-    conditions = tuple(conditions)
     params = {k: v for k, v in vars(spec).items()}
     params["atlas"] = str(spec.atlas_file) if atlas is None else "given"
+    params["conditions"] = list(conditions)
     outputs: dict[str, Path] = {}
+    parts = _Parts(out)
 
     effects = extract_roi_effects(maps, atlas_for, default_pain_side=spec.default_pain_side)
+    has_side = "pain_side" in maps.columns and maps["pain_side"].notna().any()
+    where = ("in each node of the given atlas" if atlas is not None else
+             "in each node of the pain-pathway atlas (lateral, medial and descending pathways; " + (
+                 "hemispheres relative to each patient's pain side)" if has_side else
+                 f"no pain side given: contralateral/ipsilateral nodes are relative to a "
+                 f"{spec.default_pain_side}-sided pain, pathways.default_pain_side)"))
     outputs["roi_effects"] = write_tsv(effects, out / "roi_effects.tsv", sidecar={
-        "Description": "mean (and median) first-level ON > OFF effect and mean voxel variance per node",
+        "Description": "mean (and median) first-level " + (
+            "stim effect (ON, or the active trial types, > baseline)" if generic else "ON > OFF effect") +
+            f" and mean voxel variance {where}",
         "Parameters": params})
     for side, built in atlas_for.built.items():
         stem = f"atlas-painPathways_hemi-{'given' if side == 'fixed' else 'pain' + side.capitalize()}"
         outputs[f"atlas_{side}"] = write_nifti(built.img, out / f"{stem}_dseg.nii.gz")
         outputs[f"atlas_{side}_labels"] = write_tsv(built.nodes, out / f"{stem}_dseg.tsv")
 
-    stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
-    outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
-        "Description": "crossover mixed model per node / pathway mean / lateral-medial index: "
-                       "effect ~ 0 + condition + C(period, Sum), random intercept per subject (REML); "
-                       "Wald tests; p_fdr = Benjamini-Hochberg over units per level and contrast",
-        "Parameters": params})
     import matplotlib.pyplot as plt
 
-    for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
-        fig = plot_forest(stats, contrast, spec.alpha)
-        outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
-        plt.close(fig)
+    n_subjects = effects["subject"].nunique()
+    if n_subjects < 2:
+        parts.skip("roi_stats", f"{n_subjects} subject: group statistics need two or more")
+    elif effects["effect"].notna().sum() == 0:
+        parts.skip("roi_stats", "no node of the atlas has data in the subject maps")
+    else:
+        stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
+        outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
+            "Description": roi_model_description(one_condition), "Parameters": params,
+            **STAT_COLUMN_DESCRIPTIONS})
+        for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
+            fig = plot_forest(stats, contrast, spec.alpha)
+            outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
+            plt.close(fig)
 
-    if spec.connectivity and runs:
-        ppi, corr = run_connectivity(
-            runs, atlas_for, on_trial_type=spec.on_trial_type, hrf_model=spec.hrf_model,
-            drift_model=spec.drift_model, high_pass=spec.high_pass, seeds=spec.ppi_seeds,
-            confounds=spec.connectivity_confounds,
-            default_pain_side=spec.default_pain_side)
-        outputs["connectivity_ppi"] = write_tsv(ppi, out / "connectivity_ppi.tsv")
-        outputs["connectivity_ppi_stats"] = write_tsv(
-            ppi_statistics(ppi, conditions=conditions, alpha=spec.alpha), out / "connectivity_ppi_stats.tsv")
-        outputs["connectivity_correlation"] = write_tsv(corr, out / "connectivity_correlation.tsv")
-        outputs["connectivity_correlation_stats"] = write_tsv(
-            correlation_statistics(corr, conditions=conditions), out / "connectivity_correlation_stats.tsv")
-        for cond, path in plot_connectomes(ppi, atlas_for(spec.default_pain_side), out,
-                                           conditions=conditions).items():
-            outputs[f"connectome_{cond}"] = path
+    if not spec.connectivity:
+        parts.skip("connectivity", "disabled in the spec (pathways.connectivity: false)")
+    elif not runs:
+        parts.skip("connectivity", "no preprocessed runs with a confounds file")
+    elif n_subjects < 2:
+        parts.skip("connectivity", f"{n_subjects} subject: group statistics need two or more")
+    else:
+        try:
+            ppi, corr = run_connectivity(
+                runs, atlas_for, on_trial_type=on_trial_type, hrf_model=spec.hrf_model,
+                drift_model=spec.drift_model, high_pass=spec.high_pass, seeds=spec.ppi_seeds,
+                confounds=spec.connectivity_confounds,
+                default_pain_side=spec.default_pain_side)
+        except ValueError as exc:  # InputError included: a run whose data cannot be modelled
+            parts.skip("connectivity", str(exc)[:500])
+        else:
+            outputs.update(_write_connectivity(ppi, corr, out, conditions, one_condition, params,
+                                               spec, atlas_for))
 
-    behaviour = behaviour_statistics(effects, spec.behaviour_covariates, alpha=spec.alpha)
-    outputs["behaviour"] = write_tsv(behaviour, out / "behaviour.tsv")
-    for cov in dict.fromkeys(behaviour.get("covariate", pd.Series(dtype=str))):
-        fig = plot_behaviour(effects, cov)
-        outputs[f"behaviour_{cov}"] = write_figure(fig, out / f"behaviour_covariate-{cov}.png")
-        plt.close(fig)
+    _behaviour(effects, spec, out, outputs, parts)
 
-    if spec.decoding:
+    if not spec.decoding:
+        parts.skip("decoding", "disabled in the spec (pathways.decoding: false)")
+    elif len(conditions) < 2:
+        parts.skip("decoding", f"one condition ({conditions[0]}): decoding needs two or more conditions")
+    else:
         decoding = run_decoding(maps, atlas_for, out, conditions=conditions,
                                 n_permutations=spec.n_permutations, random_state=spec.random_state,
                                 default_pain_side=spec.default_pain_side)
-        outputs["decoding"] = write_tsv(decoding, out / "decoding.tsv")
+        if decoding.empty:
+            parts.skip("decoding", "no pair of conditions has maps of three or more subjects")
+        else:
+            outputs["decoding"] = write_tsv(decoding, out / "decoding.tsv")
+    skipped = parts.write()
+    if skipped is not None:
+        outputs["skipped"] = skipped
     return outputs
+
+
+def _write_connectivity(ppi: pd.DataFrame, corr: pd.DataFrame, out: Path, conditions, one_condition,
+                        params: dict, spec: PathwaysSpec, atlas_for) -> dict[str, Path]:
+    on_types = sorted(set(ppi["on_trial_type"].astype(str)))
+    outputs = {}
+    outputs["connectivity_ppi"] = write_tsv(ppi, out / "connectivity_ppi.tsv", sidecar={
+        "Description": "gPPI interaction betas (z-scored node series) per seed -> target and session",
+        "OnTrialType": on_types, "Parameters": params})
+    model = ("one-sample t test over subjects per pair (df = n_subjects - 1)" if one_condition else
+             "crossover mixed model per pair as roi_stats (Satterthwaite df)")
+    outputs["connectivity_ppi_stats"] = write_tsv(
+        ppi_statistics(ppi, conditions=conditions, alpha=spec.alpha), out / "connectivity_ppi_stats.tsv",
+        sidecar={"Description": f"gPPI betas: {model}; p_fdr = Benjamini-Hochberg over pairs per contrast",
+                 "OnTrialType": on_types, "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
+    outputs["connectivity_correlation"] = write_tsv(corr, out / "connectivity_correlation.tsv", sidecar={
+        "Description": "Fisher-z correlations of the node residuals after the task design, per session",
+        "Parameters": params})
+    outputs["connectivity_correlation_stats"] = write_tsv(
+        correlation_statistics(corr, conditions=conditions), out / "connectivity_correlation_stats.tsv",
+        sidecar={"Description": "residual correlations: one-sample t test over subjects" + (
+                     " (df = n_subjects - 1)" if one_condition else
+                     " per condition and paired t tests between conditions (df = n_subjects - 1; "
+                     "not adjusted for period)") +
+                     "; p_fdr = Benjamini-Hochberg over pairs per contrast",
+                 "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
+    for cond, path in plot_connectomes(ppi, atlas_for(spec.default_pain_side), out,
+                                       conditions=conditions).items():
+        outputs[f"connectome_{cond}"] = path
+    return outputs
+
+
+def _behaviour(effects: pd.DataFrame, spec: PathwaysSpec, out: Path, outputs: dict, parts: _Parts) -> None:
+    import matplotlib.pyplot as plt
+
+    listed = spec.behaviour_covariates
+    present = [c for c in listed if c in effects.columns
+               and pd.to_numeric(effects[c], errors="coerce").notna().any()]
+    if not listed:
+        parts.skip("behaviour", "no covariates listed (pathways.behaviour_covariates)")
+        return
+    if not present:
+        parts.skip("behaviour", f"none of the covariates {', '.join(listed)} has values in "
+                                "sessions.tsv or participants.tsv")
+        return
+    behaviour = behaviour_statistics(effects, present, alpha=spec.alpha)
+    if behaviour.empty:
+        parts.skip("behaviour", f"the covariates {', '.join(present)} do not vary or have fewer than "
+                                "three observations")
+        return
+    outputs["behaviour"] = write_tsv(behaviour, out / "behaviour.tsv", sidecar={
+        "Description": "within- and between-subject slopes of the node effects on each covariate: "
+                       "effect ~ 1 + within + between, random intercept per subject (REML), t tests "
+                       "with Satterthwaite df; OLS (model column) with one observation per subject; "
+                       "p_fdr = Benjamini-Hochberg over nodes per level, covariate and term",
+        **STAT_COLUMN_DESCRIPTIONS})
+    for cov in dict.fromkeys(behaviour["covariate"]):
+        fig = plot_behaviour(effects, cov)
+        outputs[f"behaviour_{cov}"] = write_figure(fig, out / f"behaviour_covariate-{cov}.png")
+        plt.close(fig)
 
 
 def _img_tag(path: Path, alt: str) -> str:
@@ -191,14 +381,34 @@ def _table(path: Path, query=None, columns=None, max_rows: int = 60) -> str:
                                      classes="table pathways", border=0)
 
 
+def _description(path: Path) -> str:
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        return str(json.loads(sidecar.read_text()).get("Description", ""))
+    except (OSError, ValueError):
+        return ""
+
+
 def pathway_report_section(outputs: dict[str, Path]) -> str:
-    """The Pathways section of ``group.html`` (tables and base64-embedded figures)."""
-    parts = ['<section id="pathways"><h2>Pain pathways</h2>',
-             "<p>Node effects are the mean first-level ON &gt; OFF effect in each node of the pain-pathway "
-             "atlas (lateral, medial and descending pathways; hemispheres relative to the pain side). "
-             "Statistics: crossover linear mixed model per node (condition + period, random intercept "
-             "per subject), Benjamini-Hochberg FDR over nodes.</p>"]
-    cols = ["level", "node", "pathway", "contrast", "estimate", "ci_low", "ci_high", "p", "p_fdr", "model"]
+    """The Pathways section of ``group.html`` (tables and base64-embedded figures).
+
+    The methods sentences are the sidecar descriptions of the tables that were
+    written, so they state the model that ran; parts not computed are listed with
+    their reason.
+    """
+    parts = ['<div class="pathways"><h2>Pain pathways</h2>']
+    if "roi_effects" in outputs:
+        parts.append(f"<p>Node effects: {html.escape(_description(outputs['roi_effects']))}.</p>")
+    if "roi_stats" in outputs:
+        parts.append(f"<p>Statistics: {html.escape(_description(outputs['roi_stats']))}. Every table "
+                     "gives the degrees of freedom (df) of its t or F reference.</p>")
+    if "skipped" in outputs:
+        skipped = pd.read_csv(outputs["skipped"], sep="\t", na_values="n/a")
+        parts.append("<h3>Not computed</h3><ul>" + "".join(
+            f"<li><b>{html.escape(str(r.part))}</b>: {html.escape(str(r.reason))}</li>"
+            for r in skipped.itertuples()) + "</ul>")
+    cols = ["level", "node", "pathway", "contrast", "estimate", "ci_low", "ci_high", "stat", "df", "p",
+            "p_fdr", "model"]
     if "roi_stats" in outputs:
         parts.append("<h3>ROI statistics</h3>")
         parts.append(_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
@@ -206,23 +416,30 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
         parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
     if "connectivity_ppi_stats" in outputs:
         parts.append("<h3>Condition-dependent connectivity (gPPI)</h3>")
+        parts.append(f"<p>{html.escape(_description(outputs['connectivity_ppi_stats']))}.</p>")
         parts.append(_table(outputs["connectivity_ppi_stats"],
                             lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
-                            ["seed", "target", "contrast", "estimate", "ci_low", "ci_high", "p", "p_fdr"]))
+                            ["seed", "target", "contrast", "estimate", "ci_low", "ci_high", "stat", "df",
+                             "p", "p_fdr"]))
         for key in sorted(k for k in outputs if k.startswith("connectome_")):
             parts.append(_img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
     if "connectivity_correlation_stats" in outputs:
-        parts.append("<h3>Residual correlations: paired comparisons</h3>")
+        parts.append("<h3>Residual correlations</h3>")
+        parts.append(f"<p>{html.escape(_description(outputs['connectivity_correlation_stats']))}.</p>")
         parts.append(_table(outputs["connectivity_correlation_stats"],
-                            lambda d: d[d["contrast"].str.contains("Minus")].sort_values("p").head(20)))
+                            lambda d: d.sort_values("p").head(20),
+                            ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p", "p_fdr"]))
     if "behaviour" in outputs:
         parts.append("<h3>Brain-behaviour</h3>")
-        parts.append(_table(outputs["behaviour"], lambda d: d[d["level"] == "pathway"]))
+        parts.append(f"<p>{html.escape(_description(outputs['behaviour']))}.</p>")
+        parts.append(_table(outputs["behaviour"], lambda d: d[d["level"] == "pathway"],
+                            ["node", "covariate", "term", "estimate", "ci_low", "ci_high", "stat", "df",
+                             "p", "p_fdr", "n_subjects", "n_obs", "model"]))
         for key in sorted(k for k in outputs if k.startswith("behaviour_")):
             parts.append(_img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
     if "decoding" in outputs:
         parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
         parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
                                                           "accuracy", "chance", "p_perm"]))
-    parts.append("</section>")
+    parts.append("</div>")
     return "\n".join(parts)

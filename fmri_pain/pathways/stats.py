@@ -8,20 +8,32 @@ contrast over conditions is a difference of period-adjusted condition means.
 This is the same model as ``effect ~ C(condition) + C(period)`` (any coding):
 the estimates, standard errors and p values are identical.
 
-Inference on contrasts is a Wald test with the fixed-effect covariance, as
-statsmodels reports MixedLM (normal reference distribution, ``df = inf``); when
-every subject contributes one observation (a one-condition study) the random
-intercept is not identifiable and the model is ordinary least squares with t
-tests (``df`` = residual degrees of freedom).
+Inference on contrasts uses small-sample degrees of freedom, not the normal
+reference statsmodels reports for MixedLM (anti-conservative at n = 8: 8 % at
+nominal 5 %). A t contrast ``l'b`` is referred to a t distribution with
+Satterthwaite's df, ``2 (l'Cl)^2 / (g' A g)``, where ``C`` is the fixed-effect
+covariance, ``g`` its gradient in the two variance components and ``A`` their
+asymptotic covariance (inverse expected REML information) -- Giesbrecht & Burns
+(1985, Biometrics 41:477); an F contrast to F(q, ddf) with the multi-df
+approximation of Fai & Cornelius (1996, J Stat Comput Simul 54:363), as lmerTest
+computes it (Kuznetsova et al. 2017, J Stat Softw 82(13)). For complete data
+(every subject in every condition and period) these df are exact: a difference
+between conditions gets the within-subject ANOVA's ``(n - 1)(k - 1) - (k - 1)``
+df (k periods), a condition mean the Satterthwaite combination of the subject
+and residual mean squares. When every subject contributes one observation (a
+one-condition study) the random intercept is not identifiable and the model is
+ordinary least squares with t tests (``df`` = residual degrees of freedom:
+``n - 1`` for a one-sample test).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 from statsmodels.regression.linear_model import OLS
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
@@ -29,8 +41,21 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
+LOGGER = logging.getLogger(__name__)
+
 STAT_COLUMNS = ("level", "node", "pathway", "contrast", "stat_type", "estimate", "se", "ci_low",
-                "ci_high", "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model", "group_var")
+                "ci_high", "stat", "df", "df_num", "df_method", "p", "p_fdr", "n_subjects", "n_obs",
+                "model", "group_var")
+
+DF_METHODS = {
+    "satterthwaite": "Satterthwaite df of the REML random-intercept model (t), Fai-Cornelius "
+                     "denominator df (F)",
+    "residual": "residual df of ordinary least squares (n_obs - number of fixed effects)",
+    "between-subjects": "n_subjects - 1 (conservative; the Satterthwaite df could not be computed)",
+    "one-sample": "n_subjects - 1 (one-sample t test over subjects)",
+    "paired": "n_subjects - 1 (paired t test over the subjects with both conditions)",
+}
+"""What the ``df_method`` column of the statistics tables means."""
 
 
 def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
@@ -81,8 +106,8 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
 
     Returns
     -------
-    dict with keys params (Series), cov (DataFrame), df (float), model ("mixedlm"/"ols"),
-    group_var, present (conditions), period_columns, n_subjects, n_obs.
+    dict with the keys of :func:`fit_model` (params, cov, df, df_method, model
+    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods.
     """
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
@@ -101,8 +126,10 @@ def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict
 
     Returns
     -------
-    dict with params (Series), cov (DataFrame), df, model, group_var, converged,
-    n_subjects, n_obs.
+    dict with params (Series), cov (DataFrame), df (OLS residual df; NaN for the
+    mixed model, whose df are per contrast), df_method, model, group_var,
+    resid_var, converged, n_subjects, n_obs, and for the mixed model the pieces of
+    Satterthwaite's df (:func:`random_intercept_fit`).
     """
     n_subjects = len(np.unique(groups))
     result = None
@@ -113,50 +140,157 @@ def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict
             warnings.simplefilter("ignore", UserWarning)
             try:
                 fit = MixedLM(endog, exog, groups=groups).fit(reml=True)
-                k = exog.shape[1]
-                cov = pd.DataFrame(np.asarray(fit.cov_params())[:k, :k], index=exog.columns,
-                                   columns=exog.columns)
-                if np.all(np.isfinite(cov.to_numpy())):
-                    result = {"params": pd.Series(np.asarray(fit.fe_params), index=exog.columns),
-                              "cov": cov, "df": np.inf, "model": "mixedlm",
-                              "group_var": float(np.asarray(fit.cov_re)[0, 0]),
-                              "converged": bool(fit.converged)}
+                result = random_intercept_fit(exog, groups, np.asarray(fit.fe_params),
+                                              float(np.asarray(fit.cov_re)[0, 0]), float(fit.scale))
+                result["converged"] = bool(fit.converged)
             except (np.linalg.LinAlgError, ValueError):
                 result = None
+        if result is None:
+            LOGGER.warning("the random-intercept model of %d observations could not be fitted; "
+                           "ordinary least squares instead (model column 'ols')", len(endog))
     if result is None:
         fit = OLS(endog, exog).fit()
         result = {"params": pd.Series(np.asarray(fit.params), index=exog.columns),
                   "cov": pd.DataFrame(np.asarray(fit.cov_params()), index=exog.columns,
                                       columns=exog.columns),
-                  "df": float(fit.df_resid), "model": "ols", "group_var": np.nan, "converged": True}
+                  "df": float(fit.df_resid), "df_method": "residual", "model": "ols",
+                  "group_var": np.nan, "resid_var": float(fit.scale), "converged": True}
     result.update(n_subjects=n_subjects, n_obs=len(endog))
     return result
 
 
+def random_intercept_fit(exog: pd.DataFrame, groups: np.ndarray, params: np.ndarray,
+                         group_var: float, resid_var: float) -> dict:
+    """The fit record of a random-intercept model at given variance components.
+
+    With ``V = resid_var I + group_var ZZ'`` (Z: subject indicators), the
+    fixed-effect covariance is ``C = (X' V^-1 X)^-1``, the GLS covariance at the
+    REML variance components that lme4/lmerTest and SAS report (statsmodels'
+    MixedLM ``cov_params`` inverts its observed information instead: equal for
+    complete data, a fraction of a percent apart with drop-outs), its derivatives in
+    ``(group_var, resid_var)`` are ``C X' V^-1 dV V^-1 X C``, and the asymptotic
+    covariance of the REML variance estimates is the inverse of the expected
+    information ``I_kl = tr(P dV_k P dV_l) / 2``, ``P = V^-1 - V^-1 X C X' V^-1``.
+
+    Parameters
+    ----------
+    exog : DataFrame
+        Fixed-effects design (full column rank).
+    groups : array
+        Subject of each row.
+    params : array
+        Fixed-effect estimates.
+    group_var, resid_var : float
+        Random-intercept and residual variances (REML estimates).
+
+    Returns
+    -------
+    dict with params, cov, df (NaN), df_method ("satterthwaite"), model ("mixedlm"),
+    group_var, resid_var, cov_jacobian (2, p, p) and theta_cov (2, 2).
+
+    Raises
+    ------
+    ValueError
+        If the residual variance is not positive or the information is singular.
+    """
+    if not (np.isfinite(resid_var) and resid_var > 0 and np.isfinite(group_var)):
+        raise ValueError(f"variance components ({group_var}, {resid_var}) do not define a model")
+    group_var = max(float(group_var), 0.0)
+    x = exog.to_numpy(dtype=float)
+    labels = np.asarray(groups).astype(str)
+    z = (labels[:, None] == np.unique(labels)[None, :]).astype(float)
+    zz = z @ z.T
+    eye = np.eye(len(labels))
+    vinv = np.linalg.inv(resid_var * eye + group_var * zz)
+    vx = vinv @ x
+    cov = np.linalg.inv(x.T @ vx)
+    proj = vinv - vx @ cov @ vx.T
+    derivatives = (zz, eye)
+    jacobian = np.stack([cov @ (vx.T @ d @ vx) @ cov for d in derivatives])
+    pd_ = [proj @ d for d in derivatives]
+    info = 0.5 * np.array([[np.sum(a * b.T) for b in pd_] for a in pd_])
+    theta_cov = np.linalg.inv(info)
+    if not (np.all(np.isfinite(cov)) and np.all(np.isfinite(theta_cov))):
+        raise ValueError("non-finite covariance of the random-intercept model")
+    columns = exog.columns
+    return {"params": pd.Series(np.asarray(params, dtype=float), index=columns),
+            "cov": pd.DataFrame(cov, index=columns, columns=columns), "df": np.nan,
+            "df_method": "satterthwaite", "model": "mixedlm", "group_var": group_var,
+            "resid_var": float(resid_var), "cov_jacobian": jacobian, "theta_cov": theta_cov,
+            "converged": True, "n_subjects": int(z.shape[1]), "n_obs": len(labels)}
+
+
+def _satterthwaite_row(fit: dict, weights: np.ndarray) -> float:
+    cov = fit["cov"].to_numpy()
+    var = float(weights @ cov @ weights)
+    grad = np.array([weights @ j @ weights for j in fit["cov_jacobian"]])
+    denom = float(grad @ fit["theta_cov"] @ grad)
+    return 2.0 * var ** 2 / denom if denom > 0 else np.nan
+
+
+def satterthwaite_df(fit: dict, weights: np.ndarray) -> float:
+    """Satterthwaite df of a t contrast (1 row) or F denominator df (several rows).
+
+    For F, the contrast is rotated to the eigenvectors of ``L C L'`` and the df
+    ``nu_m`` of each direction combined as Fai & Cornelius (1996) and lmerTest do:
+    ``E = sum nu_m / (nu_m - 2)``, ``ddf = 2 E / (E - q)`` (2 if any ``nu_m <= 2``;
+    the common value when all are equal).
+    """
+    weights = np.atleast_2d(np.asarray(weights, dtype=float))
+    if weights.shape[0] == 1:
+        return _satterthwaite_row(fit, weights[0])
+    vcov = weights @ fit["cov"].to_numpy() @ weights.T
+    values, vectors = np.linalg.eigh(vcov)
+    keep = values > values.max() * 1e-10
+    rotated = vectors[:, keep].T @ weights
+    nu = np.array([_satterthwaite_row(fit, row) for row in rotated])
+    if not np.all(np.isfinite(nu)):
+        return np.nan
+    if len(nu) == 1 or np.allclose(nu, nu[0], rtol=1e-8):
+        return float(nu.mean())
+    if np.any(nu <= 2):
+        return 2.0
+    expected = float(np.sum(nu / (nu - 2)))
+    return 2 * expected / (expected - len(nu))
+
+
+def _contrast_df(fit: dict, weights: np.ndarray) -> tuple[float, str]:
+    if fit.get("df_method") != "satterthwaite":
+        return float(fit["df"]), fit.get("df_method", "residual")
+    df = satterthwaite_df(fit, weights)
+    if np.isfinite(df) and df > 0:
+        return float(df), "satterthwaite"
+    return float(max(fit["n_subjects"] - 1, 1)), "between-subjects"
+
+
 def contrast_test(fit: dict, weights: np.ndarray, alpha: float = 0.05) -> dict:
-    """Wald test of ``weights @ params`` (t: 1 row; F: several rows)."""
+    """Test of ``weights @ params`` against 0 with small-sample df.
+
+    One row: t test, ``estimate / se`` against t(df), CI with the t quantile.
+    Several rows: F = Wald chi2 / q against F(q, df) (``df_num`` = q).
+    ``df`` comes from :func:`satterthwaite_df` for the mixed model and is the
+    residual df for OLS.
+    """
     params = fit["params"].to_numpy()
     cov = fit["cov"].to_numpy()
     weights = np.atleast_2d(weights)
     est = weights @ params
     vcov = weights @ cov @ weights.T
-    df = fit["df"]
+    df, method = _contrast_df(fit, weights)
     if weights.shape[0] == 1:
         se = float(np.sqrt(vcov[0, 0]))
         stat = float(est[0] / se) if se > 0 else np.nan
-        dist = stats.norm if not np.isfinite(df) else stats.t(df)
-        p = float(2 * dist.sf(abs(stat))) if np.isfinite(stat) else np.nan
-        q = dist.ppf(1 - alpha / 2)
+        # scipy.special's t distribution functions: a frozen scipy.stats.t costs ~3 ms per call
+        p = float(2 * special.stdtr(df, -abs(stat))) if np.isfinite(stat) and df > 0 else np.nan
+        q = float(special.stdtrit(df, 1 - alpha / 2)) if df > 0 else np.nan
         return {"stat_type": "t", "estimate": float(est[0]), "se": se, "ci_low": float(est[0] - q * se),
-                "ci_high": float(est[0] + q * se), "stat": stat, "df": df, "p": p}
+                "ci_high": float(est[0] + q * se), "stat": stat, "df": df, "df_num": np.nan,
+                "df_method": method, "p": p}
     rank = np.linalg.matrix_rank(vcov)
-    chi2 = float(est @ np.linalg.pinv(vcov) @ est)
-    if np.isfinite(df):
-        stat, p = chi2 / rank, float(stats.f.sf(chi2 / rank, rank, df))
-    else:
-        stat, p = chi2, float(stats.chi2.sf(chi2, rank))
+    stat = float(est @ np.linalg.pinv(vcov) @ est) / rank
     return {"stat_type": "F", "estimate": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-            "stat": stat, "df": float(rank), "p": p}
+            "stat": stat, "df": df, "df_num": float(rank), "df_method": method,
+            "p": float(special.fdtrc(rank, df, stat)) if np.isfinite(stat) and df > 0 else np.nan}
 
 
 def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
@@ -186,6 +320,9 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
 
 def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
     fit = fit_crossover(data, value, conditions=conditions)
+    if not fit["converged"]:
+        LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
+                       ids.get("level"), ids.get("node"))
     return [{**ids, **row, "n_subjects": fit["n_subjects"], "n_obs": fit["n_obs"],
              "model": fit["model"], "group_var": fit["group_var"]}
             for row in model_contrasts(fit, alpha)]
