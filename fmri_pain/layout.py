@@ -268,7 +268,7 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     tasks), the dataset is a one-condition study: ``condition`` is the task
     name (``TrialLayout.mode == "single"``). Otherwise (``"trial"``) a session
     that maps to no condition, a session-less run, two sessions mapping to
-    the same condition, and events without ``spec.events.on`` are errors.
+    the same condition, and events without ``spec.events.on_trial_type`` are errors.
     *Period*: sessions.tsv ``period``, else the position of the condition in
     participants.tsv ``sequence``; both given and different is an error.
     *Covariates*: every other participants.tsv and sessions.tsv column.
@@ -675,7 +675,7 @@ def _attach_events(c: _Candidate, events_files, bids_dir, spec, trial_mode) -> N
         return
     if trial_mode:
         types = set(df["trial_type"].astype(str))
-        for name in (spec.events.on, spec.events.off):
+        for name in (spec.events.on_trial_type, spec.events.off_trial_type):
             if name is not None and name not in types:
                 hint = [t for t in types if t.lower() == name.lower()]
                 c.fail(f"no event of trial_type {name!r} (found: {', '.join(sorted(types))})"

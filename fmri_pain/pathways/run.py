@@ -83,7 +83,8 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
                          spec: PathwaysSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None,
+                         on_trial_type: str = "on") -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -102,6 +103,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
+    on_trial_type : str
+        Events ``trial_type`` of stimulator-ON blocks (connectivity); the analysis
+        spec's ``events.on_trial_type``.
 
     Returns
     -------
@@ -120,6 +124,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     conditions = tuple(conditions)
     params = {k: v for k, v in vars(spec).items()}
     params["atlas"] = str(spec.atlas_file) if atlas is None else "given"
+    params["on_trial_type"] = on_trial_type
     outputs: dict[str, Path] = {}
 
     effects = extract_roi_effects(maps, atlas_for, default_pain_side=spec.default_pain_side)
@@ -146,7 +151,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
 
     if spec.connectivity and runs:
         ppi, corr = run_connectivity(
-            runs, atlas_for, on_trial_type=spec.on_trial_type, hrf_model=spec.hrf_model,
+            runs, atlas_for, on_trial_type=on_trial_type, hrf_model=spec.hrf_model,
             drift_model=spec.drift_model, high_pass=spec.high_pass, seeds=spec.ppi_seeds,
             confounds=spec.connectivity_confounds,
             default_pain_side=spec.default_pain_side)
