@@ -455,8 +455,8 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
     for k, v in data.items():
         value = _coerce(hints[k], v, source, prefix + k)
         allowed = key_range(cls, spec_fields[k])
-        if allowed is not None:
-            _check_range(allowed, value, source, prefix + k)
+        if allowed is not None:  # checked on the value as written, so the error echoes it
+            _check_range(allowed, value if isinstance(value, tuple) else v, source, prefix + k)
         kwargs[k] = value
     try:
         return cls(**kwargs)
@@ -506,7 +506,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         return {k: _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = (" (YAML reads 1e-3 as text: write 1.0e-3)"
+            hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
                     if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
             raise SpecError(f"{source}: {key} must be a number, got {shown(value)}{hint}")
         if not math.isfinite(value):
