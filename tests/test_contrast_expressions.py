@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from hypothesis import strategies as st
 from fmri_pain.contrast_expressions import MAX_DEPTH, ContrastExpressionError, parse_contrast
 from fmri_pain.glm.design import expression_weights
 
-FUZZ = settings(max_examples=300, derandomize=True, deadline=None,
+FUZZ = settings(max_examples=int(os.environ.get("FMRI_PAIN_FUZZ_EXAMPLES", 300)), derandomize=True,
+                deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 NAMES = ["on", "off", "rating", "F1", "F2", "N_1", "face", "house"]
 

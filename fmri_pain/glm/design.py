@@ -46,9 +46,16 @@ def read_events(path: Path | str | None, subject: str | None = None,
     if path is None:
         raise InputError("run has no events.tsv", subject=subject)
     try:
-        events = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+        with warnings.catch_warnings():
+            # index_col=False: a first row longer than the header is an error, not an index column
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            events = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise InputError("cannot read events file: line 2 has more fields than the header",
+                         subject=subject, path=path) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read events file: {exc}", subject=subject, path=path) from exc
+        raise InputError(f"cannot read events file: {' '.join(str(exc).split())}",
+                         subject=subject, path=path) from exc
     missing = {"onset", "duration"} - set(events.columns)
     if missing:
         raise InputError(f"events file lacks column(s) {sorted(missing)}", subject=subject, path=path)
