@@ -108,6 +108,35 @@ class Range:
         return f"{text} {self.unit}".rstrip()
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """The allowed form of a string spec key (a regular expression the whole value must match).
+
+    Parameters
+    ----------
+    regex : str
+        Matched with :func:`re.fullmatch`.
+    description : str
+        What the form is, for the documentation and errors.
+    """
+
+    regex: str
+    description: str
+
+    def __contains__(self, value: str) -> bool:
+        return re.fullmatch(self.regex, value) is not None
+
+    def describe(self) -> str:
+        """The description."""
+        return self.description
+
+
+MEMORY = Pattern(r"\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtTpP]i?)?[bB]?\s*", "a size such as 4GiB, 500MB")
+WALLTIME = Pattern(r"([0-9]+-)?[0-9]+(:[0-5][0-9]){0,2}", "[D-]HH[:MM[:SS]], e.g. 02:00:00")
+HRF_MODELS = ("spm", "spm + derivative", "spm + derivative + dispersion", "glover",
+              "glover + derivative", "fir")
+
+
 def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None, *,
             lo_open: bool = False, hi_open: bool = False, also: tuple[float, ...] = (),
             unit: str = "") -> Any:
@@ -148,7 +177,7 @@ class ConfoundsSpec:
 class FirstLevelSpec:
     """Run-level GLM settings (nilearn ``FirstLevelModel`` semantics)."""
 
-    hrf_model: Literal["spm", "spm + derivative", "spm + derivative + dispersion",
+    hrf_model: Literal["spm", "spm + derivative", "spm + derivative + dispersion",  # = HRF_MODELS
                        "glover", "glover + derivative", "fir"] = "spm"
     """HRF basis convolved with the ON blocks (nilearn names); ``fir`` uses ``fir_delays``."""
     fir_delays: tuple[int, ...] = field(default=(0, 1, 2, 3, 4, 5), metadata={
@@ -232,7 +261,7 @@ class ExecutionSpec:
     """Local workers (null: one per core)."""
     threads_per_worker: int = bounded(1, 1, 256)
     """Threads per worker; BLAS threads are pinned to it."""
-    memory_per_worker: str = "4GiB"
+    memory_per_worker: str = field(default="4GiB", metadata={"pattern": MEMORY})
     """Memory limit of a local worker."""
     retries: int = bounded(1, 0, 10)
     """Retries for infrastructure failures (killed workers); input errors are never retried."""
@@ -240,11 +269,11 @@ class ExecutionSpec:
     """Batch queue / partition (SLURM, PBS, SGE)."""
     account: str | None = None
     """Batch account / project to charge."""
-    walltime: str = "02:00:00"
+    walltime: str = field(default="02:00:00", metadata={"pattern": WALLTIME})
     """Wall-time limit of each batch job."""
     job_cores: int = bounded(1, 1, 1024)
     """Cores requested per batch job (one worker per job)."""
-    job_memory: str = "8GiB"
+    job_memory: str = field(default="8GiB", metadata={"pattern": MEMORY})
     """Memory requested per batch job."""
     job_extra_directives: tuple[str, ...] = ()
     """Extra scheduler directives, e.g. ``--constraint=avx2``."""
@@ -308,6 +337,15 @@ SECTION_RANGES: dict[type, dict[str, Range]] = {
 }
 """Ranges of the sections defined in their stage's module (their own checks stay there)."""
 
+SECTION_PATTERNS: dict[type, dict[str, Pattern]] = {
+    PathwaysSpec: {
+        "hrf_model": Pattern("|".join(map(re.escape, HRF_MODELS)), "one of " + ", ".join(HRF_MODELS)),
+        "drift_model": Pattern("cosine|polynomial", "one of cosine, polynomial"),
+        "default_pain_side": Pattern("right|left", "one of right, left"),
+    },
+}
+"""Allowed forms of string keys of those sections."""
+
 MAX_SPEC_BYTES = 1_000_000
 """Largest spec file read."""
 
@@ -322,6 +360,11 @@ _ALIASES = (
 def key_range(cls: type, spec_field: dataclasses.Field) -> Range | None:
     """The allowed range of a field of a spec section (``None``: not numeric)."""
     return spec_field.metadata.get("range") or SECTION_RANGES.get(cls, {}).get(spec_field.name)
+
+
+def key_pattern(cls: type, spec_field: dataclasses.Field) -> Pattern | None:
+    """The allowed form of a string field of a spec section (``None``: any string)."""
+    return spec_field.metadata.get("pattern") or SECTION_PATTERNS.get(cls, {}).get(spec_field.name)
 
 
 def load_spec(path: Path | str | None = None) -> AnalysisSpec:
@@ -428,6 +471,9 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
     if events.off_trial_type is not None and events.off_trial_type == events.on_trial_type:
         raise SpecError(f"{source}: events.off_trial_type equals events.on_trial_type "
                         f"({shown(events.on_trial_type)})")
+    atlas = spec.pathways.atlas
+    if spec.pathways.enabled and atlas is not None and not Path(atlas).is_file():
+        raise SpecError(f"{source}: pathways.atlas = {shown(atlas)} is not a file")
     reserved = {"stim", "periodLinear", *trial_contrasts(spec.conditions)}
     for name in spec.first_level.contrasts:
         if name in reserved:
@@ -457,6 +503,9 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
         allowed = key_range(cls, spec_fields[k])
         if allowed is not None:  # checked on the value as written, so the error echoes it
             _check_range(allowed, value if isinstance(value, tuple) else v, source, prefix + k)
+        form = key_pattern(cls, spec_fields[k])
+        if form is not None and isinstance(value, str) and value not in form:
+            raise SpecError(f"{source}: {prefix + k} = {shown(value)} is not {form.describe()}")
         kwargs[k] = value
     try:
         return cls(**kwargs)

@@ -152,7 +152,7 @@ def spec_reference_markdown(spec_cls: type | None = None) -> str:
     spec_cls : dataclass type, optional
         The root spec class; default :class:`fmri_pain.spec.AnalysisSpec`.
     """
-    from fmri_pain.spec import key_range
+    from fmri_pain.spec import key_pattern, key_range
 
     if spec_cls is None:
         from fmri_pain.spec import AnalysisSpec
@@ -175,7 +175,7 @@ def spec_reference_markdown(spec_cls: type | None = None) -> str:
                 rows.append(f"| `{key}` | section | | | see [`{key}`](#{_anchor(key)}) |")
                 continue
             meaning = docs.get(field.name, "")
-            allowed = key_range(cls, field)
+            allowed = key_range(cls, field) or key_pattern(cls, field)
             rows.append(f"| `{key}` | {_cell(_type_name(tp))} | {_cell(_format_default(_default(field)))} "
                         f"| {_cell(allowed.describe()) if allowed else ''} | {_cell(meaning) or '—'} |")
         parts.append("\n".join(rows) + "\n")

@@ -316,3 +316,25 @@ def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_th
     with pytest.raises(InputError, match="onMinusRating.*'rating' not among") as info:
         _run_contrast_weights(["on", "off"], spec, run)
     assert info.value.path == events and info.value.subject == "01"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"execution": {"memory_per_worker": "lots"}}, "execution.memory_per_worker = 'lots' is not a size"),
+    ({"execution": {"job_memory": "-8GiB"}}, "execution.job_memory"),
+    ({"execution": {"walltime": "2 hours"}}, r"execution.walltime = '2 hours' is not \[D-\]HH"),
+    ({"pathways": {"hrf_model": "gamma"}}, "pathways.hrf_model = 'gamma' is not one of spm"),
+    ({"pathways": {"drift_model": "none"}}, "pathways.drift_model"),
+    ({"pathways": {"atlas": "/no/such/atlas.tsv"}}, "pathways.atlas = '/no/such/atlas.tsv' is not a file"),
+])
+def test_string_forms_are_checked_at_load_time(data, message):
+    with pytest.raises(SpecError, match=message):
+        spec_from_dict(data, source="my.yaml")
+
+
+@pytest.mark.parametrize("size", ["4GiB", "4 GiB", "500MB", "8gb", "1.5GiB", "4G", "1000000"])
+def test_memory_sizes_accepted_are_those_dask_parses(size):
+    from dask.utils import parse_bytes
+
+    assert spec_from_dict({"execution": {"memory_per_worker": size}}).execution.memory_per_worker == size
+    assert parse_bytes(size) > 0
+    assert spec_from_dict({"execution": {"walltime": "1-12:00:00"}}).execution.walltime == "1-12:00:00"
