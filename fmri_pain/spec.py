@@ -12,6 +12,7 @@ evaluated) when the spec is loaded.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import logging
@@ -474,11 +475,30 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
     atlas = spec.pathways.atlas
     if spec.pathways.enabled and atlas is not None and not Path(atlas).is_file():
         raise SpecError(f"{source}: pathways.atlas = {shown(atlas)} is not a file")
+    if spec.pathways.enabled and spec.pathways.ppi_seeds:
+        nodes = _atlas_nodes(spec.pathways, source)
+        unknown = [seed for seed in spec.pathways.ppi_seeds if seed not in nodes]
+        if unknown:
+            raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
+                            f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
+    fl = spec.first_level
+    if fl.hrf_model == "fir" and (not fl.fir_delays or len(set(fl.fir_delays)) != len(fl.fir_delays)):
+        raise SpecError(f"{source}: first_level.fir_delays must list distinct delays (at least one) "
+                        "with hrf_model: fir")
     reserved = {"stim", "periodLinear", *trial_contrasts(spec.conditions)}
     for name in spec.first_level.contrasts:
         if name in reserved:
             raise SpecError(f"{source}: first_level.contrasts.{name}: {name!r} is a built-in contrast "
                             f"name ({', '.join(sorted(reserved))}); choose another")
+
+
+def _atlas_nodes(pathways: PathwaysSpec, source: str) -> list[str]:
+    try:
+        path = pathways.atlas_file
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [row.get("name") or "" for row in csv.DictReader(fh, delimiter="\t")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SpecError(f"{source}: cannot read the pathway atlas to check pathways.ppi_seeds: {exc}") from exc
 
 
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:

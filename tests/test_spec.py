@@ -338,3 +338,14 @@ def test_memory_sizes_accepted_are_those_dask_parses(size):
     assert spec_from_dict({"execution": {"memory_per_worker": size}}).execution.memory_per_worker == size
     assert parse_bytes(size) > 0
     assert spec_from_dict({"execution": {"walltime": "1-12:00:00"}}).execution.walltime == "1-12:00:00"
+
+
+def test_ppi_seeds_and_fir_delays_are_checked_at_load_time():
+    assert spec_from_dict({"pathways": {"ppi_seeds": ["S1_leg", "thal_VPL_VPM"]}}).pathways.ppi_seeds == (
+        "S1_leg", "thal_VPL_VPM")
+    with pytest.raises(SpecError, match=r"pathways.ppi_seeds \['S1_foot'\] are not nodes of the atlas"):
+        spec_from_dict({"pathways": {"ppi_seeds": ["S1_leg", "S1_foot"]}}, source="my.yaml")
+    with pytest.raises(SpecError, match="fir_delays must list distinct delays"):
+        spec_from_dict({"first_level": {"hrf_model": "fir", "fir_delays": [0, 1, 1]}})
+    with pytest.raises(SpecError, match="fir_delays must list distinct delays"):
+        spec_from_dict({"first_level": {"hrf_model": "fir", "fir_delays": []}})
