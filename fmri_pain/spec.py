@@ -578,9 +578,13 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
                     if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
             raise SpecError(f"{source}: {key} must be a number, got {shown(value)}{hint}")
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
             raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
-        return float(value)
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(f"{source}: {key} must be an integer, got {shown(value)}")
@@ -596,7 +600,7 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp is Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
-        if value is not None and not isinstance(value, (str, int, float)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
             raise SpecError(f"{source}: {key} must be a string or a number, got {shown(value)}")
         return value
     raise SpecError(f"{source}: {key} has an unsupported type {tp}")

@@ -42,7 +42,7 @@ SPEC_KEYS["events"].update({"on": None, "off": None})        # deprecated aliase
 SPEC_KEYS["pathways"]["on_trial_type"] = None
 
 _SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.integers(),
+    st.none(), st.booleans(), st.integers(-10**12, 10**12), st.integers(), st.integers(10**300, 10**400),
     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
     st.sampled_from(["on", "off", "stim", "auto", "motion24", "spm", "cosine", "local", "SCS",
                      "on - off", "on * off", "on.to_csv('x')", "1e-3", "", "nan", "-1"]),

@@ -109,6 +109,8 @@ def test_conflicting_aliases_are_errors(data, message):
     ("first_level: {smoothing_fwhm: 1.0e+9}", "first_level.smoothing_fwhm = 1000000000.0 is out of range"),
     ("first_level: {smoothing_fwhm: 1e9}", "first_level.smoothing_fwhm must be a number, got '1e9'"),
     ("first_level: {smoothing_fwhm: .inf}", "first_level.smoothing_fwhm must be a finite number"),
+    ("first_level: {smoothing_fwhm: 1" + "0" * 400 + "}", "first_level.smoothing_fwhm must be a finite number"),
+    ("preprocess: {dummy_scans: true}", "preprocess.dummy_scans must be a string or a number"),
     ("first_level: {high_pass: 0}", "first_level.high_pass = 0 is out of range"),
     ("first_level: {high_pass: -1}", "first_level.high_pass = -1 is out of range"),
     ("first_level: {slice_time_ref: 1.5}", "first_level.slice_time_ref"),
