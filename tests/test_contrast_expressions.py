@@ -14,7 +14,7 @@ from fmri_pain.contrast_expressions import MAX_DEPTH, ContrastExpressionError, p
 from fmri_pain.glm.design import expression_weights
 
 FUZZ = settings(max_examples=int(os.environ.get("FMRI_PAIN_FUZZ_EXAMPLES", 300)), derandomize=True,
-                deadline=None,
+                deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 NAMES = ["on", "off", "rating", "F1", "F2", "N_1", "face", "house"]
 

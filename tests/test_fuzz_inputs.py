@@ -25,7 +25,7 @@ from fmri_pain.errors import InputError
 from fmri_pain.spec import AnalysisSpec, SpecError, load_spec, spec_from_dict
 
 FUZZ = settings(max_examples=int(os.environ.get("FMRI_PAIN_FUZZ_EXAMPLES", 150)), derandomize=True,
-                deadline=None,
+                deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -179,6 +179,51 @@ def test_participants_and_sessions_readers_collect_input_errors(tmp_path, partic
     for exc in info.errors:
         assert isinstance(exc, InputError) and exc.subject == "01"
         assert exc.path == bids / "sub-01" / "sub-01_sessions.tsv"
+
+
+_SESSIONS_TSV = st.tuples(
+    st.sampled_from(["session_id\tcondition\tperiod", "session_id\tperiod", "session_id\tcondition",
+                     "session_id\tcondition\tperiod\tvas_pain"]),
+    st.lists(st.lists(st.sampled_from(["ses-scs", "ses-drgs", "ses-dual", "ses-01", "scs", "ses-",
+                                       "SCS", "dual", "DRGS", "pain", "1", "2", "3", "0", "-1", "1.5",
+                                       "2.0", "n/a", "", "1e400", "x"]),
+                       min_size=1, max_size=4).map("\t".join), max_size=4),
+).map(lambda t: "\n".join([t[0], *t[1]]).encode())
+_PARTICIPANTS_TSV = st.tuples(
+    st.sampled_from(["participant_id\tsequence", "participant_id\tsequence\tpain_side"]),
+    st.lists(st.tuples(st.sampled_from(["sub-01", "sub-1", "01", "sub-01 "]),
+                       st.sampled_from(["SCS-DRGS-DUAL", "DUAL-SCS", "scs,dual,drgs", "SCS-SCS-DUAL",
+                                        "SCS-PAIN", "-", "", "n/a", "1-2-3", "SCS//DUAL"]),
+                       st.sampled_from(["left", "right", "n/a", "", "1"])
+                       ).map("\t".join), max_size=3),
+).map(lambda t: "\n".join([t[0], *t[1]]).encode())
+
+
+@FUZZ
+@given(st.one_of(_PARTICIPANTS_TSV, _TSV), st.one_of(_SESSIONS_TSV, _TSV),
+       st.sampled_from(["scs", "drgs", "dual", "01", None]), st.booleans())
+def test_condition_and_period_from_random_tables_are_values_or_input_errors(
+        tmp_path, participants, sessions, session, trial_mode):
+    from fmri_pain import layout
+
+    bids = tmp_path / "bids"
+    (bids / "sub-01").mkdir(parents=True, exist_ok=True)
+    (bids / "participants.tsv").write_bytes(participants)
+    (bids / "sub-01" / "sub-01_sessions.tsv").write_bytes(sessions)
+    spec = AnalysisSpec()
+    errors: list[InputError] = []
+    prow = layout._read_participants(bids, errors).get("01", {})
+    sess = layout._read_sessions(bids, "01")
+    sequence = layout._subject_sequence("01", prow, spec, trial_mode, bids, errors)
+    c = layout._Candidate(subject="01", session=session, task="stim", run=None,
+                          raw_bold=bids / "sub-01" / "func" / "sub-01_task-stim_bold.nii.gz",
+                          ents={"subject": "01"}, sequence=sequence)
+    layout._assign_condition(c, sess, spec, trial_mode, bids)
+    for exc in errors + sess.errors + c.errors:
+        assert isinstance(exc, InputError) and exc.path is not None, exc
+    if not c.errors:
+        assert c.condition in ((*spec.conditions,) if trial_mode else ("stim",))
+        assert c.period is None or (isinstance(c.period, int) and c.period >= 1)
 
 
 @pytest.fixture(scope="module")
