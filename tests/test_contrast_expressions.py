@@ -146,3 +146,26 @@ def test_random_and_adversarial_strings_raise_only_contrast_errors(expression):
         return
     assert weights and all(isinstance(k, str) and k.isidentifier() for k in weights)
     assert all(math.isfinite(w) for w in weights.values()) and any(weights.values())
+
+
+def test_no_module_of_the_package_evaluates_strings():
+    """Guard: nothing calls eval/exec, pandas' eval/query, or nilearn's expression parser."""
+    import ast
+    from pathlib import Path
+
+    import fmri_pain
+
+    forbidden = {"eval", "exec", "expression_to_contrast_vector", "literal_eval"}
+    methods = forbidden | {"query"}  # DataFrame.eval / DataFrame.query evaluate strings too
+    found = []
+    for path in Path(fmri_pain.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                func = node.func
+                if (isinstance(func, ast.Name) and func.id in forbidden) or \
+                        (isinstance(func, ast.Attribute) and func.attr in methods):
+                    found.append(f"{path.name}:{node.lineno} {ast.unparse(func)}")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                found.extend(f"{path.name}:{node.lineno} import {a.name}" for a in node.names
+                             if a.name in forbidden)
+    assert not found, found
