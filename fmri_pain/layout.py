@@ -15,6 +15,7 @@ import pandas as pd
 
 from fmri_pain import _bids
 from fmri_pain._bids import Problem
+from fmri_pain.contrast_expressions import parse_contrast
 from fmri_pain.errors import InputError, LayoutErrors
 from fmri_pain.spec import AnalysisSpec
 from fmri_pain.trial import parse_sequence, period_in_sequence
@@ -681,6 +682,12 @@ def _attach_events(c: _Candidate, events_files, bids_dir, spec, trial_mode) -> N
                 c.fail(f"no event of trial_type {name!r} (found: {', '.join(sorted(types))})"
                        + (f"; names are case-sensitive, did you mean {hint[0]!r}?" if hint else ""),
                        path)
+    types = set(df["trial_type"].astype(str))
+    for name, expression in spec.first_level.contrasts.items():
+        missing = [t for t in parse_contrast(expression) if t not in types]
+        if missing:
+            c.fail(f"contrast {name!r} of the spec needs trial type(s) {', '.join(map(repr, missing))}"
+                   f" that this run lacks (found: {', '.join(sorted(types))})", path)
     c.events_df = df
 
 

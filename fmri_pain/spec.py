@@ -200,7 +200,8 @@ class FirstLevelSpec:
     """Further run-level contrasts: name (a BIDS label, not a built-in contrast name) -> linear
     expression over trial types: trial-type names, numbers, ``+ - * /`` and parentheses, e.g.
     ``(face + house) / 2 - scrambled``. Parsed, never evaluated, when the spec is loaded; a run
-    without a trial type its expression names is an input error naming the run's events file."""
+    without a trial type its expression names is an input error naming the run's events file,
+    found when the dataset is validated (before any fit)."""
 
     def __post_init__(self) -> None:
         for name, expression in self.contrasts.items():

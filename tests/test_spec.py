@@ -351,3 +351,29 @@ def test_ppi_seeds_and_fir_delays_are_checked_at_load_time():
         spec_from_dict({"first_level": {"hrf_model": "fir", "fir_delays": [0, 1, 1]}})
     with pytest.raises(SpecError, match="fir_delays must list distinct delays"):
         spec_from_dict({"first_level": {"hrf_model": "fir", "fir_delays": []}})
+
+
+@pytest.mark.parametrize("trial_mode", [True, False])
+def test_layout_validation_finds_a_contrast_trial_type_a_run_lacks_before_any_fit(tmp_path, trial_mode):
+    from fmri_pain import _bids, layout
+
+    func = tmp_path / "sub-01" / "func"
+    func.mkdir(parents=True)
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    bold = func / "sub-01_task-stim_bold.nii.gz"
+    bold.write_bytes(b"")
+    events = func / "sub-01_task-stim_events.tsv"
+    events.write_text("onset\tduration\ttrial_type\n0\t10\ton\n20\t2\trating\n")
+    files = _bids.index(tmp_path).get(suffix="events", extension=".tsv")
+
+    def attach(contrasts):
+        spec = spec_from_dict({"first_level": {"contrasts": contrasts}})
+        c = layout._Candidate(subject="01", session=None, task="stim", run=None, raw_bold=bold,
+                              ents={"subject": "01", "task": "stim"})
+        layout._attach_events(c, files, tmp_path, spec, trial_mode)
+        return c.errors
+
+    assert attach({"onMinusRating": "on - rating"}) == []
+    (error,) = attach({"onMinusRating": "on - rating", "faceMinusHouse": "face - 0.5 * (house + rating)"})
+    assert error.path == events and error.subject == "01"
+    assert "contrast 'faceMinusHouse' of the spec needs trial type(s) 'face', 'house'" in str(error)
