@@ -169,3 +169,21 @@ def test_no_module_of_the_package_evaluates_strings():
                 found.extend(f"{path.name}:{node.lineno} import {a.name}" for a in node.names
                              if a.name in forbidden)
     assert not found, found
+
+
+@FUZZ
+@given(st.dictionaries(st.one_of(st.sampled_from(["c1", "faceMinusHouse", "stim", "a-b", ""]),
+                                 st.text(max_size=12)),
+                       st.one_of(st.text(max_size=60), st.lists(_ADVERSARIAL, max_size=30).map("".join),
+                                 _linear_expressions()), max_size=3))
+def test_random_contrasts_in_a_spec_raise_only_spec_errors_naming_the_contrast(contrasts):
+    from fmri_pain.spec import SpecError, spec_from_dict
+
+    try:
+        spec = spec_from_dict({"first_level": {"contrasts": contrasts}}, source="fuzz.yaml")
+    except SpecError as exc:
+        message = str(exc)
+        assert message.startswith("fuzz.yaml: first_level.contrasts") and len(message) < 1000, message
+        return
+    for name, expression in spec.first_level.contrasts.items():
+        assert name.isalnum() and parse_contrast(expression)
