@@ -359,6 +359,26 @@ _ALIASES = (
 """Deprecated keys: (section, key) -> (section, key) that replaces it."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # merged keys may be overridden; complex keys are refused by SafeLoader
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} is written twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def key_range(cls: type, spec_field: dataclasses.Field) -> Range | None:
     """The allowed range of a field of a spec section (``None``: not numeric)."""
     return spec_field.metadata.get("range") or SECTION_RANGES.get(cls, {}).get(spec_field.name)
@@ -399,9 +419,10 @@ def load_spec(path: Path | str | None = None) -> AnalysisSpec:
     except UnicodeDecodeError as exc:
         raise SpecError(f"analysis spec {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
-        raise SpecError(f"cannot parse analysis spec {path}: {_one_line(str(exc))}") from exc
+        detail = _one_line(str(exc).replace(' in "<unicode string>",', " at"))
+        raise SpecError(f"cannot parse analysis spec {path}: {detail}") from exc
     if data is None:
         data = {}
     if not isinstance(data, dict):

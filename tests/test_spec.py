@@ -377,3 +377,12 @@ def test_layout_validation_finds_a_contrast_trial_type_a_run_lacks_before_any_fi
     (error,) = attach({"onMinusRating": "on - rating", "faceMinusHouse": "face - 0.5 * (house + rating)"})
     assert error.path == events and error.subject == "01"
     assert "contrast 'faceMinusHouse' of the spec needs trial type(s) 'face', 'house'" in str(error)
+
+
+def test_a_key_written_twice_is_an_error_not_the_last_one_wins(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("first_level:\n  smoothing_fwhm: 4\n  smoothing_fwhm: 8\n")
+    with pytest.raises(SpecError, match=r"dup\.yaml: key 'smoothing_fwhm' is written twice at line 3"):
+        load_spec(path)
+    path.write_text("inference:\n  <<: {n_perm: 10, seed: 1}\n  seed: 2\n")  # a merge key may be overridden
+    assert (load_spec(path).inference.n_perm, load_spec(path).inference.seed) == (10, 2)
