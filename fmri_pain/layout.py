@@ -674,15 +674,14 @@ def _attach_events(c: _Candidate, events_files, bids_dir, spec, trial_mode) -> N
     if missing_tt.size:
         c.fail(f"missing trial_type in row(s) {_rows(missing_tt)}", path)
         return
+    types = set(df["trial_type"].astype(str))
     if trial_mode:
-        types = set(df["trial_type"].astype(str))
         for name in (spec.events.on_trial_type, spec.events.off_trial_type):
             if name is not None and name not in types:
                 hint = [t for t in types if t.lower() == name.lower()]
                 c.fail(f"no event of trial_type {name!r} (found: {', '.join(sorted(types))})"
                        + (f"; names are case-sensitive, did you mean {hint[0]!r}?" if hint else ""),
                        path)
-    types = set(df["trial_type"].astype(str))
     for name, expression in spec.first_level.contrasts.items():
         missing = [t for t in parse_contrast(expression) if t not in types]
         if missing:
