@@ -84,6 +84,8 @@ class Range:
     unit: str = ""
 
     def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
         if value in self.also:
             return True
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):

@@ -165,6 +165,18 @@ def test_range_describe():
     assert Range(1, 1024, also=(-1,)).describe() == "-1 or 1 ≤ x ≤ 1024"
     assert -1 in Range(1, 1024, also=(-1,)) and 0 not in Range(1, 1024, also=(-1,))
     assert 0 not in Range(0, 1, lo_open=True) and 1 in Range(0, 1)
+    assert float("nan") not in Range() and float("inf") not in Range(0)
+
+
+def test_command_line_execution_options_are_range_checked_too():
+    import argparse
+
+    from fmri_pain.execution import execution_spec_from_args
+
+    args = argparse.Namespace(retries=99)
+    with pytest.raises(SpecError, match=r"execution.retries = 99 is out of range \(0 ≤ x ≤ 10\)"):
+        execution_spec_from_args(AnalysisSpec(), args)
+    assert execution_spec_from_args(AnalysisSpec(), argparse.Namespace(retries=3)).execution.retries == 3
 
 
 # ----------------------------------------------------------------------------- hostile spec files
