@@ -685,8 +685,9 @@ def _attach_events(c: _Candidate, events_files, bids_dir, spec, trial_mode) -> N
     for name, expression in spec.first_level.contrasts.items():
         missing = [t for t in parse_contrast(expression) if t not in types]
         if missing:
+            found = ", ".join(sorted(types)[:10]) + (f" +{len(types) - 10} more" if len(types) > 10 else "")
             c.fail(f"contrast {name!r} of the spec needs trial type(s) {', '.join(map(repr, missing))}"
-                   f" that this run lacks (found: {', '.join(sorted(types))})", path)
+                   f" that this run lacks (found: {found})", path)
     c.events_df = df
 
 

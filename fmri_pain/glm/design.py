@@ -119,8 +119,9 @@ def expression_weights(expression: str, trial_types: list[str]) -> dict[str, flo
     types = list(dict.fromkeys(trial_types))
     missing = [name for name in weights if name not in types]
     if missing:
+        found = ", ".join(types[:10]) + (f" +{len(types) - 10} more" if len(types) > 10 else "")
         raise ValueError(f"trial type(s) {', '.join(map(repr, missing))} not among the run's "
-                         f"trial types ({', '.join(types)})")
+                         f"trial types ({found})")
     return {t: weights[t] for t in types if weights.get(t, 0.0) != 0}
 
 
