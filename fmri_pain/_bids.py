@@ -11,6 +11,7 @@ import gzip
 import json
 import math
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,12 +134,17 @@ def read_tsv(path: Path, required: tuple[str, ...] = ()) -> pd.DataFrame:
     try:
         if path.stat().st_size == 0:
             raise Problem("empty file (0 bytes)")
-        df = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""],
-                         keep_default_na=False, dtype=str)
+        with warnings.catch_warnings():
+            # index_col=False: a first row longer than the header is an error, not an index column
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep="\t", na_values=["n/a", "N/A", "NaN", "nan", ""],
+                             keep_default_na=False, dtype=str, index_col=False)
     except Problem:
         raise
+    except pd.errors.ParserWarning as exc:
+        raise Problem("cannot read TSV: line 2 has more fields than the header") from exc
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise Problem(f"cannot read TSV: {exc}") from exc
+        raise Problem(f"cannot read TSV: {' '.join(str(exc).split())}") from exc
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in required if c not in df.columns]
     if missing:

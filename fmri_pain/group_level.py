@@ -76,7 +76,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         maps = group.subject_maps.dropna(subset=["condition"])
         pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
         pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
-                                        conditions=spec.conditions)
+                                        conditions=spec.conditions,
+                                        on_trial_type=spec.events.on_trial_type)
         pathways_html = pathway_report_section(pathways)
         timings["pathways"] = time.perf_counter() - start
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from fmri_pain import _bids
 from fmri_pain._bids import Problem
+from fmri_pain.contrast_expressions import parse_contrast
 from fmri_pain.errors import InputError, LayoutErrors
 from fmri_pain.spec import AnalysisSpec
 from fmri_pain.trial import parse_sequence, period_in_sequence
@@ -268,7 +269,7 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     tasks), the dataset is a one-condition study: ``condition`` is the task
     name (``TrialLayout.mode == "single"``). Otherwise (``"trial"``) a session
     that maps to no condition, a session-less run, two sessions mapping to
-    the same condition, and events without ``spec.events.on`` are errors.
+    the same condition, and events without ``spec.events.on_trial_type`` are errors.
     *Period*: sessions.tsv ``period``, else the position of the condition in
     participants.tsv ``sequence``; both given and different is an error.
     *Covariates*: every other participants.tsv and sessions.tsv column.
@@ -673,14 +674,20 @@ def _attach_events(c: _Candidate, events_files, bids_dir, spec, trial_mode) -> N
     if missing_tt.size:
         c.fail(f"missing trial_type in row(s) {_rows(missing_tt)}", path)
         return
+    types = set(df["trial_type"].astype(str))
     if trial_mode:
-        types = set(df["trial_type"].astype(str))
-        for name in (spec.events.on, spec.events.off):
+        for name in (spec.events.on_trial_type, spec.events.off_trial_type):
             if name is not None and name not in types:
                 hint = [t for t in types if t.lower() == name.lower()]
                 c.fail(f"no event of trial_type {name!r} (found: {', '.join(sorted(types))})"
                        + (f"; names are case-sensitive, did you mean {hint[0]!r}?" if hint else ""),
                        path)
+    for name, expression in spec.first_level.contrasts.items():
+        missing = [t for t in parse_contrast(expression) if t not in types]
+        if missing:
+            found = ", ".join(sorted(types)[:10]) + (f" +{len(types) - 10} more" if len(types) > 10 else "")
+            c.fail(f"contrast {name!r} of the spec needs trial type(s) {', '.join(map(repr, missing))}"
+                   f" that this run lacks (found: {found})", path)
     c.events_df = df
 
 

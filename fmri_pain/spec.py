@@ -2,14 +2,23 @@
 
 The defaults live in ``pipelines/trial.yaml`` (and mirror the dataclass defaults
 below, which a test checks). A user spec only lists what it changes; an unknown
-key or a value of the wrong type or outside its allowed set is a
-:class:`SpecError` that names the key.
+key or a value of the wrong type, outside its allowed set or outside its range
+is a :class:`SpecError` that names the key and the file. Ranges are declared
+next to each field (``metadata={"range": Range(...)}`` through :func:`bounded`),
+or in :data:`SECTION_RANGES` for sections defined in their stage's module, and
+are listed in ``docs/spec.md``. Contrast expressions are parsed (never
+evaluated) when the spec is loaded.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
+import logging
+import math
+import re
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,23 +27,137 @@ from typing import Any, Literal
 
 import yaml
 
+from fmri_pain.contrast_expressions import ContrastExpressionError, parse_contrast
 from fmri_pain.pathways.spec import PathwaysSpec
 from fmri_pain.preprocess.spec import PreprocessSpec
-from fmri_pain.trial import CONDITIONS
+from fmri_pain.trial import CONDITIONS, trial_contrasts
+
+LOGGER = logging.getLogger(__name__)
+
+LABEL_RE = re.compile(r"[A-Za-z0-9]+")
+"""A BIDS label (task, space, contrast and condition names end up in file names)."""
+
+MAX_ECHO = 200
+"""Longest echo (characters) of a bad value in an error message."""
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 80, 80
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 6
 
 
 class SpecError(ValueError):
     """An analysis spec that cannot be used; the message names the key and file."""
 
 
+def shown(value: Any) -> str:
+    """A short ``repr`` of ``value`` for error messages.
+
+    :mod:`reprlib` stops at a few elements and levels, so a YAML alias bomb
+    (a 330-byte file whose value expands to billions of elements) is echoed in
+    a few hundred characters without ever being expanded.
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= MAX_ECHO else text[: MAX_ECHO - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed numeric range of a spec key (NaN and infinities are never allowed).
+
+    Parameters
+    ----------
+    lo, hi : float, optional
+        Lower and upper limits (``None``: unbounded on that side).
+    lo_open, hi_open : bool
+        Exclude the limit itself.
+    also : tuple of float
+        Single values allowed outside the range (e.g. ``-1``: all cores).
+    unit : str
+        Unit shown in the documentation and in errors.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple[float, ...] = ()
+    unit: str = ""
+
+    def __contains__(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if value in self.also:
+            return True
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        if self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """E.g. ``0 ≤ x ≤ 30 mm``, ``0 < x < 1``, ``x ≥ 1``, ``-1 or 1 ≤ x ≤ 1024``."""
+        lo = None if self.lo is None else f"{self.lo:g} {'<' if self.lo_open else '≤'} "
+        hi = None if self.hi is None else f" {'<' if self.hi_open else '≤'} {self.hi:g}"
+        if lo and hi:
+            text = f"{lo}x{hi}"
+        elif lo:
+            text = f"x {'>' if self.lo_open else '≥'} {self.lo:g}"
+        elif hi:
+            text = f"x{hi}"
+        else:
+            text = "any finite number"
+        if self.also:
+            text = " or ".join(f"{a:g}" for a in self.also) + " or " + text
+        return f"{text} {self.unit}".rstrip()
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """The allowed form of a string spec key (a regular expression the whole value must match).
+
+    Parameters
+    ----------
+    regex : str
+        Matched with :func:`re.fullmatch`.
+    description : str
+        What the form is, for the documentation and errors.
+    """
+
+    regex: str
+    description: str
+
+    def __contains__(self, value: str) -> bool:
+        return re.fullmatch(self.regex, value) is not None
+
+    def describe(self) -> str:
+        """The description."""
+        return self.description
+
+
+MEMORY = Pattern(r"\s*[0-9]+(\.[0-9]+)?\s*([kKmMgGtTpP]i?)?[bB]?\s*", "a size such as 4GiB, 500MB")
+WALLTIME = Pattern(r"([0-9]+-)?[0-9]+(:[0-5][0-9]){0,2}", "[D-]HH[:MM[:SS]], e.g. 02:00:00")
+HRF_MODELS = ("spm", "spm + derivative", "spm + derivative + dispersion", "glover",
+              "glover + derivative", "fir")
+
+
+def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None, *,
+            lo_open: bool = False, hi_open: bool = False, also: tuple[float, ...] = (),
+            unit: str = "") -> Any:
+    """A dataclass field with a default and an allowed :class:`Range` in its metadata."""
+    return field(default=default, metadata={
+        "range": Range(lo, hi, lo_open=lo_open, hi_open=hi_open, also=also, unit=unit)})
+
+
 @dataclass(frozen=True)
 class EventsSpec:
     """Which trial types mean what in ``events.tsv``."""
 
-    on: str = "on"
-    """trial_type of stimulator-ON blocks; the ``stim`` contrast is ON > baseline."""
-    off: str | None = None
-    """trial_type of explicit OFF blocks; if set, ``stim`` is ON > OFF."""
+    on_trial_type: str = "on"
+    """trial_type of stimulator-ON blocks; the ``stim`` contrast is ON > baseline. Read by every
+    stage (first level, layout validation, pathway connectivity, methods text). Deprecated
+    aliases: ``events.on``, ``pathways.on_trial_type``."""
+    off_trial_type: str | None = None
+    """trial_type of explicit OFF blocks; if set, ``stim`` is ON > OFF. Deprecated alias: ``events.off``."""
 
 
 @dataclass(frozen=True)
@@ -48,51 +171,60 @@ class ConfoundsSpec:
     scrub: bool = True
     """Censor high-motion volumes (true censoring through ``sample_masks``); with ``strategy: auto``
     only while at most ``max_censored_fraction`` of the run's volumes would be censored."""
-    max_nuisance_fraction: float = 0.25
+    max_nuisance_fraction: float = bounded(0.25, 0, 1, lo_open=True)
     """Fraction of a run's degrees of freedom (volumes minus task regressors and constant) the nuisance
     model (motion, drift, other confounds, censored volumes) may take: the budget of ``auto`` and the
     level above which every strategy gets a reported warning."""
-    max_censored_fraction: float = 0.2
+    max_censored_fraction: float = bounded(0.2, 0, 1, lo_open=True)
     """With ``strategy: auto``, a run whose censoring would remove more than this fraction of its
     volumes is not censored but kept with its motion regressors and a reported warning (cf. the
     stringent exclusion criterion of Parkes et al. 2018: more than 20 % of volumes with high FD)."""
-    fd_threshold: float = 0.5
+    fd_threshold: float = bounded(0.5, 0, 100, lo_open=True, unit="mm")
     """Framewise displacement (mm) above which a volume is censored."""
-    std_dvars_threshold: float = 1.5
+    std_dvars_threshold: float = bounded(1.5, 0, 100, lo_open=True)
     """Standardised DVARS above which a volume is censored."""
-    n_acompcor: int = 6
+    n_acompcor: int = bounded(6, 1, 100)
     """Number of aCompCor components with ``strategy: acompcor``."""
-
-    def __post_init__(self) -> None:
-        for key in ("max_nuisance_fraction", "max_censored_fraction"):
-            value = getattr(self, key)
-            if not 0.0 < value <= 1.0:
-                raise ValueError(f"first_level.confounds.{key} = {value!r} must be in (0, 1]")
 
 
 @dataclass(frozen=True)
 class FirstLevelSpec:
     """Run-level GLM settings (nilearn ``FirstLevelModel`` semantics)."""
 
-    hrf_model: Literal["spm", "spm + derivative", "spm + derivative + dispersion",
+    hrf_model: Literal["spm", "spm + derivative", "spm + derivative + dispersion",  # = HRF_MODELS
                        "glover", "glover + derivative", "fir"] = "spm"
     """HRF basis convolved with the ON blocks (nilearn names); ``fir`` uses ``fir_delays``."""
-    fir_delays: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    fir_delays: tuple[int, ...] = field(default=(0, 1, 2, 3, 4, 5), metadata={
+        "range": Range(0, 100, unit="scans (each)")})
     """Delays (in scans) of the FIR basis with ``hrf_model: fir``."""
     noise_model: Literal["ar1", "ols"] = "ar1"
     """Serial-correlation model of the run GLM (AR(1) with nilearn's binning of rho, or OLS)."""
     drift_model: Literal["cosine", "polynomial", "none"] = "cosine"
     """Slow-drift regressors of the run GLM."""
-    high_pass: float = 1.0 / 128
+    high_pass: float = bounded(1.0 / 128, 0.0001, 1, unit="Hz")
     """High-pass cut-off in Hz for the cosine drift basis (1/128 s)."""
-    slice_time_ref: float | None = None
+    slice_time_ref: float | None = bounded(None, 0, 1)
     """Sampling time of each volume as a fraction of the TR; null: ``StartTime / TR`` of
     slice-time-corrected data (fMRIPrep's convention), else 0."""
-    smoothing_fwhm: float | None = 6.0
+    smoothing_fwhm: float | None = bounded(6.0, 0, 30, unit="mm")
     """Gaussian smoothing kernel in mm (null: none)."""
     confounds: ConfoundsSpec = field(default_factory=ConfoundsSpec)
     contrasts: dict[str, str] = field(default_factory=dict)
-    """Further run-level contrasts: name -> expression over trial types (nilearn syntax)."""
+    """Further run-level contrasts: name (a BIDS label, not a built-in contrast name) -> linear
+    expression over trial types: trial-type names, numbers, ``+ - * /`` and parentheses, e.g.
+    ``(face + house) / 2 - scrambled``. Parsed, never evaluated, when the spec is loaded; a run
+    without a trial type its expression names is an input error naming the run's events file,
+    found when the dataset is validated (before any fit)."""
+
+    def __post_init__(self) -> None:
+        for name, expression in self.contrasts.items():
+            if not LABEL_RE.fullmatch(name):
+                raise ValueError(f"first_level.contrasts: contrast name {shown(name)} must be letters and "
+                                 "digits only (it becomes the BIDS contrast- label)")
+            try:
+                parse_contrast(expression)
+            except ContrastExpressionError as exc:
+                raise ValueError(f"first_level.contrasts.{name} = {shown(expression)}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -101,15 +233,15 @@ class GroupSpec:
 
     covariates: tuple[str, ...] = ()
     """Columns of sessions.tsv / participants.tsv added (mean-centred) to the group models."""
-    fdr_q: float = 0.05
+    fdr_q: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
     """False discovery rate of the ``desc-fdr`` maps and cluster tables."""
-    fwe_alpha: float = 0.05
+    fwe_alpha: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
     """Family-wise error rate of the ``desc-fwe`` (Bonferroni) and permutation maps."""
-    cluster_forming_z: float = 3.1
+    cluster_forming_z: float = bounded(3.1, 0, 38, lo_open=True)
     """Height threshold (z) of cluster tables."""
-    min_cluster_size: int = 0
+    min_cluster_size: int = bounded(0, 0, 10_000_000, unit="voxels")
     """Cluster-extent threshold in voxels applied to the thresholded maps."""
-    smoothing_fwhm: float | None = None
+    smoothing_fwhm: float | None = bounded(None, 0, 30, unit="mm")
     """Extra smoothing of subject maps at group level."""
     flip_to_pain_side: Literal["right", "left", "none"] = "right"
     """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
@@ -122,15 +254,16 @@ class InferenceSpec:
 
     enabled: bool = True
     """Run permutation inference for every group contrast."""
-    n_perm: int = 1000
-    """Random rearrangements (sign flips / within-subject shuffles) per contrast; when the design has no more than ``n_perm + 1`` distinct ones, all are used once each (exact test)."""
+    n_perm: int = bounded(1000, 1, 1_000_000)
+    """Random rearrangements (sign flips / within-subject shuffles) per contrast; when the design has
+    no more than ``n_perm + 1`` distinct ones, all are used once each (exact test)."""
     tfce: bool = True
     """Also compute TFCE (H = 2, E = 0.5, 26-connectivity) with its FWE p map."""
-    cluster_forming_p: float = 0.001
+    cluster_forming_p: float = bounded(0.001, 0, 1, lo_open=True, hi_open=True)
     """Uncorrected p of the cluster-forming threshold of cluster-extent / cluster-mass inference."""
-    seed: int = 0
+    seed: int = bounded(0, 0, 2**32 - 1)
     """Seed of the random rearrangements (results are reproducible)."""
-    n_jobs: int = 1
+    n_jobs: int = bounded(1, 1, 1024, also=(-1,))
     """Threads of the permutation engine (voxel ranges for max-t; chunks of permutations with TFCE or clusters)."""
 
 
@@ -140,29 +273,29 @@ class ExecutionSpec:
 
     scheduler: str = "local"
     """``local`` (dask LocalCluster), ``none`` (serial), ``slurm``/``pbs``/``sge`` or ``tcp://HOST:PORT``."""
-    n_workers: int | None = None
+    n_workers: int | None = bounded(None, 1, 1024)
     """Local workers (null: one per core)."""
-    threads_per_worker: int = 1
+    threads_per_worker: int = bounded(1, 1, 256)
     """Threads per worker; BLAS threads are pinned to it."""
-    memory_per_worker: str = "4GiB"
+    memory_per_worker: str = field(default="4GiB", metadata={"pattern": MEMORY})
     """Memory limit of a local worker."""
-    retries: int = 1
+    retries: int = bounded(1, 0, 10)
     """Retries for infrastructure failures (killed workers); input errors are never retried."""
     queue: str | None = None
     """Batch queue / partition (SLURM, PBS, SGE)."""
     account: str | None = None
     """Batch account / project to charge."""
-    walltime: str = "02:00:00"
+    walltime: str = field(default="02:00:00", metadata={"pattern": WALLTIME})
     """Wall-time limit of each batch job."""
-    job_cores: int = 1
+    job_cores: int = bounded(1, 1, 1024)
     """Cores requested per batch job (one worker per job)."""
-    job_memory: str = "8GiB"
+    job_memory: str = field(default="8GiB", metadata={"pattern": MEMORY})
     """Memory requested per batch job."""
     job_extra_directives: tuple[str, ...] = ()
     """Extra scheduler directives, e.g. ``--constraint=avx2``."""
     worker_python: str | None = None
     """Python used by batch-job workers, e.g. ``apptainer exec fmri-pain.sif python``."""
-    max_jobs: int = 8
+    max_jobs: int = bounded(8, 1, 10_000)
     """Most batch jobs submitted at once."""
 
 
@@ -177,7 +310,7 @@ class AnalysisSpec:
     space: str = "MNI152NLin2009cAsym"
     """Template space of the derivatives read and written."""
     events: EventsSpec = field(default_factory=EventsSpec)
-    min_volumes: int = 20
+    min_volumes: int = bounded(20, 1, 100_000)
     """Runs with fewer volumes are rejected as input errors."""
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     first_level: FirstLevelSpec = field(default_factory=FirstLevelSpec)
@@ -195,64 +328,262 @@ class AnalysisSpec:
         return spec_from_dict({**self.to_dict(), **changes})
 
 
+SECTION_RANGES: dict[type, dict[str, Range]] = {
+    PreprocessSpec: {
+        "dummy_scans": Range(0, 1000, unit="volumes"),
+        "registration_resolution": Range(1, 6, unit="mm"),
+        "n_procs": Range(1, 1024),
+        "memory_gb": Range(0, 4096, lo_open=True, unit="GB"),
+        "n_acompcor": Range(0, 1000, lo_open=True),
+        "n_tcompcor": Range(0, 1000, lo_open=True),
+        "fd_threshold": Range(0, 100, lo_open=True, unit="mm"),
+        "dvars_threshold": Range(0, 100, lo_open=True),
+        "high_pass": Range(1, 10_000, unit="s"),
+        "realign_iterations": Range(1, 1000),
+        "interpolation_order": Range(0, 5),
+    },
+    PathwaysSpec: {
+        "probability_threshold": Range(0, 100, unit="%"),
+        "label_fraction": Range(0, 1, lo_open=True),
+        "high_pass": Range(0.0001, 1, unit="Hz"),
+        "n_permutations": Range(0, 100_000),
+        "alpha": Range(0, 1, lo_open=True, hi_open=True),
+        "random_state": Range(0, 2**32 - 1),
+    },
+}
+"""Ranges of the sections defined in their stage's module (their own checks stay there)."""
+
+SECTION_PATTERNS: dict[type, dict[str, Pattern]] = {
+    PathwaysSpec: {
+        "hrf_model": Pattern("|".join(map(re.escape, HRF_MODELS)), "one of " + ", ".join(HRF_MODELS)),
+        "drift_model": Pattern("cosine|polynomial", "one of cosine, polynomial"),
+        "default_pain_side": Pattern("right|left", "one of right, left"),
+    },
+}
+"""Allowed forms of string keys of those sections."""
+
+MAX_SPEC_BYTES = 1_000_000
+"""Largest spec file read."""
+
+_ALIASES = (
+    ("events", "on", "events", "on_trial_type"),
+    ("events", "off", "events", "off_trial_type"),
+    ("pathways", "on_trial_type", "events", "on_trial_type"),
+)
+"""Deprecated keys: (section, key) -> (section, key) that replaces it."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # merged keys may be overridden; complex keys are refused by SafeLoader
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} is written twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def key_range(cls: type, spec_field: dataclasses.Field) -> Range | None:
+    """The allowed range of a field of a spec section (``None``: not numeric)."""
+    return spec_field.metadata.get("range") or SECTION_RANGES.get(cls, {}).get(spec_field.name)
+
+
+def key_pattern(cls: type, spec_field: dataclasses.Field) -> Pattern | None:
+    """The allowed form of a string field of a spec section (``None``: any string)."""
+    return spec_field.metadata.get("pattern") or SECTION_PATTERNS.get(cls, {}).get(spec_field.name)
+
+
 def load_spec(path: Path | str | None = None) -> AnalysisSpec:
     """Load and validate an analysis spec.
 
     Parameters
     ----------
     path : path, optional
-        A YAML or JSON file. Missing keys take their defaults; ``None`` gives
-        the default spec.
+        A YAML or JSON file (UTF-8). Missing keys take their defaults; ``None``
+        gives the default spec.
 
     Raises
     ------
     SpecError
-        On unreadable files, unknown keys or invalid values.
+        On unreadable or non-UTF-8 files, unknown keys, invalid values, values
+        out of range, or contrast expressions outside the grammar.
     """
     if path is None:
         return AnalysisSpec()
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"cannot read analysis spec {path}: {exc}") from exc
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read analysis spec {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"analysis spec {path} is larger than {MAX_SPEC_BYTES // 1_000_000} MB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"analysis spec {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        detail = _one_line(str(exc).replace(' in "<unicode string>",', " at"))
+        raise SpecError(f"cannot parse analysis spec {path}: {detail}") from exc
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise SpecError(f"analysis spec {path} must be a mapping, got {type(data).__name__}")
     return spec_from_dict(data, source=str(path))
 
 
 def spec_from_dict(data: dict[str, Any], source: str = "<spec>") -> AnalysisSpec:
-    """Validate a nested dict against :class:`AnalysisSpec`."""
-    return _build(AnalysisSpec, data, source, prefix="")
+    """Validate a nested dict against :class:`AnalysisSpec`.
+
+    Deprecated keys (``events.on``, ``events.off``, ``pathways.on_trial_type``)
+    are moved to the keys that replace them, with a logged warning; an alias
+    that contradicts the new key is an error.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a mapping, got {shown(data)}")
+    spec = _build(AnalysisSpec, _resolve_aliases(data, source), source, prefix="")
+    _check_across_keys(spec, source)
+    return spec
+
+
+def _one_line(text: str, limit: int = 2 * MAX_ECHO) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _resolve_aliases(data: dict[str, Any], source: str) -> dict[str, Any]:
+    data = dict(data)
+    for old_section, old_key, new_section, new_key in _ALIASES:
+        old = data.get(old_section)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        new = data.get(new_section)
+        if new is None:
+            new = {}
+        if not isinstance(new, dict):
+            continue  # _build reports the section that is not a mapping
+        old = dict(old)
+        value = old.pop(old_key)
+        data[old_section] = old
+        new = dict(data.get(new_section) or {}) if new_section != old_section else old
+        if not (value is None or isinstance(value, str)):
+            raise SpecError(f"{source}: {old_section}.{old_key} must be a string, got {shown(value)}")
+        if new_key in new and new[new_key] != value:
+            raise SpecError(f"{source}: {old_section}.{old_key} = {shown(value)} (a deprecated alias of "
+                            f"{new_section}.{new_key}) conflicts with {new_section}.{new_key} = "
+                            f"{shown(new[new_key])}; keep only {new_section}.{new_key}")
+        new[new_key] = value
+        data[new_section] = new
+        LOGGER.warning("%s: %s.%s is deprecated, write %s.%s instead", source, old_section, old_key,
+                       new_section, new_key)
+    return data
+
+
+def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
+    """Rules that involve more than one key, or labels that end up in file names."""
+    for key, value in (("task", spec.task), ("space", spec.space)):
+        if value is not None and not LABEL_RE.fullmatch(value):
+            raise SpecError(f"{source}: {key} = {shown(value)} must be letters and digits only (a BIDS label)")
+    if not spec.conditions:
+        raise SpecError(f"{source}: conditions must list at least one condition")
+    for i, name in enumerate(spec.conditions):
+        if not LABEL_RE.fullmatch(name):
+            raise SpecError(f"{source}: conditions[{i}] = {shown(name)} must be letters and digits only")
+    lowered = [c.lower() for c in spec.conditions]
+    if len(set(lowered)) != len(lowered):
+        raise SpecError(f"{source}: conditions {shown(spec.conditions)} repeat a name (case-insensitively)")
+    events = spec.events
+    if events.off_trial_type is not None and events.off_trial_type == events.on_trial_type:
+        raise SpecError(f"{source}: events.off_trial_type equals events.on_trial_type "
+                        f"({shown(events.on_trial_type)})")
+    atlas = spec.pathways.atlas
+    if spec.pathways.enabled and atlas is not None and not Path(atlas).is_file():
+        raise SpecError(f"{source}: pathways.atlas = {shown(atlas)} is not a file")
+    if spec.pathways.enabled and spec.pathways.ppi_seeds:
+        nodes = _atlas_nodes(spec.pathways, source)
+        unknown = [seed for seed in spec.pathways.ppi_seeds if seed not in nodes]
+        if unknown:
+            raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
+                            f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
+    fl = spec.first_level
+    if fl.hrf_model == "fir" and (not fl.fir_delays or len(set(fl.fir_delays)) != len(fl.fir_delays)):
+        raise SpecError(f"{source}: first_level.fir_delays must list distinct delays (at least one) "
+                        "with hrf_model: fir")
+    reserved = {"stim", "periodLinear", *trial_contrasts(spec.conditions)}
+    for name in spec.first_level.contrasts:
+        if name in reserved:
+            raise SpecError(f"{source}: first_level.contrasts.{name}: {name!r} is a built-in contrast "
+                            f"name ({', '.join(sorted(reserved))}); choose another")
+
+
+def _atlas_nodes(pathways: PathwaysSpec, source: str) -> list[str]:
+    try:
+        path = pathways.atlas_file
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [row.get("name") or "" for row in csv.DictReader(fh, delimiter="\t")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SpecError(f"{source}: cannot read the pathway atlas to check pathways.ppi_seeds: {exc}") from exc
 
 
 def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+    section = prefix.rstrip(".") or "spec"
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: '{prefix or 'spec'}' must be a mapping, got {data!r}")
+        raise SpecError(f"{source}: '{section}' must be a mapping, got {shown(data)}")
     booleans = [k for k in data if isinstance(k, bool)]
     if booleans:
-        raise SpecError(f"{source}: key {booleans[0]} under '{prefix.rstrip('.') or 'spec'}' was read "
-                        "as a boolean: quote 'on' / 'off' / 'yes' / 'no' keys in YAML")
+        hint = " (write on_trial_type / off_trial_type)" if section == "events" else ""
+        raise SpecError(f"{source}: key {booleans[0]} under '{section}' was read as a boolean: "
+                        f"quote 'on' / 'off' / 'yes' / 'no' keys in YAML{hint}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - names)
+    spec_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted((k for k in data if k not in spec_fields), key=str)
     if unknown:
-        raise SpecError(
-            f"{source}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-            f"allowed under '{prefix.rstrip('.') or 'spec'}': {', '.join(sorted(names))}"
-        )
-    kwargs = {k: _coerce(hints[k], v, source, prefix + k) for k, v in data.items()}
+        listed = _one_line(", ".join(prefix + str(k) for k in unknown))
+        raise SpecError(f"{source}: unknown key(s) {listed}; "
+                        f"allowed under '{section}': {', '.join(sorted(spec_fields))}")
+    kwargs = {}
+    for k, v in data.items():
+        value = _coerce(hints[k], v, source, prefix + k)
+        allowed = key_range(cls, spec_fields[k])
+        if allowed is not None:  # checked on the value as written, so the error echoes it
+            _check_range(allowed, value if isinstance(value, tuple) else v, source, prefix + k)
+        form = key_pattern(cls, spec_fields[k])
+        if form is not None and isinstance(value, str) and value not in form:
+            raise SpecError(f"{source}: {prefix + k} = {shown(value)} is not {form.describe()}")
+        kwargs[k] = value
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise SpecError(f"{source}: {exc}") from exc
+        raise SpecError(f"{source}: {_one_line(str(exc))}") from exc
+
+
+def _check_range(allowed: Range, value: Any, source: str, key: str) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # null, or a non-numeric choice such as dummy_scans: auto
+        if v not in allowed:
+            where = f"{key}[{i}]" if isinstance(value, tuple) else key
+            raise SpecError(f"{source}: {where} = {shown(v)} is out of range ({allowed.describe()})")
 
 
 def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value or {}, source, key + ".")
+        return _build(tp, {} if value is None else value, source, key + ".")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -265,33 +596,48 @@ def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
         raise SpecError(errors[-1] if errors else f"{source}: {key} may not be null")
     if origin is Literal:
         if value not in args:
-            raise SpecError(f"{source}: {key} = {value!r} is not one of {list(args)}")
+            raise SpecError(f"{source}: {key} = {shown(value)} is not one of {list(args)}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{source}: {key} must be a list, got {value!r}")
+            raise SpecError(f"{source}: {key} must be a list, got {shown(value)}")
         return tuple(_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
-            raise SpecError(f"{source}: {key} must be a mapping, got {value!r}")
-        return {str(k): _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
+            raise SpecError(f"{source}: {key} must be a mapping, got {shown(value)}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise SpecError(f"{source}: {key} has a key {shown(bad[0])} that is not a string")
+        return {k: _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{source}: {key} must be a number, got {value!r}")
-        return float(value)
+            hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
+                    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
+            raise SpecError(f"{source}: {key} must be a number, got {shown(value)}{hint}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
+        return number
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{source}: {key} must be an integer, got {value!r}")
+            raise SpecError(f"{source}: {key} must be an integer, got {shown(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise SpecError(f"{source}: {key} must be true or false, got {value!r}")
+            raise SpecError(f"{source}: {key} must be true or false, got {shown(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise SpecError(f"{source}: {key} must be a string, got {value!r}")
+            raise SpecError(f"{source}: {key} must be a string, got {shown(value)}")
         return value
     if tp is Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise SpecError(f"{source}: {key} must be a string or a number, got {shown(value)}")
         return value
     raise SpecError(f"{source}: {key} has an unsupported type {tp}")
 

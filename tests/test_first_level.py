@@ -164,7 +164,7 @@ def test_signed_contrast_subtracts_and_adds_variances():
 
 def test_stim_weights_on_off_and_one_condition_fallback():
     assert stim_weights(["on", "rating"], EventsSpec()) == {"on": 1.0}
-    assert stim_weights(["on", "off"], EventsSpec(off="off")) == {"on": 1.0, "off": -1.0}
+    assert stim_weights(["on", "off"], EventsSpec(off_trial_type="off")) == {"on": 1.0, "off": -1.0}
     assert stim_weights(["active", "rest"], EventsSpec()) == {"active": 1.0, "rest": -1.0}
 
 

@@ -61,7 +61,35 @@ def test_field_docs_reads_attribute_docstrings_and_numpydoc(tmp_path):
     docs = field_docs(Example)
     assert docs == {"a": "Shared meaning.", "b": "Shared meaning.", "c": "From the attribute docstring."}
     text = spec_reference_markdown(Example)
-    assert "| `c` | string | `\"x\"` | From the attribute docstring. |" in text
+    assert "| `c` | string | `\"x\"` |  | From the attribute docstring. |" in text
     stale = tmp_path / "spec.md"
     stale.write_text("old\n")
     assert main(["--check", str(stale)]) == 1
+
+
+def test_every_numeric_key_has_a_documented_range():
+    from fmri_pain.spec import key_range
+
+    text = spec_reference_markdown()
+    numeric = 0
+    for path, cls in _numeric_fields(AnalysisSpec):
+        field = next(f for f in dataclasses.fields(cls) if f.name == path.rsplit(".", 1)[-1])
+        allowed = key_range(cls, field)
+        assert allowed is not None, f"{path} has no range"
+        assert f"| {allowed.describe()} |" in text.split(f"| `{path}` |", 1)[1].split("\n", 1)[0], path
+        numeric += 1
+    assert numeric > 30
+    assert "| `first_level.smoothing_fwhm` | number or null | `6` | 0 ≤ x ≤ 30 mm |" in text
+    assert "| `inference.cluster_forming_p` | number | `0.001` | 0 < x < 1 |" in text
+
+
+def _numeric_fields(cls: type, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        tp = hints[field.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _numeric_fields(tp, prefix + field.name + ".")
+            continue
+        args = typing.get_args(tp) or (tp,)
+        if field.name == "dummy_scans" or any(a in (int, float) for a in args):
+            yield prefix + field.name, cls

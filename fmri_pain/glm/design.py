@@ -1,6 +1,6 @@
 """Run-level design: events, confounds (nilearn ``load_confounds``), design matrices, contrast vectors.
 
-The regressor of interest is the ON trial type (``spec.events.on``); every other
+The regressor of interest is the ON trial type (``spec.events.on_trial_type``); every other
 trial type in ``events.tsv`` is modelled as a nuisance regressor. Contrasts are
 first written as weights over *trial types* and then expanded to design columns,
 so the same expression works for every HRF model (``on`` and
@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from nilearn.glm.contrasts import expression_to_contrast_vector
 from nilearn.glm.first_level import make_first_level_design_matrix
 
+from fmri_pain.contrast_expressions import parse_contrast
 from fmri_pain.errors import InputError
 from fmri_pain.layout import Run
 from fmri_pain.spec import ConfoundsSpec, EventsSpec, FirstLevelSpec
@@ -69,9 +69,16 @@ def read_events(path: Path | str | None, subject: str | None = None,
     if path is None:
         raise InputError("run has no events.tsv", subject=subject)
     try:
-        events = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+        with warnings.catch_warnings():
+            # index_col=False: a first row longer than the header is an error, not an index column
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            events = pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True, index_col=False)
+    except pd.errors.ParserWarning as exc:
+        raise InputError("cannot read events file: line 2 has more fields than the header",
+                         subject=subject, path=path) from exc
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read events file: {exc}", subject=subject, path=path) from exc
+        raise InputError(f"cannot read events file: {' '.join(str(exc).split())}",
+                         subject=subject, path=path) from exc
     missing = {"onset", "duration"} - set(events.columns)
     if missing:
         raise InputError(f"events file lacks column(s) {sorted(missing)}", subject=subject, path=path)
@@ -93,15 +100,16 @@ def read_events(path: Path | str | None, subject: str | None = None,
 def stim_weights(trial_types: list[str], events_spec: EventsSpec) -> dict[str, float]:
     """Weights over trial types of the ``stim`` contrast (ON > OFF or ON > baseline).
 
-    If ``events_spec.on`` is a trial type: ``on`` (minus ``off`` when that is set
-    and present). Otherwise (a one-condition study with other event names) the
-    mean of the non-baseline trial types, minus the mean of baseline-like trial
-    types (``off``/``rest``/``baseline``/``fixation`` or ``events_spec.off``) if any.
+    If ``events_spec.on_trial_type`` is a trial type: ON (minus OFF when
+    ``off_trial_type`` is set and present). Otherwise (a one-condition study
+    with other event names) the mean of the non-baseline trial types, minus
+    the mean of baseline-like trial types (``off``/``rest``/``baseline``/
+    ``fixation`` or ``events_spec.off_trial_type``) if any.
     """
     types = list(dict.fromkeys(trial_types))
-    off = events_spec.off
-    if events_spec.on in types:
-        weights = {events_spec.on: 1.0}
+    on, off = events_spec.on_trial_type, events_spec.off_trial_type
+    if on in types:
+        weights = {on: 1.0}
         if off is not None and off in types:
             weights[off] = -1.0
         return weights
@@ -116,16 +124,28 @@ def stim_weights(trial_types: list[str], events_spec: EventsSpec) -> dict[str, f
 
 
 def expression_weights(expression: str, trial_types: list[str]) -> dict[str, float]:
-    """Weights over trial types of a nilearn contrast expression, e.g. ``"F1 + F2 - N1 - N2"``.
+    """Weights over trial types of a contrast expression, e.g. ``"F1 + F2 - N1 - N2"``.
+
+    The expression is parsed by :func:`fmri_pain.contrast_expressions.parse_contrast`
+    (trial-type names, numbers, ``+ - * /``, parentheses; linear), never
+    evaluated; the result equals nilearn's ``expression_to_contrast_vector``
+    on the same trial types.
 
     Raises
     ------
+    ContrastExpressionError
+        If the expression is outside the grammar or not linear (a ``ValueError``).
     ValueError
         If the expression names a trial type the run does not have.
     """
+    weights = parse_contrast(expression)
     types = list(dict.fromkeys(trial_types))
-    vector = expression_to_contrast_vector(expression, types)
-    return {t: float(w) for t, w in zip(types, np.atleast_1d(vector)) if w != 0}
+    missing = [name for name in weights if name not in types]
+    if missing:
+        found = ", ".join(types[:10]) + (f" +{len(types) - 10} more" if len(types) > 10 else "")
+        raise ValueError(f"trial type(s) {', '.join(map(repr, missing))} not among the run's "
+                         f"trial types ({found})")
+    return {t: weights[t] for t in types if weights.get(t, 0.0) != 0}
 
 
 def contrast_vector(weights: Mapping[str, float], columns: list[str]) -> np.ndarray:

@@ -435,9 +435,9 @@ def _run_contrast_weights(trial_types: list[str], spec: AnalysisSpec, run: Run
     for name, expression in spec.first_level.contrasts.items():
         try:
             weights[name] = expression_weights(expression, trial_types)
-        except ValueError:
-            warnings.warn(f"{run.label}: contrast {name!r} = {expression!r} needs trial types "
-                          f"this run lacks ({trial_types}); skipped", stacklevel=3)
+        except ValueError as exc:
+            raise InputError(f"contrast {name!r} of the spec: {exc}", subject=run.subject,
+                             path=run.events) from exc
     return weights
 
 
@@ -455,7 +455,7 @@ def fit_run(run: Run, spec: AnalysisSpec) -> RunFit:
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError("RepetitionTime missing from the BOLD metadata",
                          subject=run.subject, path=run.bold) from exc
-    events = read_events(run.events, run.subject, default_trial_type=spec.events.on)
+    events = read_events(run.events, run.subject, default_trial_type=spec.events.on_trial_type)
     Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject)
     messages: list[str] = []
     Y, mask, constant = drop_constant_voxels(Y, mask, run)

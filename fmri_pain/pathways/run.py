@@ -172,7 +172,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                          spec: PathwaysSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
                          atlas: PathwayAtlas | None = None,
-                         on_trial_type: str | None = None) -> dict[str, Path]:
+                         on_trial_type: str = "on") -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -194,10 +194,10 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
-    on_trial_type : str, optional
-        The events' ON trial type for connectivity (default ``spec.on_trial_type``
-        while the pathways section has that key, else ``"on"``);
-        a run without it but with one active trial type uses that one.
+    on_trial_type : str
+        Events ``trial_type`` of stimulator-ON blocks (connectivity); the analysis
+        spec's ``events.on_trial_type``; a run without it but with one active
+        trial type uses that one.
 
     Returns
     -------
@@ -219,8 +219,6 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     generic = conditions[0] not in trial_conditions  # a one-condition study named by its task
     if one_condition:
         LOGGER.info("pathways: one condition (%s): one-sample statistics over subjects", conditions[0])
-    # the key moves to the events section (issue 12 item 10): the caller passes it from there
-    on_trial_type = on_trial_type or getattr(spec, "on_trial_type", "on")
     first = maps["effect"].iloc[0]
     from fmri_pain.pathways.roi import load_map
 
@@ -229,6 +227,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     params = {k: v for k, v in vars(spec).items()}
     params["atlas"] = str(spec.atlas_file) if atlas is None else "given"
     params["conditions"] = list(conditions)
+    params["on_trial_type"] = on_trial_type
     outputs: dict[str, Path] = {}
     parts = _Parts(out)
 

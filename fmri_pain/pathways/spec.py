@@ -45,8 +45,6 @@ class PathwaysSpec:
         (AAL, Talairach) for the voxel to belong to the node.
     default_pain_side : str
         Pain side used when ``pain_side`` is missing or bilateral ("right"/"left").
-    on_trial_type : str
-        Events ``trial_type`` of stimulator-ON blocks (connectivity).
     hrf_model, drift_model, high_pass :
         Design-matrix settings of the connectivity models (nilearn names).
     connectivity : bool
@@ -73,7 +71,6 @@ class PathwaysSpec:
     probability_threshold: float = 25.0
     label_fraction: float = 0.5
     default_pain_side: str = "right"
-    on_trial_type: str = "on"
     hrf_model: str = "spm"
     drift_model: str = "cosine"
     high_pass: float = 0.008

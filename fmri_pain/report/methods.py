@@ -35,10 +35,12 @@ def first_level_methods(spec: AnalysisSpec, preprocessed_here: bool = False) -> 
              if fl.confounds.scrub else "")
     drift = ("a cosine drift basis with a high-pass cut-off of "
              f"{1 / fl.high_pass:.0f} s" if fl.drift_model == "cosine" else f"a {fl.drift_model} drift model")
-    off = f" versus '{spec.events.off}' blocks" if spec.events.off else " versus the implicit baseline"
+    off = (f" versus '{spec.events.off_trial_type}' blocks" if spec.events.off_trial_type
+           else " versus the implicit baseline")
     return (
         f"Functional runs {source}. Data were {smoothing}. Each run was modelled with a general "
-        f"linear model (nilearn {versions.get('nilearn', '?')}): the '{spec.events.on}' blocks{off} "
+        f"linear model (nilearn {versions.get('nilearn', '?')}): "
+        f"the '{spec.events.on_trial_type}' blocks{off} "
         f"convolved with the {fl.hrf_model} haemodynamic response function, other trial types as "
         f"nuisance regressors, {drift}, and {conf}{scrub}. Serial correlations were modelled with "
         f"{'an AR(1)' if fl.noise_model == 'ar1' else 'no (OLS)'} noise model. Runs of a session "
