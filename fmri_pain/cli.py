@@ -181,7 +181,7 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
     from fmri_pain.derivatives import write_dataset_description
     from fmri_pain.execution import run_participants
 
-    write_dataset_description(output_dir, layout.bids_dir)
+    write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
     for error in layout.errors:
         LOGGER.error("%s", error)
     runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}

@@ -59,7 +59,9 @@ def test_one_sample_equals_the_engine(maps, tmp_path, capsys):
     side = json.loads((group / f"{stem}_desc-perm_stat-logp_statmap.json").read_text())
     assert side["permutation_summary"]["n_perm"] == 199
     assert side["Parameters"]["n_perm"] == 199 and side["Parameters"]["design_columns"] == ["intercept"]
-    assert [s["path"] for s in side["Sources"]] == [*map(str, paths), str(mask_path)]
+    from fmri_pain.derivatives import bids_uri
+
+    assert side["Sources"] == [bids_uri(p) for p in [*paths, mask_path]]
 
 
 def test_design_with_blocks_shuffles_within_subjects(maps, tmp_path):

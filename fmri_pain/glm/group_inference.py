@@ -79,7 +79,7 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     sidecar = provenance({Path(p).name: p for p in entry.images}, {
         "route": design.route, "design_columns": list(design.design.columns),
         "contrast": np.asarray(design.contrasts[entry.key]).tolist(),
-        "inference": spec.to_dict()["inference"]})
+        "inference": spec.to_dict()["inference"]}, dataset=group.output_dir)
     task = group.task
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
                                    task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar)
