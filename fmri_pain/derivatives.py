@@ -289,6 +289,21 @@ def provenance(inputs: Mapping[str, Path | str] | list[Path | str],
     return record
 
 
+_CAMEL_WORDS = {"n": "NumberOf", "df": "DegreesOfFreedom", "fwe": "FWE", "fdr": "FDR",
+                "tfce": "TFCE", "perm": "Permutations", "stat": "Statistic", "p": "P", "z": "Z"}
+
+
+def camel_case(key: str) -> str:
+    """A snake_case key in the CamelCase of BIDS sidecars: ``n_voxels_fwe`` -> ``NumberOfVoxelsFWE``."""
+    return "".join(_CAMEL_WORDS.get(part, part[:1].upper() + part[1:])
+                   for part in str(key).split("_") if part)
+
+
+def camel_keys(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with every key (not nested ones) in :func:`camel_case`."""
+    return {camel_case(k): v for k, v in record.items()}
+
+
 def has_own_preprocessing(output_dir: Path | str) -> bool:
     """Whether the participant level preprocessed raw scans into ``output_dir``."""
     return next(Path(output_dir).glob("sub-*/**/*_desc-preproc_bold.nii.gz"), None) is not None

@@ -57,7 +57,7 @@ def test_one_sample_equals_the_engine(maps, tmp_path, capsys):
     np.testing.assert_allclose(_masked(group / f"{stem}_stat-t_statmap.nii.gz", mask), ref.stat,
                                rtol=1e-5)
     side = json.loads((group / f"{stem}_desc-perm_stat-logp_statmap.json").read_text())
-    assert side["permutation_summary"]["n_perm"] == 199
+    assert side["PermutationSummary"]["NumberOfPermutations"] == 199
     assert side["Parameters"]["n_perm"] == 199 and side["Parameters"]["design_columns"] == ["intercept"]
     from fmri_pain.derivatives import bids_uri
 

@@ -127,7 +127,16 @@ def collect_subject_maps(output_dir: Path, runs: list[Run], task: str,
     extra = pd.DataFrame([{"subject": s, "contrast": c, **v} for (s, c), v in info.items()])
     if extra.empty:
         return table
-    return table.merge(extra, on=["subject", "contrast"], how="left")
+    table = table.merge(extra, on=["subject", "contrast"], how="left")
+    # Subject-level values (participants.tsv: pain_side, age ...) also describe the maps that
+    # combine sessions (differences, spec contrasts), so those are mirrored like the others.
+    session_level = {"condition", "period", "session"}
+    for column in [c for c in extra.columns if c not in session_level | {"subject", "contrast"}]:
+        per_subject = extra.dropna(subset=[column]).groupby("subject")[column]
+        constant = per_subject.agg(lambda v: v.iloc[0] if v.nunique() == 1 else None).dropna()
+        missing = table[column].isna()
+        table.loc[missing, column] = table.loc[missing, "subject"].map(constant)
+    return table
 
 
 def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> GroupResult:

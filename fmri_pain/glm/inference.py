@@ -150,13 +150,13 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     Each sidecar gets the permutation parameters and the summary numbers.
     ``images``: :func:`permutation_maps` of the result, when already made.
     """
-    from fmri_pain.derivatives import statmap_path, write_nifti
+    from fmri_pain.derivatives import camel_keys, statmap_path, write_nifti
 
     if images is None:
         images = permutation_maps(result, mask_img, alpha=alpha, z=z)
     meta = dict(sidecar or {})  # provenance() keeps parameters under "Parameters"
     meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
-            "permutation_summary": result.summary(alpha)}
+            "PermutationSummary": camel_keys(result.summary(alpha))}
     written = {}
     for key, img in images.items():
         if key not in MAP_ENTITIES:
@@ -164,7 +164,7 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
         desc, stat = MAP_ENTITIES[key]
         path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc)
         path.parent.mkdir(parents=True, exist_ok=True)
-        written[key] = write_nifti(img, path, sidecar=meta)
+        written[key] = write_nifti(img, path, sidecar={**meta, "StatisticType": stat})
     return written
 
 
