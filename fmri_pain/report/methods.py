@@ -22,6 +22,7 @@ from typing import Any
 
 from fmri_pain import __version__
 from fmri_pain.derivatives import dataset_root, software_versions, write_text
+from fmri_pain.glm.first_level import AR_BINS
 from fmri_pain.spec import AnalysisSpec
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")
@@ -180,8 +181,10 @@ def preprocessing_section(output_dir: Path | str, subjects: Iterable[str] | None
             f"{registration} normalisation with antspyx [@ants] {how}, to {template} "
             f"[@fonov2011], written as space {', '.join(spaces) or '?'}; motion correction and "
             f"normalisation were applied in a single interpolation"
-            f"{f' ({interp})' if interp else ''}. Confounds (framewise displacement [@power2012], "
-            "DVARS, CompCor components [@behzadi2007]) were computed with Nipype's algorithms.")
+            f"{f' ({interp})' if interp else ''}. Confounds were computed by fmri-pain in fMRIPrep's "
+            "format: framewise displacement [@power2012], standardised DVARS (equivalent to "
+            "Nipype's compute_dvars) and CompCor components [@behzadi2007] following Nipype's "
+            "compute_noise_components.")
         return MethodsSection("preprocessing", text)
     roots = {dataset_root(p) for p in inputs}
     roots.discard(None)
@@ -254,7 +257,8 @@ def first_level_section(recorded: Mapping[str, Any] | None, spec: AnalysisSpec,
                 + (f"; {sum(int(d.get('CensoredVolumes') or 0) for d in designs)} volumes were "
                    "censored in total." if conf.get("scrub") else ".") if designs else "")
     noise = ("an AR(1) noise model, with the autocorrelation estimated per voxel and binned into "
-             "100 bins as in nilearn's run_glm [@nilearn; @worsley2002]" if fl.get("noise_model") == "ar1"
+             f"{AR_BINS} bins as in nilearn's run_glm [@nilearn; @worsley2002]"
+             if fl.get("noise_model") == "ar1"
              else "ordinary least squares (no serial-correlation model)")
     contrasts = fl.get("contrasts") or {}
     extra = (" Further run-level contrasts: " + "; ".join(f"{k} = {v}" for k, v in contrasts.items())
