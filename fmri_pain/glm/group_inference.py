@@ -79,7 +79,9 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
     sidecar = provenance(entry.images, {"inference": spec.to_dict()["inference"]},
                          dataset=group.output_dir,
-                         **model_record(design, entry.key, entry.subjects, mirrored, entry.warnings))
+                         **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
+                            "Description": f"Permutation inference on the {design.route} model "
+                                           "(see Parameters and PermutationSummary)"})
     task = group.task
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
                                    task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar)
