@@ -197,6 +197,11 @@ def _group(layout, spec, output_dir: Path) -> int:
     result = run_group_level(output_dir, layout.runs, spec)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
+    if result.group.warnings:
+        print(f"group level: {len(result.group.warnings)} warning(s) about the models "
+              f"(listed in the log above and in {result.report.name}):")
+        for warning in result.group.warnings:
+            print(f"  - {warning}")
     print(f"group report: {result.report}")
     return 0
 
