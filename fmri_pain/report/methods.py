@@ -309,8 +309,10 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
             f"Condition differences were estimated in one repeated-measures model of all "
             f"{len(design.design)} subject x condition maps of {n_sub} subjects, with terms "
             f"{design.terms} (df {design.residual_dof}); the design follows the crossover "
-            f"[@senn2002], with t contrasts {', '.join(n for n in names if n != 'conditionF')}"
-            + (" and an F test across conditions (conditionF)" if "conditionF" in names else "")
+            f"[@senn2002], with t contrasts "
+            f"{', '.join(n for n in names if n not in ('conditionF', 'periodLinear'))}"
+            + (", an F test across conditions (conditionF)" if "conditionF" in names else "")
+            + (" and the average change per period (periodLinear)" if "periodLinear" in names else "")
             + ".")
     if "paired" in by_route:
         maps = by_route["paired"]
