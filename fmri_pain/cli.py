@@ -184,7 +184,7 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
     from fmri_pain.derivatives import write_dataset_description
     from fmri_pain.execution import run_participants
 
-    write_dataset_description(output_dir, layout.bids_dir)
+    write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
     for error in layout.errors:
         LOGGER.error("%s", error)
     runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
@@ -200,6 +200,11 @@ def _group(layout, spec, output_dir: Path) -> int:
     result = run_group_level(output_dir, layout.runs, spec)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
+    if result.group.warnings:
+        print(f"group level: {len(result.group.warnings)} warning(s) about the models "
+              f"(listed in the log above and in {result.report.name}):")
+        for warning in result.group.warnings:
+            print(f"  - {warning}")
     print(f"group report: {result.report}")
     return 0
 

@@ -40,7 +40,7 @@ def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volum
     spec = load_spec(spec_file if spec_file is not None else DEMO_SPEC)
     spec = spec.replace(execution={**spec.to_dict()["execution"], "scheduler": scheduler})
     layout = load_layout(sim.bids_dir, sim.derivatives_dir, spec=spec)
-    write_dataset_description(output_dir, sim.bids_dir)
+    write_dataset_description(output_dir, sim.bids_dir, sim.derivatives_dir)
     summary = run_participants({s: layout.runs_for(s) for s in layout.subjects}, spec, output_dir)
     print(f"[demo] participant level done at {time.perf_counter() - start:.0f} s")
     result = run_group_level(output_dir, layout.runs, spec)

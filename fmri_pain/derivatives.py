@@ -209,26 +209,78 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def dataset_root(path: Path | str) -> Path | None:
+    """The nearest folder at or above ``path`` holding a ``dataset_description.json``."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents) if path.is_dir() else path.parents:
+        if (folder / "dataset_description.json").is_file():
+            return folder
+    return None
+
+
+def dataset_name(root: Path | str) -> str:
+    """The name a dataset is linked under in BIDS URIs: ``raw`` or its generator, e.g. ``fmriprep``.
+
+    Raw datasets are ``raw``; a derivative dataset is named after the first
+    ``GeneratedBy`` entry of its description (lower-case, alphanumeric), so
+    fMRIPrep's outputs are ``bids:fmriprep:...``.
+    """
+    try:
+        desc = json.loads((Path(root) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return "raw"
+    if not isinstance(desc, dict) or desc.get("DatasetType") != "derivative":
+        return "raw"
+    generated = desc.get("GeneratedBy") or [{}]
+    name = generated[0].get("Name", "") if isinstance(generated[0], dict) else ""
+    return "".join(ch for ch in str(name).lower() if ch.isalnum()) or "derivatives"
+
+
+def bids_uri(path: Path | str, dataset: Path | str | None = None) -> str:
+    """A BIDS URI for ``path``: ``bids::<relative path>`` inside ``dataset`` (the one being
+    written), ``bids:<name>:<relative path>`` inside another BIDS dataset (see
+    :func:`dataset_name`), else a ``file://`` URI.
+    """
+    path = Path(path).resolve()
+    if dataset is not None and path.is_relative_to(Path(dataset).resolve()):
+        return f"bids::{path.relative_to(Path(dataset).resolve()).as_posix()}"
+    root = dataset_root(path)
+    if root is not None:
+        return f"bids:{dataset_name(root)}:{path.relative_to(root).as_posix()}"
+    return path.as_uri()
+
+
 def provenance(inputs: Mapping[str, Path | str] | list[Path | str],
                parameters: Mapping[str, Any] | None = None,
+               dataset: Path | str | None = None,
                **extra: Any) -> dict[str, Any]:
-    """A provenance record for an output: inputs with sha256, parameters, software.
+    """A provenance record for an output: inputs as BIDS URIs with sha256, parameters, software.
 
     Parameters
     ----------
     inputs : mapping or list of paths
-        The files the output was computed from.
+        The files the output was computed from (mapping keys are ignored:
+        the URI names the file).
     parameters : mapping, optional
         The analysis parameters that shaped the output.
+    dataset : path, optional
+        Root of the derivatives dataset the output belongs to; inputs inside it
+        are ``bids::`` URIs (relative to it).
     **extra
         Further fields (e.g. ``Description``, ``Method``).
+
+    Returns
+    -------
+    dict
+        ``Sources`` (BIDS URIs, in input order), ``SourceChecksums``
+        (URI -> ``sha256:<hex>``), ``Parameters``, ``SoftwareVersions``,
+        ``GeneratedBy`` and ``extra``.
     """
-    items = inputs.items() if isinstance(inputs, Mapping) else ((str(p), p) for p in inputs)
+    paths = list(inputs.values()) if isinstance(inputs, Mapping) else list(inputs)
+    uris = [bids_uri(p, dataset) for p in paths]
     record = {
-        "Sources": [
-            {"name": str(name), "path": str(Path(p).resolve()), "sha256": sha256_file(p)}
-            for name, p in items
-        ],
+        "Sources": uris,
+        "SourceChecksums": {u: f"sha256:{sha256_file(p)}" for u, p in zip(uris, paths)},
         "Parameters": dict(parameters or {}),
         "SoftwareVersions": software_versions(),
         "GeneratedBy": [{"Name": PIPELINE_NAME, "Version": __version__}],
@@ -237,13 +289,34 @@ def provenance(inputs: Mapping[str, Path | str] | list[Path | str],
     return record
 
 
+_CAMEL_WORDS = {"n": "NumberOf", "df": "DegreesOfFreedom", "fwe": "FWE", "fdr": "FDR",
+                "tfce": "TFCE", "perm": "Permutations", "stat": "Statistic", "p": "P", "z": "Z"}
+
+
+def camel_case(key: str) -> str:
+    """A snake_case key in the CamelCase of BIDS sidecars: ``n_voxels_fwe`` -> ``NumberOfVoxelsFWE``."""
+    return "".join(_CAMEL_WORDS.get(part, part[:1].upper() + part[1:])
+                   for part in str(key).split("_") if part)
+
+
+def camel_keys(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``record`` with every key (not nested ones) in :func:`camel_case`."""
+    return {camel_case(k): v for k, v in record.items()}
+
+
 def has_own_preprocessing(output_dir: Path | str) -> bool:
     """Whether the participant level preprocessed raw scans into ``output_dir``."""
     return next(Path(output_dir).glob("sub-*/**/*_desc-preproc_bold.nii.gz"), None) is not None
 
 
-def write_dataset_description(output_dir: Path | str, source: Path | str | None = None) -> Path:
-    """Write ``dataset_description.json`` of the derivatives dataset."""
+def write_dataset_description(output_dir: Path | str, source: Path | str | None = None,
+                              derivatives: Path | str | None = None) -> Path:
+    """Write ``dataset_description.json`` of the derivatives dataset.
+
+    ``source`` (the raw dataset) and ``derivatives`` (e.g. fMRIPrep's outputs read as
+    input) are listed in ``SourceDatasets`` and, under the names the sidecars'
+    BIDS URIs use, in ``DatasetLinks``.
+    """
     description = {
         "Name": "fmri-pain derivatives",
         "BIDSVersion": "1.8.0",
@@ -254,8 +327,11 @@ def write_dataset_description(output_dir: Path | str, source: Path | str | None 
             "CodeURL": "https://github.com/fmri-pain/fmri-pain",
         }],
     }
-    if source is not None:
-        description["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
+    inputs = [Path(p).resolve() for p in (source, derivatives) if p is not None]
+    inputs = [p for p in inputs if p != Path(output_dir).resolve()]
+    if inputs:
+        description["SourceDatasets"] = [{"URL": p.as_uri()} for p in inputs]
+        description["DatasetLinks"] = {dataset_name(p): p.as_uri() for p in inputs}
     return write_json(description, Path(output_dir) / "dataset_description.json")
 
 

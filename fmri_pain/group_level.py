@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fmri_pain.derivatives import has_own_preprocessing
 from fmri_pain.glm.group import GroupResult, run_group
 from fmri_pain.glm.group_inference import (
     PermutationOutput,
@@ -19,6 +19,10 @@ from fmri_pain.glm.group_inference import (
 from fmri_pain.layout import Run
 from fmri_pain.report.figures import glass_brain_uri
 from fmri_pain.report.group import write_group_report
+from fmri_pain.report.methods import (MethodsSection, boilerplate, first_level_section,
+                                      group_section, inference_section, pathways_section,
+                                      preprocessing_section, software_section,
+                                      write_citation_files)
 from fmri_pain.report.render import html_table
 from fmri_pain.spec import AnalysisSpec
 
@@ -81,10 +85,44 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         pathways_html = pathway_report_section(pathways)
         timings["pathways"] = time.perf_counter() - start
 
+    methods = methods_boilerplate(output_dir, runs, spec, group, permutations, pathways)
+    write_citation_files(output_dir, methods)
     report = write_group_report(group, spec, output_dir, inference_html, pathways_html,
-                                preprocessed_here=has_own_preprocessing(output_dir))
+                                methods=methods)
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
     return GroupLevelResult(group, permutations, pathways, report, timings)
+
+
+def methods_boilerplate(output_dir: Path, runs: list[Run], spec: AnalysisSpec, group: GroupResult,
+                        permutations: list[PermutationOutput],
+                        pathways: dict[str, Path] | None) -> list[MethodsSection]:
+    """The methods paragraphs of every stage that ran, from what each recorded.
+
+    Parameters
+    ----------
+    output_dir : path
+    runs : list of Run
+        The dataset's runs (their BOLD files name the preprocessing input).
+    spec : AnalysisSpec
+    group : GroupResult
+    permutations : list of PermutationOutput
+        Empty when permutation inference did not run.
+    pathways : dict or None
+        The pathway stage's outputs; None when it did not run.
+    """
+    designs = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("sub-*/**/*_design.json"))
+               if p.name.split("_")[0][4:] in group.subjects]
+    condition_labels = {c.lower() for c in spec.conditions}
+    trial_mode = bool(condition_labels & set(group.subject_maps["contrast"]))
+    return boilerplate([
+        preprocessing_section(output_dir, group.subjects,
+                              [r.bold for r in runs if r.subject in group.subjects]),
+        first_level_section(group.first_level, spec, designs, trial_mode=trial_mode),
+        group_section(group, spec),
+        inference_section(permutations, spec),
+        pathways_section(pathways),
+        software_section(),
+    ])
 
 
 def _inference_section(outputs: list[PermutationOutput], spec: AnalysisSpec) -> str:

@@ -168,11 +168,13 @@ def _build(path: Path, seed: int) -> Path:
         t = y.mean(0) / (y.std(0, ddof=1) / np.sqrt(n))
         z = _z_from_t(t, n - 1)
         ent = {"task": TASK, "space": SPACE, "contrast": name}
-        side = {"Parameters": {"n_subjects": n, "subjects": subs}}
+        side = {"ModelRoute": "one-sample", "NumberOfSubjects": n, "DegreesOfFreedom": n - 1,
+                "Subjects": [f"sub-{s}" for s in subs], "ContrastWeights": [1.0]}
         for stat, vals in (("t", t), ("z", z)):
             data = np.zeros(shape)
             data[mask] = vals
-            _save(data, ref, group / _name({**ent, "stat": stat}, "statmap", ".nii.gz"), side)
+            _save(data, ref, group / _name({**ent, "stat": stat}, "statmap", ".nii.gz"),
+                  {**side, "StatisticType": stat})
         zdata = np.zeros(shape)
         zdata[mask] = z
         zimg = nib.Nifti1Image(zdata.astype(np.float32), affine)
@@ -181,7 +183,8 @@ def _build(path: Path, seed: int) -> Path:
                                                height_control=control, two_sided=False)
             _save(np.asarray(thr_img.dataobj), ref,
                   group / _name({**ent, "desc": desc, "stat": "z"}, "statmap", ".nii.gz"),
-                  {"Parameters": {"height_control": control, "alpha": 0.05, "threshold": float(thr)}})
+                  {"StatisticType": "z", "Threshold": {"Method": control, "Alpha": 0.05,
+                                                       "ZThreshold": float(thr)}})
             table = get_clusters_table(thr_img, stat_threshold=thr, cluster_threshold=0)
             if len(table):
                 table["aal"] = _aal_labels(table[["X", "Y", "Z"]].to_numpy(float))

@@ -45,8 +45,10 @@ def test_nifti_sidecar_has_inputs_with_sha256(tmp_path):
     out = write_nifti(img, tmp_path / "x_stat-z_statmap.nii.gz",
                       provenance({"source": src}, {"alpha": 0.05}))
     side = json.loads((tmp_path / "x_stat-z_statmap.json").read_text())
-    assert side["Sources"][0]["sha256"] == sha256_file(src)
-    assert side["Sources"][0]["sha256"] == "3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
+    assert side["Sources"] == [src.resolve().as_uri()]  # in no BIDS dataset
+    checksum = side["SourceChecksums"][side["Sources"][0]]
+    assert checksum == f"sha256:{sha256_file(src)}"
+    assert checksum == "sha256:3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"
     assert side["Parameters"] == {"alpha": 0.05}
     assert "nilearn" in side["SoftwareVersions"]
     assert np.asanyarray(nib.load(out).dataobj).sum() == 8
@@ -56,6 +58,33 @@ def test_dataset_description(tmp_path):
     desc = json.loads(write_dataset_description(tmp_path, tmp_path).read_text())
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "fmri-pain"
+    assert "SourceDatasets" not in desc  # the output itself is no source
+
+
+def test_sources_are_bids_uris_relative_to_their_datasets(tmp_path):
+    from fmri_pain.derivatives import bids_uri
+
+    raw, prep, out = tmp_path / "raw", tmp_path / "raw" / "derivatives" / "fmriprep", tmp_path / "out"
+    for folder, desc in ((raw, {"Name": "trial", "BIDSVersion": "1.8.0"}),
+                         (prep, {"Name": "fMRIPrep", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
+                                 "GeneratedBy": [{"Name": "fMRIPrep"}]})):
+        (folder / "sub-01" / "func").mkdir(parents=True)
+        (folder / "dataset_description.json").write_text(json.dumps(desc))
+    bold = prep / "sub-01" / "func" / "sub-01_task-x_desc-preproc_bold.nii.gz"
+    events = raw / "sub-01" / "func" / "sub-01_task-x_events.tsv"
+    own = out / "sub-01" / "func" / "sub-01_task-x_stat-z_statmap.nii.gz"
+    for path in (bold, events, own):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    side = provenance([bold, events, own], dataset=out)
+    assert side["Sources"] == ["bids:fmriprep:sub-01/func/sub-01_task-x_desc-preproc_bold.nii.gz",
+                               "bids:raw:sub-01/func/sub-01_task-x_events.tsv",
+                               "bids::sub-01/func/sub-01_task-x_stat-z_statmap.nii.gz"]
+    assert bids_uri(tmp_path / "loose.nii.gz") == (tmp_path / "loose.nii.gz").resolve().as_uri()
+    desc = json.loads(write_dataset_description(out, raw, prep).read_text())
+    assert desc["SourceDatasets"] == [{"URL": raw.resolve().as_uri()}, {"URL": prep.resolve().as_uri()}]
+    # the names of the URIs above resolve through DatasetLinks
+    assert desc["DatasetLinks"] == {"raw": raw.resolve().as_uri(), "fmriprep": prep.resolve().as_uri()}
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):

@@ -207,7 +207,10 @@ def test_first_level_run_matches_nilearn_and_censors(run01, tmp_path):
     assert out.qc["n_censored"].iloc[0] == N_SCANS - len(sample_mask)
     assert any(p.suffix == ".png" and p.exists() for p in out.design_files)
     sidecar = json.loads(Path(str(rows["stim", "z"]).replace(".nii.gz", ".json")).read_text())
-    assert {s["name"].split("[")[0] for s in sidecar["Sources"]} == {"bold", "events", "confounds", "mask"}
+    assert {s.rsplit("_", 1)[1] for s in sidecar["Sources"]} == {
+        "bold.nii.gz", "events.tsv", "timeseries.tsv", "mask.nii.gz"}
+    assert all(s.startswith("bids:") or s.startswith("file:") for s in sidecar["Sources"])
+    assert set(sidecar["SourceChecksums"]) == set(sidecar["Sources"])
     assert sidecar["Parameters"]["first_level"]["hrf_model"] == "spm"
 
 

@@ -86,5 +86,27 @@ def test_every_statmap_has_a_provenance_sidecar(demo_output):
     assert len(maps) > 50
     for path in maps:
         side = json.loads(path.with_name(path.name.replace(".nii.gz", ".json")).read_text())
-        assert side["Sources"] and all(len(s["sha256"]) == 64 for s in side["Sources"])
+        assert side["Sources"] and all(s.startswith(("bids:", "file:")) for s in side["Sources"])
+        assert all(len(side["SourceChecksums"][s]) == len("sha256:") + 64 for s in side["Sources"])
         assert "nilearn" in side["SoftwareVersions"]
+        if path.parts[-2] == "group" or path.parts[-3] == "group":
+            # every group map describes its model; its inputs are the dataset's own subject maps
+            assert {"StatisticType", "DegreesOfFreedom", "ModelRoute", "NumberOfSubjects",
+                    "ContrastWeights"} <= set(side), path.name
+            assert all(s.startswith("bids::sub-") for s in side["Sources"]), path.name
+
+
+def test_dataset_description_lists_the_fmriprep_input(demo_output, sim_trial):
+    import json
+
+    desc = json.loads((demo_output / "dataset_description.json").read_text())
+    urls = [d["URL"] for d in desc["SourceDatasets"]]
+    assert sim_trial.derivatives_dir.resolve().as_uri() in urls
+    assert sim_trial.bids_dir.resolve().as_uri() in urls
+
+
+def test_citation_files_of_the_demo(demo_output):
+    md = (demo_output / "CITATION.md").read_text()
+    assert "crossover" in md and "**Permutation inference.**" in md and "**Pathways.**" in md
+    bib = (demo_output / "CITATION.bib").read_text()
+    assert "@article{nilearn," in bib

@@ -402,7 +402,7 @@ def test_pain21_posterior_insula_survives_fwe(pain21_4mm, tmp_path):
     back = np.asarray(nib.load(written["logp_fwe"]).dataobj)[mask]
     np.testing.assert_allclose(back, -np.log10(r.p_fwe), rtol=1e-6)
     meta = json.loads(written["logp_fwe"].with_name(name.replace(".nii.gz", ".json")).read_text())
-    assert meta["Parameters"]["n_perm"] == 400 and meta["permutation_summary"]["n_voxels_fwe"] > 0
+    assert meta["Parameters"]["n_perm"] == 400 and meta["PermutationSummary"]["NumberOfVoxelsFWE"] > 0
     zf = np.asarray(permutation_maps(r, mask_img)["z_fwe"].dataobj)[mask]
     assert np.all((zf != 0) == (r.p_fwe < 0.05))
 

@@ -158,7 +158,9 @@ def test_tables(res):
     assert "accuracy" in res.decoding().columns and "vas_pain" in res.behaviour().columns
     assert res.roi_stats()["p_fdr"].between(0, 1).all()
     assert [p.name for p in res.reports()][0] == "group.html"
-    assert res.provenance("scs", stat="t")["Parameters"]["n_subjects"] == 6
+    side = res.provenance("scs", stat="t")
+    assert side["NumberOfSubjects"] == 6 and side["DegreesOfFreedom"] == 5
+    assert side["StatisticType"] == "t"
     assert res.sidecar(res.output_dir / "group" / "nothing.nii.gz") == {}
 
 

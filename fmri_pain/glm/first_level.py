@@ -602,9 +602,10 @@ class _Writer:
                                             ("confounds", run.confounds), ("mask", run.mask))
                           if v is not None}
                 self._prov[run] = drv.provenance(
-                    {f"{k}[{run.label}]": v for k, v in inputs.items()})
+                    {f"{k}[{run.label}]": v for k, v in inputs.items()}, dataset=self.output_dir)
         record = dict(self._prov[runs[0]])
         record["Sources"] = [s for r in runs for s in self._prov[r]["Sources"]]
+        record["SourceChecksums"] = {k: v for r in runs for k, v in self._prov[r]["SourceChecksums"].items()}
         return record
 
     def parameters(self, weights: Mapping[str, float] | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.derivatives import provenance, statmap_path, write_tsv
-from fmri_pain.glm.group import GroupMap, GroupResult
+from fmri_pain.glm.group import GroupMap, GroupResult, model_record
 from fmri_pain.glm.inference import (
     PermutationResult,
     ResourceError,
@@ -122,10 +122,12 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=inf.n_perm,
         blocks=blocks, two_sided=two_sided, mask=mask, tfce=inf.tfce,
         cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs)
-    sidecar = provenance({Path(p).name: p for p in entry.images}, {
-        "route": design.route, "design_columns": list(design.design.columns),
-        "contrast": np.asarray(design.contrasts[entry.key]).tolist(),
-        "inference": spec.to_dict()["inference"]})
+    mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
+    sidecar = provenance(entry.images, {"inference": spec.to_dict()["inference"]},
+                         dataset=group.output_dir,
+                         **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
+                            "Description": f"Permutation inference on the {design.route} model "
+                                           "(see Parameters and PermutationSummary)"})
     task = group.task
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
                                    task=task, space=spec.space, alpha=spec.group.fwe_alpha,

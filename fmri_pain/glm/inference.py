@@ -168,7 +168,7 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     distinct rearrangements, permutations used, exhaustive, smallest attainable p).
     ``images``: :func:`permutation_maps` of the result, when already made.
     """
-    from fmri_pain.derivatives import statmap_path, write_nifti
+    from fmri_pain.derivatives import camel_keys, statmap_path, write_nifti
 
     if images is None:
         images = permutation_maps(result, mask_img, alpha=alpha, z=z)
@@ -176,10 +176,10 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     summary = {key: (None if isinstance(val, float) and not np.isfinite(val) else val)
                for key, val in result.summary(alpha).items()}
     meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
-            **result.sidecar_fields(), "permutation_summary": summary}
+            **result.sidecar_fields(), "PermutationSummary": camel_keys(summary)}
     if any(val is None for key, val in summary.items() if key.endswith("threshold")):
-        meta["permutation_summary_note"] = ("a null threshold: no voxel (cluster) can reach FWE "
-                                            f"p < {alpha:g} with these rearrangements")
+        meta["PermutationSummaryNote"] = ("a null threshold: no voxel (cluster) can reach FWE "
+                                          f"p < {alpha:g} with these rearrangements")
     written = {}
     for key, img in images.items():
         if key not in MAP_ENTITIES:
@@ -188,7 +188,7 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
         path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc,
                             space=space)
         path.parent.mkdir(parents=True, exist_ok=True)
-        written[key] = write_nifti(img, path, sidecar=meta)
+        written[key] = write_nifti(img, path, sidecar={**meta, "StatisticType": stat})
     return written
 
 

@@ -48,16 +48,54 @@ class GroupDesign:
         Contrast name -> weight vector (t) or matrix (F) over ``design``'s columns.
     rows : DataFrame
         What each row is (subject, condition, period ...).
+    notes : list of str
+        Decisions taken while building the design that change the model from
+        the one asked for (a term not modelled, a column dropped as collinear):
+        the group level reports them with the maps.
     """
 
     route: str
     design: pd.DataFrame
     contrasts: dict[str, np.ndarray]
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)
+    notes: list[str] = field(default_factory=list)
 
     def stat_type(self, name: str) -> str:
         """``F`` for matrix contrasts, ``t`` otherwise."""
         return "F" if np.ndim(self.contrasts[name]) == 2 else "t"
+
+    @property
+    def residual_dof(self) -> int:
+        """Residual degrees of freedom: maps minus the rank of the design."""
+        return int(len(self.design) - np.linalg.matrix_rank(self.design.to_numpy(dtype=float)))
+
+    def degrees_of_freedom(self, name: str) -> int | list[int]:
+        """df of a contrast's statistic: residual df (t), [numerator, denominator] (F)."""
+        if self.stat_type(name) == "F":
+            return [int(np.linalg.matrix_rank(np.atleast_2d(self.contrasts[name]))), self.residual_dof]
+        return self.residual_dof
+
+    @property
+    def covariates(self) -> list[str]:
+        """Covariate columns kept in the design (not intercept, condition, subject or period)."""
+        structural = {"intercept", "period_difference", *map(str, self.rows.get("condition", []))}
+        return [c for c in self.design.columns
+                if c not in structural and not c.startswith(("sub-", "period"))]
+
+    @property
+    def terms(self) -> str:
+        """The model as it was fitted, e.g. ``condition + subject + period + pain_relief``."""
+        cols = list(self.design.columns)
+        terms = []
+        if self.route == "repeated":
+            terms.append("condition")
+            if any(c.startswith("sub-") for c in cols):
+                terms.append("subject")
+        else:
+            terms.append("intercept")
+        if any(c.startswith("period") for c in cols):
+            terms.append("period difference" if self.route == "paired" else "period")
+        return " + ".join(terms + self.covariates)
 
 
 def _centred(values: pd.Series, name: str) -> np.ndarray:
@@ -133,13 +171,22 @@ def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
     for sub in subjects[1:]:
         design[f"sub-{sub}"] = (rows["subject"] == sub).astype(float)
     periods: list[int] = []
+    notes: list[str] = []
     if "period" in rows and rows["period"].notna().all():
         periods = sorted(int(p) for p in rows["period"].unique())
         for p in periods[1:]:
             design[f"period{p}"] = (rows["period"].astype(int) == p).astype(float)
+        if len(periods) < 2:
+            notes.append(f"period not modelled: every map is from period {periods[0]}")
+    else:
+        unknown = int(rows["period"].isna().sum()) if "period" in rows else len(rows)
+        notes.append(f"period not modelled: the period of {unknown} of {len(rows)} maps is unknown")
     for cov in covariates:
         design[cov] = _centred(rows[cov], cov)
-    _drop_collinear(design, protect=present)
+    dropped = _drop_collinear(design, protect=present)
+    if dropped:
+        notes.append(f"column(s) {', '.join(dropped)} dropped: collinear with the other terms "
+                     "(e.g. every subject on one sequence confounds period with condition)")
 
     out: dict[str, np.ndarray] = {}
     cols = list(design.columns)
@@ -158,7 +205,7 @@ def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
         vec = np.zeros(len(cols))
         vec[cols.index(f"period{periods[-1]}")] = 1.0 / (periods[-1] - periods[0])
         out["periodLinear"] = vec
-    return GroupDesign("repeated", design, out, rows)
+    return GroupDesign("repeated", design, out, rows, notes)
 
 
 def paired_design(rows: pd.DataFrame, covariates: tuple[str, ...] = ()) -> GroupDesign:
@@ -178,15 +225,24 @@ def paired_design(rows: pd.DataFrame, covariates: tuple[str, ...] = ()) -> Group
     """
     rows = rows.reset_index(drop=True)
     design = pd.DataFrame({"intercept": np.ones(len(rows))})
+    notes: list[str] = []
     if "period_difference" in rows and rows["period_difference"].notna().all():
         diff = rows["period_difference"].astype(float).to_numpy()
         # Uncentred on purpose: the intercept is then the effect at equal periods.
         if np.ptp(diff) > 0:
             design["period_difference"] = diff
+        else:
+            notes.append("period difference not modelled: it is the same for every subject "
+                         "(confounded with the intercept)")
+    else:
+        notes.append("period difference not modelled: unknown for some subjects")
     for cov in covariates:
         design[cov] = _centred(rows[cov], cov)
-    _drop_collinear(design, protect=["intercept"])
-    return GroupDesign("paired", design, {"intercept": _unit(design.columns, "intercept")}, rows)
+    dropped = _drop_collinear(design, protect=["intercept"])
+    if dropped:
+        notes.append(f"column(s) {', '.join(dropped)} dropped: collinear with the other terms")
+    return GroupDesign("paired", design, {"intercept": _unit(design.columns, "intercept")}, rows,
+                       notes)
 
 
 def fit_second_level(images: list[nib.Nifti1Image | str], design: GroupDesign,
@@ -279,11 +335,14 @@ def _unit(columns, name: str) -> np.ndarray:
     return vec
 
 
-def _drop_collinear(design: pd.DataFrame, protect: list[str]) -> None:
-    """Drop columns (never ``protect``-ed ones) that add no rank, in reverse order."""
+def _drop_collinear(design: pd.DataFrame, protect: list[str]) -> list[str]:
+    """Drop columns (never ``protect``-ed ones) that add no rank, in reverse order; return them."""
+    dropped = []
     for col in reversed(list(design.columns)):
         if col in protect:
             continue
         others = design.drop(columns=col)
         if np.linalg.matrix_rank(design.to_numpy()) == np.linalg.matrix_rank(others.to_numpy()):
             design.drop(columns=col, inplace=True)
+            dropped.append(col)
+    return dropped[::-1]

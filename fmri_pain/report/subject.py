@@ -68,7 +68,8 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
     return render_report(
         "subject.html", output_dir / f"sub-{subject}.html", f"sub-{subject}",
         [("group", "group.html")], subject=subject, runs_table=html_table(runs_df),
-        methods=first_level_methods(spec, preprocessed_here=preproc_section is not None),
+        methods=first_level_methods(spec, preprocessed_here=preproc_section is not None,
+                                    trial_mode=trial_mode),
         software=software_sentence(), preproc_section=markup(preproc_section),
         sessions=sessions, contrasts=contrasts, missing=", ".join(missing),
         warnings=list(getattr(maps, "warnings", [])),
