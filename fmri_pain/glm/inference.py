@@ -173,8 +173,9 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
     if images is None:
         images = permutation_maps(result, mask_img, alpha=alpha, z=z)
     meta = dict(sidecar or {})  # provenance() keeps parameters under "Parameters"
+    # n_perm (asked) stays in Parameters; NumberOfPermutations (used) comes from sidecar_fields
     summary = {key: (None if isinstance(val, float) and not np.isfinite(val) else val)
-               for key, val in result.summary(alpha).items()}
+               for key, val in result.summary(alpha).items() if key != "n_perm"}
     meta = {**meta, "Parameters": {**meta.get("Parameters", {}), **result.parameters},
             **result.sidecar_fields(), "PermutationSummary": camel_keys(summary)}
     if any(val is None for key, val in summary.items() if key.endswith("threshold")):
