@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import tempfile
@@ -137,8 +138,32 @@ def write_text(text: str, path: Path | str) -> Path:
 
 
 def write_json(data: Mapping[str, Any], path: Path | str) -> Path:
-    """Write a JSON document atomically (sorted keys, indented)."""
-    return write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+    """Write a strict JSON document atomically (sorted keys, indented).
+
+    Non-finite numbers (NaN, +-Infinity), which strict parsers reject, are
+    written as ``null``; where a null needs explaining, the producer of the
+    record adds a sibling description (e.g. ``z_threshold_description``).
+    """
+    return write_text(json_text(data) + "\n", path)
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as strict JSON text: sorted keys, non-finite numbers as ``null``."""
+    return json.dumps(strict_json_value(data), indent=indent, sort_keys=True, allow_nan=False)
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` with paths, numpy scalars/arrays converted and non-finite floats as None."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, (str, int, float, bool)) else k: strict_json_value(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(v) for v in value]
+    return strict_json_value(_json_default(value))
 
 
 def write_tsv(df: pd.DataFrame, path: Path | str, sidecar: Mapping[str, Any] | None = None) -> Path:

@@ -65,3 +65,47 @@ def test_atomic_writes_have_ordinary_permissions(tmp_path):
     os.umask(umask)
     out = write_nifti(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), tmp_path / "a.nii.gz")
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _strict_loads(text: str):
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_is_strict_and_writes_null_for_non_finite(tmp_path):
+    from fmri_pain.derivatives import write_json
+
+    record = {"a": float("inf"), "b": [np.float64("nan"), 1.5, -np.inf], "c": np.float32(2.0),
+              "d": np.array([1.0, np.nan]), "e": {"f": np.int64(3)}, "p": tmp_path}
+    text = write_json(record, tmp_path / "x.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert _strict_loads(text) == {"a": None, "b": [None, 1.5, None], "c": 2.0, "d": [1.0, None],
+                                   "e": {"f": 3}, "p": str(tmp_path)}
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        write_json({"x": object()}, tmp_path / "y.json")
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_every_json_of_a_pipeline_run_is_strict(demo_output):
+    """Participant + group levels of the demo: every JSON the toolkit wrote parses strictly."""
+    import nibabel as nib
+
+    files = sorted(demo_output.rglob("*.json"))
+    assert len(files) > 50
+    for path in files:
+        try:
+            _strict_loads(path.read_text())
+        except ValueError as exc:
+            raise AssertionError(f"{path}: {exc}") from exc
+    thresholded = sorted(demo_output.glob("group/*_desc-fdr_stat-z_statmap.json"))
+    assert thresholded
+    for path in thresholded + sorted(demo_output.glob("group/*_desc-fwe_stat-z_statmap.json")):
+        thr = _strict_loads(path.read_text())["Threshold"]
+        img = path.with_name(path.name.replace(".json", ".nii.gz"))
+        if thr["z_threshold"] is None:  # null only where nothing survives, and it says so
+            assert "no voxel survives" in thr["z_threshold_description"]
+            assert not np.any(np.asanyarray(nib.load(img).dataobj))
+        else:
+            assert np.isfinite(thr["z_threshold"]) and "z_threshold_description" not in thr

@@ -275,9 +275,13 @@ class _GroupWriter:
                                      group.min_cluster_size, two_sided)
             path = statmap_path(self.output_dir, contrast=entry.contrast, stat="z",
                                 task=self.task, space=self.spec.space, desc=method)
-            write_nifti(img, path, {**sidecar, "Threshold": {
-                "method": method, "alpha": alpha, "z_threshold": thr, "two_sided": two_sided,
-                "min_cluster_size": group.min_cluster_size}})
+            threshold = {"method": method, "alpha": alpha, "z_threshold": thr,
+                         "two_sided": two_sided, "min_cluster_size": group.min_cluster_size}
+            if not np.isfinite(thr):  # strict JSON has no Infinity: null, and say why
+                threshold["z_threshold"] = None
+                threshold["z_threshold_description"] = (
+                    f"null: no voxel survives {method.upper()} at {alpha:g}; the map is empty")
+            write_nifti(img, path, {**sidecar, "Threshold": threshold})
             table = cluster_table(z_img, thr, group.min_cluster_size, two_sided)
             write_tsv(table, path.with_name(path.name.replace("_stat-z_statmap.nii.gz",
                                                               "_clusters.tsv")))
