@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -130,10 +131,37 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
         raise
 
 
+# atomic_write's temporary names: ".<stem>.<mkstemp's 8 random chars>.tmp<ext>".
+_TEMPORARY_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+){0,2}$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name made by :func:`atomic_write`."""
+    return _TEMPORARY_RE.match(name) is not None
+
+
+def remove_orphaned_temporaries(folder: Path | str) -> list[Path]:
+    """Delete :func:`atomic_write` temporaries that a killed run left under ``folder``.
+
+    Only safe while no other run writes into ``folder`` (hold its
+    :class:`~fmri_pain.run_lock.OutputLock`). Returns the removed paths.
+    """
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in files:
+            if is_temporary_name(name):
+                path = Path(root) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def write_text(text: str, path: Path | str) -> Path:
     """Write text atomically."""
     with atomic_write(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
@@ -268,7 +296,7 @@ def has_own_preprocessing(output_dir: Path | str) -> bool:
 
 
 def write_dataset_description(output_dir: Path | str, source: Path | str | None = None) -> Path:
-    """Write ``dataset_description.json`` of the derivatives dataset."""
+    """Write ``dataset_description.json`` of the derivatives dataset (only when it changes)."""
     description = {
         "Name": "fmri-pain derivatives",
         "BIDSVersion": "1.8.0",
@@ -281,7 +309,12 @@ def write_dataset_description(output_dir: Path | str, source: Path | str | None 
     }
     if source is not None:
         description["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
-    return write_json(description, Path(output_dir) / "dataset_description.json")
+    path = Path(output_dir) / "dataset_description.json"
+    text = json_text(description) + "\n"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return path  # unchanged: a re-run with nothing to do writes nothing
+    return write_text(text, path)
 
 
 def _json_default(obj: Any) -> Any:
