@@ -191,13 +191,16 @@ def _setup_logging(verbosity: int) -> None:
 def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.derivatives import has_own_preprocessing
     from fmri_pain.execution import execution_spec_from_args
+    from fmri_pain.derivatives import remove_orphaned_temporaries
     from fmri_pain.layout import load_layout
+    from fmri_pain.run_lock import OutputLock
     from fmri_pain.spec import load_spec
 
-    from fmri_pain.derivatives import remove_orphaned_temporaries
-    from fmri_pain.run_lock import OutputLock
-
-    spec = execution_spec_from_args(load_spec(args.spec), args)
+    try:
+        spec = load_spec(args.spec)
+    except UnicodeDecodeError as exc:  # the spec loader may already say so itself
+        raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
+    spec = execution_spec_from_args(spec, args)
     output_dir = args.output_dir.resolve()
     check_output_dir(output_dir, args.bids_dir, args.derivatives, args.work_dir)
     if args.analysis_level == "group" and not output_dir.is_dir():
@@ -305,20 +308,15 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
 
     Written only when its content changes; removed when there is nothing to note.
     """
-    from fmri_pain.derivatives import write_text
+    from fmri_pain.derivatives import write_text_if_changed
 
     path = output_dir / "logs" / "dataset_notes.tsv"
     table = layout.notes_table()
     if table.empty:
         path.unlink(missing_ok=True)
         return None
-    text = table.to_csv(sep="\t", index=False, na_rep="n/a")
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return path
-    except (OSError, UnicodeDecodeError):
-        pass
-    return write_text(text, path)
+    write_text_if_changed(table.to_csv(sep="\t", index=False, na_rep="n/a"), path)
+    return path
 
 
 def _group(layout, spec, output_dir: Path) -> int:
@@ -352,10 +350,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from fmri_pain.demo import run_demo
+    from fmri_pain.run_lock import OutputLock
 
-    return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
-                    n_volumes=args.volumes, voxel_size=args.voxel_size,
-                    scheduler=args.scheduler)
+    _prepare_output_dir(args.output_dir.resolve())
+    with OutputLock(args.output_dir.resolve(), command="fmri-pain " + " ".join(sys.argv[1:])):
+        return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
+                        n_volumes=args.volumes, voxel_size=args.voxel_size,
+                        scheduler=args.scheduler)
 
 
 def _atlas(args: argparse.Namespace) -> int:

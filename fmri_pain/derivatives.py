@@ -165,6 +165,19 @@ def write_text(text: str, path: Path | str) -> Path:
     return Path(path)
 
 
+def write_text_if_changed(text: str, path: Path | str) -> bool:
+    """Write ``text`` atomically unless ``path`` already holds it; whether it wrote.
+
+    A re-run with nothing to do then leaves files (and their mtimes) alone.
+    """
+    path = Path(path)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    write_text(text, path)
+    return True
+
+
 def write_json(data: Mapping[str, Any], path: Path | str) -> Path:
     """Write a strict JSON document atomically (sorted keys, indented).
 
@@ -310,11 +323,8 @@ def write_dataset_description(output_dir: Path | str, source: Path | str | None 
     if source is not None:
         description["SourceDatasets"] = [{"URL": Path(source).resolve().as_uri()}]
     path = Path(output_dir) / "dataset_description.json"
-    text = json_text(description) + "\n"
-    with contextlib.suppress(OSError, UnicodeDecodeError):
-        if path.read_text(encoding="utf-8") == text:
-            return path  # unchanged: a re-run with nothing to do writes nothing
-    return write_text(text, path)
+    write_text_if_changed(json_text(description) + "\n", path)
+    return path
 
 
 def _json_default(obj: Any) -> Any:

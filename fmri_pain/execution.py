@@ -54,7 +54,7 @@ from typing import Any
 import pandas as pd
 
 from fmri_pain import __version__, _cluster
-from fmri_pain.derivatives import sha256_file, write_json, write_tsv
+from fmri_pain.derivatives import sha256_file, write_json, write_text_if_changed, write_tsv
 from fmri_pain.errors import InputError
 from fmri_pain.layout import Run
 from fmri_pain.spec import AnalysisSpec, ExecutionSpec, SpecError
@@ -610,7 +610,8 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: Analysi
     -------
     ExecutionSummary
         Also printed (verbosity >= 1, else only failures) and written to
-        ``output_dir/logs/participant_<YYYYmmdd-HHMMSS>.tsv`` and ``participant_latest.tsv``.
+        ``output_dir/logs/participant_<YYYYmmdd-HHMMSS>.tsv`` and ``participant_latest.tsv``
+        (not written by a run in which every subject was up to date).
     """
     output_dir = Path(output_dir)
     log_dir = output_dir / "logs"
@@ -707,18 +708,20 @@ def _finish(outcomes: dict[str, SubjectOutcome], log_dir: Path, started: datetim
     ordered = [outcomes[s] for s in sorted(outcomes)]
     summary = ExecutionSummary(ordered, notes=notes)
     path = log_dir / f"participant_{started:%Y%m%d-%H%M%S}.tsv"
-    # The table is printed whatever happens to the files (a full disk, say).
+    # The table is printed whatever happens to the files (a full disk, say). A run
+    # that had nothing to do (every subject up to date) writes nothing.
     try:
         if problems:
             rows = [{"subject": s, "path": str(e.path) if getattr(e, "path", None) else None,
                      "error": getattr(e, "reason", None) or str(e)}
                     for s, errs in sorted(problems.items()) for e in errs]
-            write_tsv(pd.DataFrame(rows, columns=["subject", "path", "error"]),
-                      log_dir / "participant_input_errors.tsv")
-        table = summary.table()
-        write_tsv(table, path)
-        write_tsv(table, log_dir / "participant_latest.tsv")
-        summary.log_path = path
+            write_text_if_changed(_tsv_text(pd.DataFrame(rows, columns=["subject", "path", "error"])),
+                                  log_dir / "participant_input_errors.tsv")
+        if any(o.status != "skipped" for o in ordered):
+            table = summary.table()
+            write_tsv(table, path)
+            write_tsv(table, log_dir / "participant_latest.tsv")
+            summary.log_path = path
     except OSError as exc:
         _emit(f"warning: cannot write the subject table under {log_dir}: "
               f"{exc.strerror or exc}", logging.WARNING)
@@ -727,6 +730,10 @@ def _finish(outcomes: dict[str, SubjectOutcome], log_dir: Path, started: datetim
     elif summary.failed:
         print(summary.format_table(failed_only=True), file=sys.stderr, flush=True)
     return summary
+
+
+def _tsv_text(df: pd.DataFrame) -> str:
+    return df.to_csv(sep="\t", index=False, na_rep="n/a")
 
 
 def _run_serial(task: Task, todo: list[tuple[str, str]], runs_by_subject, spec: AnalysisSpec,
