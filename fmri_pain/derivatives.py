@@ -131,8 +131,10 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
         raise
 
 
-# atomic_write's temporary names: ".<stem>.<mkstemp's 8 random chars>.tmp<ext>".
-_TEMPORARY_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+){0,2}$")
+# atomic_write's temporary names: ".<stem>.<mkstemp's 8 random chars>.tmp<ext>", and
+# ".<name>.tmp" of the preprocessing's figure copies.
+_TEMPORARY_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+){0,2}$"
+                           r"|^\..+\.(png|svg|html|tsv|json|nii|nii\.gz)\.tmp$")
 
 
 def is_temporary_name(name: str) -> bool:

@@ -1,6 +1,7 @@
 """Output plumbing: names, atomic writes, provenance."""
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -59,8 +60,6 @@ def test_dataset_description(tmp_path):
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):
-    import os
-
     umask = os.umask(0o022)
     os.umask(umask)
     out = write_nifti(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), tmp_path / "a.nii.gz")
@@ -109,3 +108,35 @@ def test_every_json_of_a_pipeline_run_is_strict(demo_output):
             assert not np.any(np.asanyarray(nib.load(img).dataobj))
         else:
             assert np.isfinite(thr["z_threshold"]) and "z_threshold_description" not in thr
+
+
+def test_orphaned_temporaries_are_recognised_and_only_they_removed(tmp_path):
+    from fmri_pain.derivatives import is_temporary_name, remove_orphaned_temporaries
+
+    names = []
+    for name in ("a_stat-z_statmap.nii.gz", "a.json", "a.tsv", "README", "sub-01.html"):
+        with atomic_write(tmp_path / "sub-01" / name) as tmp:
+            names.append(tmp.name)
+            assert is_temporary_name(tmp.name), tmp.name
+            tmp.write_text("x")
+            os.link(tmp, tmp.with_name(tmp.name + "-copy"))
+            orphan = tmp.parent / tmp.name  # the hard link below keeps it after the rename
+        os.replace(tmp.with_name(tmp.name + "-copy"), orphan)
+    for keep in (".gitignore", "a.tmp", ".hidden.nii.gz", "x_desc-tmp_bold.nii.gz"):
+        (tmp_path / keep).write_text("keep")
+        assert not is_temporary_name(keep)
+    removed = remove_orphaned_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        [".gitignore", "a.tmp", ".hidden.nii.gz", "x_desc-tmp_bold.nii.gz"])
+    assert sorted(p.name for p in (tmp_path / "sub-01").iterdir()) == [
+        "README", "a.json", "a.tsv", "a_stat-z_statmap.nii.gz", "sub-01.html"]
+
+
+def test_dataset_description_is_written_only_when_it_changes(tmp_path):
+    path = write_dataset_description(tmp_path, tmp_path / "bids")
+    stat = path.stat()
+    write_dataset_description(tmp_path, tmp_path / "bids")
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_ino == stat.st_ino
+    write_dataset_description(tmp_path, tmp_path / "other")
+    assert "other" in json.loads(path.read_text())["SourceDatasets"][0]["URL"]
