@@ -140,3 +140,25 @@ def test_dataset_description_is_written_only_when_it_changes(tmp_path):
     assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_ino == stat.st_ino
     write_dataset_description(tmp_path, tmp_path / "other")
     assert "other" in json.loads(path.read_text())["SourceDatasets"][0]["URL"]
+
+
+def test_empty_thresholded_map_has_null_threshold_with_a_reason(tmp_path):
+    """FDR on a null z map finds nothing: the sidecar says null and why (strict JSON)."""
+    from types import SimpleNamespace
+
+    from fmri_pain.glm.group import _GroupWriter
+    from fmri_pain.spec import AnalysisSpec
+
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-1.0, 1.0, size=(6, 6, 6)).astype(np.float32)  # p > 0.15 everywhere
+    mask = nib.Nifti1Image(np.ones((6, 6, 6), np.uint8), np.eye(4))
+    writer = _GroupWriter(tmp_path, "stim", AnalysisSpec(), mask)
+    entry = SimpleNamespace(contrast="scs", stat_type="t", paths={}, thresholds={}, clusters={})
+    writer._threshold(entry, nib.Nifti1Image(z, np.eye(4)), {"Description": "test"})
+    fdr = _strict_loads(entry.paths["z_fdr"].with_name(
+        entry.paths["z_fdr"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
+    assert fdr["z_threshold"] is None and "no voxel survives FDR" in fdr["z_threshold_description"]
+    assert not np.any(np.asanyarray(nib.load(entry.paths["z_fdr"]).dataobj))
+    fwe = _strict_loads(entry.paths["z_fwe"].with_name(
+        entry.paths["z_fwe"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
+    assert fwe["z_threshold"] > 3 and "z_threshold_description" not in fwe
