@@ -336,6 +336,7 @@ def _group(layout, spec, output_dir: Path) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from fmri_pain.simulate import simulate_trial
 
+    _prepare_output_dir(args.output_dir.resolve())
     start = time.perf_counter()
     sim = simulate_trial(args.output_dir, n_subjects=args.subjects, seed=args.seed,
                          voxel_size=args.voxel_size, n_volumes=args.volumes,
@@ -364,6 +365,7 @@ def _atlas(args: argparse.Namespace) -> int:
 
     from fmri_pain.pathways import write_atlas
 
+    _prepare_output_dir(args.output_dir.resolve())
     grid = load_mni152_template(resolution=args.voxel_size)
     paths = write_atlas(args.output_dir, grid, pain_side=args.pain_side)
     for kind, path in paths.items():
