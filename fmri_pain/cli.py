@@ -202,7 +202,10 @@ def _bids_app(args: argparse.Namespace) -> int:
         raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
     spec = execution_spec_from_args(spec, args)
     output_dir = args.output_dir.resolve()
-    check_output_dir(output_dir, args.bids_dir, args.derivatives, args.work_dir)
+    work_dir = args.work_dir
+    if work_dir is None and args.derivatives is None and args.analysis_level == "participant":
+        work_dir = output_dir.parent / "work"  # the preprocessing's default (preprocess.run)
+    check_output_dir(output_dir, args.bids_dir, args.derivatives, work_dir)
     if args.analysis_level == "group" and not output_dir.is_dir():
         raise InputError("OUTPUT_DIR does not exist: run `fmri-pain BIDS_DIR OUTPUT_DIR "
                          "participant` first", path=output_dir)
