@@ -274,8 +274,8 @@ def check_output_dir(output_dir: Path, bids_dir: Path, derivatives: Path | None 
         work = work_dir.resolve()
         for name, folder in (("the raw dataset", bids), ("the --derivatives folder", deriv)):
             if folder is not None and (work == folder or _inside(work, folder)):
-                LOGGER.warning("--work-dir %s is inside %s %s: Nipype will write its working "
-                               "files there", work, name, folder)
+                LOGGER.warning("the work folder %s (--work-dir) is inside %s %s: Nipype will "
+                               "write its working files there", work, name, folder)
 
 
 def _prepare_output_dir(output_dir: Path) -> None:
