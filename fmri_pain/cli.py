@@ -62,10 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[0] in _COMMANDS:
             args = _command_parser(argv[0]).parse_args(argv[1:])
+            args.command_line = "fmri-pain " + " ".join(argv)
             _setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
             return {"simulate": _simulate, "demo": _demo, "atlas": _atlas,
                     "permute": _permute}[argv[0]](args)
         args = _bids_app_parser().parse_args(argv)
+        args.command_line = "fmri-pain " + " ".join(argv)
         _setup_logging(args.verbose - args.quiet)
         return _bids_app(args)
     except (SpecError, InputError) as exc:
@@ -210,7 +212,7 @@ def _bids_app(args: argparse.Namespace) -> int:
         raise InputError("OUTPUT_DIR does not exist: run `fmri-pain BIDS_DIR OUTPUT_DIR "
                          "participant` first", path=output_dir)
     _prepare_output_dir(output_dir)
-    with OutputLock(output_dir, command="fmri-pain " + " ".join(sys.argv[1:])):
+    with OutputLock(output_dir, command=args.command_line):
         removed = remove_orphaned_temporaries(output_dir)
         if removed:
             LOGGER.warning("removed %d temporary file(s) left by an interrupted run, e.g. %s",
@@ -357,7 +359,7 @@ def _demo(args: argparse.Namespace) -> int:
     from fmri_pain.run_lock import OutputLock
 
     _prepare_output_dir(args.output_dir.resolve())
-    with OutputLock(args.output_dir.resolve(), command="fmri-pain " + " ".join(sys.argv[1:])):
+    with OutputLock(args.output_dir.resolve(), command=args.command_line):
         return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
                         n_volumes=args.volumes, voxel_size=args.voxel_size,
                         scheduler=args.scheduler)
@@ -390,7 +392,7 @@ def _permute(args: argparse.Namespace) -> int:
             raise InputError(f"input is inside {written_into}, where permute writes its maps; "
                              f"choose another OUT", path=path)
     _prepare_output_dir(args.output_dir.resolve())
-    with OutputLock(args.output_dir.resolve(), command="fmri-pain " + " ".join(sys.argv[1:])):
+    with OutputLock(args.output_dir.resolve(), command=args.command_line):
         result, written = permute_maps(
             args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
             blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
