@@ -330,7 +330,8 @@ def _group(layout, spec, output_dir: Path) -> int:
     write_dataset_notes(output_dir, layout)
     for note in layout.notes:
         who = f"sub-{note['subject']} " if note["subject"] else ""
-        print(f"note: {who}{note['kind']}: {note['message']} [{note['path']}]")
+        where = f" [{note['path']}]" if note["path"] else ""
+        print(f"note: {who}{note['kind']}: {note['message']}{where}")
     result = run_group_level(output_dir, layout.runs, spec)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
