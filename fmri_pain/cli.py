@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,18 +58,49 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] in ("-V", "--version"):
         print(f"fmri-pain {__version__}")
         return 0
+    args = None
     try:
         if argv[0] in _COMMANDS:
             args = _command_parser(argv[0]).parse_args(argv[1:])
+            args.command_line = "fmri-pain " + " ".join(argv)
             _setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
             return {"simulate": _simulate, "demo": _demo, "atlas": _atlas,
                     "permute": _permute}[argv[0]](args)
         args = _bids_app_parser().parse_args(argv)
+        args.command_line = "fmri-pain " + " ".join(argv)
         _setup_logging(args.verbose - args.quiet)
         return _bids_app(args)
     except (SpecError, InputError) as exc:
         print(f"fmri-pain: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("fmri-pain: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 -- the last guard: a line for the user, the traceback to a file
+        log = _save_traceback(getattr(args, "output_dir", None))
+        text = (str(exc).strip().splitlines() or [""])[0][:300]
+        where = f"; traceback in {log}" if log else ""
+        print(f"fmri-pain: unexpected error: {type(exc).__name__}: {text}{where}", file=sys.stderr)
+        return 1
+
+
+def _save_traceback(output_dir: Path | None) -> Path | None:
+    """Write the current exception's traceback to OUTPUT_DIR/logs (else the temp folder)."""
+    import tempfile
+    import traceback
+
+    text = traceback.format_exc()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folders = [Path(output_dir) / "logs"] if output_dir is not None else []
+    for folder in folders + [Path(tempfile.gettempdir())]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"fmri-pain_error_{stamp}_{os.getpid()}.log"
+            path.write_text(text, encoding="utf-8")
+            return path
+        except OSError:
+            continue
+    return None
 
 
 def _bids_app_parser() -> argparse.ArgumentParser:
@@ -151,6 +183,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbosity: int) -> None:
+    # A handler that cannot write (full disk, closed stream) drops its record
+    # instead of printing logging's traceback; the run goes on.
+    logging.raiseExceptions = False
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
                         datefmt="%H:%M:%S", force=True)
@@ -161,23 +196,104 @@ def _setup_logging(verbosity: int) -> None:
 def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.derivatives import has_own_preprocessing
     from fmri_pain.execution import execution_spec_from_args
+    from fmri_pain.derivatives import remove_orphaned_temporaries
     from fmri_pain.layout import load_layout
+    from fmri_pain.run_lock import OutputLock
     from fmri_pain.spec import load_spec
 
-    spec = execution_spec_from_args(load_spec(args.spec), args)
+    try:
+        spec = load_spec(args.spec)
+    except UnicodeDecodeError as exc:  # the spec loader may already say so itself
+        raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
+    spec = execution_spec_from_args(spec, args)
     output_dir = args.output_dir.resolve()
-    if output_dir == args.bids_dir.resolve():
-        raise InputError("OUTPUT_DIR must differ from BIDS_DIR", path=output_dir)
-    derivatives = args.derivatives
-    if derivatives is None and args.analysis_level == "group" and has_own_preprocessing(output_dir):
-        derivatives = output_dir  # the participant level's own fMRIPrep-named outputs
-    layout = load_layout(args.bids_dir, derivatives, spec=spec,
-                         participant_label=args.participant_label,
-                         check_data=args.analysis_level == "participant")
-    print(layout.summary().to_string())
-    if args.analysis_level == "participant":
-        return _participant(layout, spec, output_dir, args)
-    return _group(layout, spec, output_dir)
+    work_dir = args.work_dir
+    if work_dir is None and args.derivatives is None and args.analysis_level == "participant":
+        work_dir = output_dir.parent / "work"  # the preprocessing's default (preprocess.run)
+    check_output_dir(output_dir, args.bids_dir, args.derivatives, work_dir)
+    if args.analysis_level == "group" and not output_dir.is_dir():
+        raise InputError("OUTPUT_DIR does not exist: run `fmri-pain BIDS_DIR OUTPUT_DIR "
+                         "participant` first", path=output_dir)
+    _prepare_output_dir(output_dir)
+    with OutputLock(output_dir, command=args.command_line):
+        removed = remove_orphaned_temporaries(output_dir)
+        if removed:
+            LOGGER.warning("removed %d temporary file(s) left by an interrupted run, e.g. %s",
+                           len(removed), removed[0])
+        derivatives = args.derivatives
+        if (derivatives is None and args.analysis_level == "group"
+                and has_own_preprocessing(output_dir)):
+            derivatives = output_dir  # the participant level's own fMRIPrep-named outputs
+        layout = load_layout(args.bids_dir, derivatives, spec=spec,
+                             participant_label=args.participant_label,
+                             check_data=args.analysis_level == "participant")
+        print(layout.summary().to_string())
+        if args.analysis_level == "participant":
+            return _participant(layout, spec, output_dir, args)
+        return _group(layout, spec, output_dir)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path != folder and path.is_relative_to(folder)
+
+
+def _own_outputs(folder: Path) -> bool:
+    """Whether ``folder`` is a derivatives dataset this toolkit wrote."""
+    import json
+
+    try:
+        description = json.loads((folder / "dataset_description.json").read_text(encoding="utf-8"))
+        return any(g.get("Name") == "fmri-pain" for g in description.get("GeneratedBy", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+def check_output_dir(output_dir: Path, bids_dir: Path, derivatives: Path | None = None,
+                     work_dir: Path | None = None) -> None:
+    """Refuse an OUTPUT_DIR that would write into an input dataset.
+
+    OUTPUT_DIR may not be BIDS_DIR or inside it, except under
+    ``BIDS_DIR/derivatives/`` (where BIDS puts derivatives); nor the
+    ``--derivatives`` folder or inside it, unless that folder is this
+    toolkit's own output. A ``--work-dir`` inside an input dataset is
+    allowed with a warning.
+
+    Raises
+    ------
+    InputError
+        Naming the folder at fault.
+    """
+    output, bids = output_dir.resolve(), bids_dir.resolve()
+    if output == bids:
+        raise InputError("OUTPUT_DIR must differ from BIDS_DIR (the raw dataset would be "
+                         "written into); use e.g. BIDS_DIR/derivatives/fmri-pain", path=output)
+    if _inside(output, bids) and not _inside(output, bids / "derivatives"):
+        raise InputError(f"OUTPUT_DIR is inside the raw dataset {bids}; only "
+                         f"BIDS_DIR/derivatives/<name> is allowed there", path=output)
+    deriv = derivatives.resolve() if derivatives is not None else None
+    if deriv is not None and (output == deriv or _inside(output, deriv)) and not _own_outputs(deriv):
+        where = "is" if output == deriv else "is inside"
+        raise InputError(f"OUTPUT_DIR {where} the --derivatives folder {deriv}, which would be "
+                         f"written into; choose another OUTPUT_DIR", path=output)
+    if work_dir is not None:
+        work = work_dir.resolve()
+        for name, folder in (("the raw dataset", bids), ("the --derivatives folder", deriv)):
+            if folder is not None and (work == folder or _inside(work, folder)):
+                LOGGER.warning("the work folder %s (--work-dir) is inside %s %s: Nipype will "
+                               "write its working files there", work, name, folder)
+
+
+def _prepare_output_dir(output_dir: Path) -> None:
+    """Create OUTPUT_DIR and check it can be written into (one clear line when not)."""
+    import tempfile
+
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as exc:
+        raise InputError(f"OUTPUT_DIR cannot be written into: {exc.strerror or exc}",
+                         path=output_dir) from exc
 
 
 def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:
@@ -185,18 +301,40 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
     from fmri_pain.execution import run_participants
 
     write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
+    write_dataset_notes(output_dir, layout)
     for error in layout.errors:
         LOGGER.error("%s", error)
     runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
     summary = run_participants(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
                                force=args.force, verbosity=1 + args.verbose - args.quiet,
-                               input_errors=layout.failed_subjects)
+                               input_errors=layout.failed_subjects, notes=layout.notes)
     return summary.exit_code or (1 if layout.errors else 0)
+
+
+def write_dataset_notes(output_dir: Path, layout) -> Path | None:
+    """``OUTPUT_DIR/logs/dataset_notes.tsv``: drop-outs and ignored files, for the reports.
+
+    Written only when its content changes; removed when there is nothing to note.
+    """
+    from fmri_pain.derivatives import write_text_if_changed
+
+    path = output_dir / "logs" / "dataset_notes.tsv"
+    table = layout.notes_table()
+    if table.empty:
+        path.unlink(missing_ok=True)
+        return None
+    write_text_if_changed(table.to_csv(sep="\t", index=False, na_rep="n/a"), path)
+    return path
 
 
 def _group(layout, spec, output_dir: Path) -> int:
     from fmri_pain.group_level import run_group_level
 
+    write_dataset_notes(output_dir, layout)
+    for note in layout.notes:
+        who = f"sub-{note['subject']} " if note["subject"] else ""
+        where = f" [{note['path']}]" if note["path"] else ""
+        print(f"note: {who}{note['kind']}: {note['message']}{where}")
     result = run_group_level(output_dir, layout.runs, spec)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
@@ -212,6 +350,7 @@ def _group(layout, spec, output_dir: Path) -> int:
 def _simulate(args: argparse.Namespace) -> int:
     from fmri_pain.simulate import simulate_trial
 
+    _prepare_output_dir(args.output_dir.resolve())
     start = time.perf_counter()
     sim = simulate_trial(args.output_dir, n_subjects=args.subjects, seed=args.seed,
                          voxel_size=args.voxel_size, n_volumes=args.volumes,
@@ -226,10 +365,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from fmri_pain.demo import run_demo
+    from fmri_pain.run_lock import OutputLock
 
-    return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
-                    n_volumes=args.volumes, voxel_size=args.voxel_size,
-                    scheduler=args.scheduler)
+    _prepare_output_dir(args.output_dir.resolve())
+    with OutputLock(args.output_dir.resolve(), command=args.command_line):
+        return run_demo(args.output_dir, n_subjects=args.subjects, seed=args.seed,
+                        n_volumes=args.volumes, voxel_size=args.voxel_size,
+                        scheduler=args.scheduler)
 
 
 def _atlas(args: argparse.Namespace) -> int:
@@ -237,6 +379,7 @@ def _atlas(args: argparse.Namespace) -> int:
 
     from fmri_pain.pathways import write_atlas
 
+    _prepare_output_dir(args.output_dir.resolve())
     grid = load_mni152_template(resolution=args.voxel_size)
     paths = write_atlas(args.output_dir, grid, pain_side=args.pain_side)
     for kind, path in paths.items():
@@ -247,13 +390,23 @@ def _atlas(args: argparse.Namespace) -> int:
 def _permute(args: argparse.Namespace) -> int:
     from fmri_pain.permute import permute_maps
 
+    from fmri_pain.run_lock import OutputLock
+
     if args.n_perm < 1:
         raise InputError("--n-perm must be at least 1")
-    result, written = permute_maps(
-        args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
-        blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
-        tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs,
-        space=args.space)
+    written_into = args.output_dir.resolve() / "group"  # permute_maps writes OUT/group/...
+    for path in [*args.maps, args.mask, args.design]:
+        if path is not None and (path.resolve() == written_into
+                                 or path.resolve().is_relative_to(written_into)):
+            raise InputError(f"input is inside {written_into}, where permute writes its maps; "
+                             f"choose another OUT", path=path)
+    _prepare_output_dir(args.output_dir.resolve())
+    with OutputLock(args.output_dir.resolve(), command=args.command_line):
+        result, written = permute_maps(
+            args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
+            blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
+            tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs,
+            space=args.space)
     summary = result.summary()
     used = (f"all {summary['n_rearrangements']} distinct rearrangements (exhaustive)"
             if summary["exhaustive"] else f"{summary['n_perm']} rearrangements")

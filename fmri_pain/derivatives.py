@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping
@@ -129,16 +131,82 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
         raise
 
 
+# atomic_write's temporary names: ".<stem>.<mkstemp's 8 random chars>.tmp<ext>", and
+# ".<name>.tmp" of the preprocessing's figure copies.
+_TEMPORARY_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+){0,2}$"
+                           r"|^\..+\.(png|svg|html|tsv|json|nii|nii\.gz)\.tmp$")
+
+
+def is_temporary_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file name made by :func:`atomic_write`."""
+    return _TEMPORARY_RE.match(name) is not None
+
+
+def remove_orphaned_temporaries(folder: Path | str) -> list[Path]:
+    """Delete :func:`atomic_write` temporaries that a killed run left under ``folder``.
+
+    Only safe while no other run writes into ``folder`` (hold its
+    :class:`~fmri_pain.run_lock.OutputLock`). Returns the removed paths.
+    """
+    removed = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+        for name in files:
+            if is_temporary_name(name):
+                path = Path(root) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def write_text(text: str, path: Path | str) -> Path:
     """Write text atomically."""
     with atomic_write(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
 
 
+def write_text_if_changed(text: str, path: Path | str) -> bool:
+    """Write ``text`` atomically unless ``path`` already holds it; whether it wrote.
+
+    A re-run with nothing to do then leaves files (and their mtimes) alone.
+    """
+    path = Path(path)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    write_text(text, path)
+    return True
+
+
 def write_json(data: Mapping[str, Any], path: Path | str) -> Path:
-    """Write a JSON document atomically (sorted keys, indented)."""
-    return write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n", path)
+    """Write a strict JSON document atomically (sorted keys, indented).
+
+    Non-finite numbers (NaN, +-Infinity), which strict parsers reject, are
+    written as ``null``; where a null needs explaining, the producer of the
+    record adds a sibling description (e.g. ``z_threshold_description``).
+    """
+    return write_text(json_text(data) + "\n", path)
+
+
+def json_text(data: Any, *, indent: int | None = 2) -> str:
+    """``data`` as strict JSON text: sorted keys, non-finite numbers as ``null``."""
+    return json.dumps(strict_json_value(data), indent=indent, sort_keys=True, allow_nan=False)
+
+
+def strict_json_value(value: Any) -> Any:
+    """``value`` with paths, numpy scalars/arrays converted and non-finite floats as None."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, (str, int, float, bool)) else k: strict_json_value(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json_value(v) for v in value]
+    return strict_json_value(_json_default(value))
 
 
 def write_tsv(df: pd.DataFrame, path: Path | str, sidecar: Mapping[str, Any] | None = None) -> Path:
@@ -311,7 +379,7 @@ def has_own_preprocessing(output_dir: Path | str) -> bool:
 
 def write_dataset_description(output_dir: Path | str, source: Path | str | None = None,
                               derivatives: Path | str | None = None) -> Path:
-    """Write ``dataset_description.json`` of the derivatives dataset.
+    """Write ``dataset_description.json`` of the derivatives dataset (only when it changes).
 
     ``source`` (the raw dataset) and ``derivatives`` (e.g. fMRIPrep's outputs read as
     input) are listed in ``SourceDatasets`` and, under the names the sidecars'
@@ -332,7 +400,9 @@ def write_dataset_description(output_dir: Path | str, source: Path | str | None 
     if inputs:
         description["SourceDatasets"] = [{"URL": p.as_uri()} for p in inputs]
         description["DatasetLinks"] = {dataset_name(p): p.as_uri() for p in inputs}
-    return write_json(description, Path(output_dir) / "dataset_description.json")
+    path = Path(output_dir) / "dataset_description.json"
+    write_text_if_changed(json_text(description) + "\n", path)
+    return path
 
 
 def _json_default(obj: Any) -> Any:

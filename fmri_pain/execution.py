@@ -9,9 +9,14 @@ over subjects with dask on
 * ``tcp://HOST:PORT`` -- an existing dask scheduler,
 * ``none`` -- serially in this process (debugging), with the same bookkeeping.
 
-A subject that fails is retried when the failure is not its input's fault
-(crash, killed worker), then reported; every other subject finishes. Input
-errors (:class:`fmri_pain.errors.InputError`) are never retried. The run ends
+A subject that fails is retried only when the failure is the infrastructure's
+(see :func:`is_infrastructure_failure`: a killed worker, a lost connection, a
+``MemoryError``, a transient I/O error such as ``EIO``/``ESTALE``/a timeout),
+then reported; every other subject finishes. Everything deterministic fails
+once: input errors (:class:`fmri_pain.errors.InputError`), spec errors, files
+that cannot be parsed, missing or unreadable files, a full disk, and every
+other exception (``ValueError``, ``RuntimeError`` ...: the same code on the same
+input fails the same way again). The run ends
 with a table (subject, status, duration, error, file at fault) printed and
 written to ``OUTPUT/logs/participant_<time>.tsv``.
 
@@ -28,6 +33,7 @@ import asyncio
 import collections
 import contextlib
 import datetime
+import errno
 import hashlib
 import json
 import logging
@@ -48,7 +54,7 @@ from typing import Any
 import pandas as pd
 
 from fmri_pain import __version__, _cluster
-from fmri_pain.derivatives import sha256_file, write_json, write_tsv
+from fmri_pain.derivatives import sha256_file, write_json, write_text_if_changed, write_tsv
 from fmri_pain.errors import InputError
 from fmri_pain.layout import Run
 from fmri_pain.spec import AnalysisSpec, ExecutionSpec, SpecError
@@ -58,7 +64,7 @@ logger = logging.getLogger("fmri_pain.execution")
 __all__ = [
     "SubjectOutcome", "ExecutionSummary", "run_participants", "open_client",
     "add_execution_arguments", "execution_spec_from_args", "subject_fingerprint",
-    "validate_scheduler", "report_stage", "verbosity_from_args",
+    "validate_scheduler", "report_stage", "verbosity_from_args", "is_infrastructure_failure",
 ]
 
 report_stage = _cluster.report_stage
@@ -67,7 +73,8 @@ Task = Callable[..., Mapping[str, Any]]
 
 _INPUT_ROLES = ("bold", "events", "mask", "confounds", "anat")
 _STATUS_ORDER = {"failed": 0, "interrupted": 1, "done": 2, "skipped": 3}
-_TABLE_COLUMNS = ["subject", "status", "duration_s", "attempts", "worker", "error", "path", "log"]
+_TABLE_COLUMNS = ["subject", "status", "duration_s", "attempts", "worker", "error", "path",
+                  "notes", "log"]
 
 
 # --------------------------------------------------------------------------- results
@@ -97,6 +104,9 @@ class SubjectOutcome:
         Per-subject log file (task output and tracebacks).
     peak_rss_mb : float or None
         Peak resident memory of the worker process that ran the last attempt.
+    notes : str or None
+        What the dataset scan noticed about the subject without failing it
+        (a drop-out, an ignored file), ``; ``-separated.
     """
 
     subject: str
@@ -109,14 +119,20 @@ class SubjectOutcome:
     outputs: list[str] = field(default_factory=list)
     log: str | None = None
     peak_rss_mb: float | None = None
+    notes: str | None = None
 
 
 @dataclass
 class ExecutionSummary:
-    """Outcomes of a participant-level run."""
+    """Outcomes of a participant-level run.
+
+    ``notes`` holds the dataset scan's notes (``subject``, ``kind``, ``path``,
+    ``message`` dicts: drop-outs, ignored files), printed under the table.
+    """
 
     outcomes: list[SubjectOutcome]
     log_path: Path | None = None
+    notes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def succeeded(self) -> list[str]:
@@ -158,6 +174,11 @@ class ExecutionSummary:
                 f"{len(self.failed)} failed of {len(self.outcomes)} subjects")
         body = df.to_string(index=False, max_colwidth=100) if len(df) else ""
         tail = f"\nlog: {self.log_path}" if self.log_path else ""
+        if self.notes and not failed_only:
+            lines = [f"  {'sub-' + n['subject'] + ' ' if n.get('subject') else ''}{n['kind']}: "
+                     f"{n['message']}" + (f" [{n['path']}]" if n.get("path") else "")
+                     for n in self.notes]
+            tail = "\nnotes (nothing failed):\n" + "\n".join(lines) + tail
         return f"{head}\n{body}{tail}".rstrip()
 
     def left_out_message(self) -> str | None:
@@ -248,11 +269,36 @@ class _ThreadFileHandler(logging.FileHandler):
     def __init__(self, path: Path) -> None:
         super().__init__(path, mode="a", encoding="utf-8", delay=False)
         self._thread = threading.get_ident()
+        self.failed = False
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self._thread:
+        if record.thread != self._thread or self.failed:
+            return
+        try:
             super().emit(record)
+        except Exception:  # noqa: BLE001 -- e.g. OSError(ENOSPC) from a subclass or a stream
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 -- logging's name
+        # A full disk must not stop the subject (nor print logging's traceback):
+        # say it once and stop writing this file.
+        if not self.failed:
+            self.failed = True
+            exc = sys.exc_info()[1]
+            _emit(f"warning: cannot write log file {self.baseFilename}: "
+                  f"{getattr(exc, 'strerror', None) or exc}; the subject goes on without it",
+                  logging.WARNING)
+
+
+def _open_log(log_file: Path) -> _ThreadFileHandler | None:
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        return _ThreadFileHandler(log_file)
+    except OSError as exc:
+        _emit(f"warning: cannot open log file {log_file}: {exc.strerror or exc}; "
+              f"the subject goes on without it", logging.WARNING)
+        return None
 
 
 def _where() -> str:
@@ -344,11 +390,11 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: Analysi
     """
     output_dir = Path(output_dir)
     log_dir = output_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"sub-{subject}_participant.log"
-    handler = _ThreadFileHandler(log_file)
+    handler = _open_log(log_file)
     root = logging.getLogger()
-    root.addHandler(handler)
+    if handler is not None:
+        root.addHandler(handler)
     previous_level = root.level
     where = _where()
     if not where.split("/")[1] == "main" and (root.level > logging.INFO or root.level == 0):
@@ -356,9 +402,9 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: Analysi
         # log file gets INFO lines. In this process (serial) the user's level stands.
         root.setLevel(logging.INFO)
     base = {"subject": subject, "worker": where, "log": str(log_file), "attempt": attempt}
-    logger.info("sub-%s: attempt %d on %s (pid %d)", subject, attempt, where, os.getpid())
     start = time.perf_counter()
     try:
+        logger.info("sub-%s: attempt %d on %s (pid %d)", subject, attempt, where, os.getpid())
         from threadpoolctl import threadpool_limits
 
         n_threads = threads or spec.execution.threads_per_worker
@@ -392,16 +438,49 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: Analysi
         logger.error("sub-%s: attempt %d failed\n%s", subject, attempt, text)
         path = (_path_from_exception(exc) or _mentioned_input(text, runs)
                 or _path_in_message(str(exc)))
-        # A file of the subject's that a reader cannot parse is bad input, even when
-        # the stage did not wrap it in InputError: retrying would fail the same way.
-        unreadable = isinstance(exc, _PARSE_ERRORS) and path is not None
-        return {**base, "status": "failed", "retry": not unreadable, "error": _one_line(exc),
-                "path": path, "duration_s": time.perf_counter() - start,
+        return {**base, "status": "failed", "retry": is_infrastructure_failure(exc),
+                "error": _one_line(exc), "path": path, "duration_s": time.perf_counter() - start,
                 "outputs": [], "peak_rss_mb": _peak_rss_mb()}
     finally:
-        root.removeHandler(handler)
         root.setLevel(previous_level)
-        handler.close()
+        if handler is not None:
+            root.removeHandler(handler)
+            with contextlib.suppress(Exception):
+                handler.close()
+
+
+# errno values of an OSError that a retry cannot cure.
+_DETERMINISTIC_ERRNOS = frozenset(
+    getattr(errno, name) for name in ("ENOENT", "EACCES", "EPERM", "EISDIR", "ENOTDIR", "ENOSPC",
+                                      "EDQUOT", "EROFS", "ENAMETOOLONG", "ELOOP", "EEXIST",
+                                      "EINVAL", "EFBIG", "ENOTEMPTY")
+    if hasattr(errno, name))
+
+
+def is_infrastructure_failure(exc: BaseException) -> bool:
+    """Whether a failed participant task is worth retrying.
+
+    Retried: ``MemoryError`` (the worker may have shared its memory with other
+    tasks), ``TimeoutError``/``ConnectionError`` and other ``OSError`` with a
+    transient errno (``EIO``, ``ESTALE``, ``EAGAIN``, ``EBUSY`` ...: file-system
+    and network hiccups). A killed worker or a lost connection never gets here:
+    the dask future fails and :func:`run_participants` retries it.
+
+    Not retried, because the same code on the same input fails the same way:
+    :class:`~fmri_pain.errors.InputError`, :class:`~fmri_pain.spec.SpecError`,
+    files that cannot be parsed, ``OSError`` with ``ENOENT``, ``EACCES``,
+    ``ENOSPC``, ``EROFS`` ... and every other exception (``ValueError``,
+    ``RuntimeError``, ``KeyError`` ...).
+    """
+    if isinstance(exc, (InputError, SpecError)) or isinstance(exc, _PARSE_ERRORS):
+        return False
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, (TimeoutError, ConnectionError)):
+        return True
+    if isinstance(exc, OSError):
+        return exc.errno not in _DETERMINISTIC_ERRNOS
+    return False
 
 
 # --------------------------------------------------------------------------- progress
@@ -492,6 +571,7 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: Analysi
                      work_dir: Path | str | None = None, force: bool = False,
                      verbosity: int = 1, client: Any = None,
                      input_errors: Mapping[str, Sequence[InputError]] | None = None,
+                     notes: Sequence[Mapping[str, Any]] | None = None,
                      ) -> ExecutionSummary:
     """Run the participant level for every subject, isolated, retried and resumable.
 
@@ -521,16 +601,22 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: Analysi
         (``TrialLayout.failed_subjects``). A subject without runs to analyse is
         reported as failed with them; one with valid runs left is analysed and
         its table row names the excluded files.
+    notes : sequence of dict, optional
+        The dataset scan's notes (``TrialLayout.notes``: drop-outs, ignored
+        files): each subject's go into its row's ``notes`` column, all are
+        printed under the table.
 
     Returns
     -------
     ExecutionSummary
         Also printed (verbosity >= 1, else only failures) and written to
-        ``output_dir/logs/participant_<YYYYmmdd-HHMMSS>.tsv`` and ``participant_latest.tsv``.
+        ``output_dir/logs/participant_<YYYYmmdd-HHMMSS>.tsv`` and ``participant_latest.tsv``
+        (not written by a run in which every subject was up to date).
     """
     output_dir = Path(output_dir)
     log_dir = output_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # unwritable: each write below says so
+        log_dir.mkdir(parents=True, exist_ok=True)
     work_dir = Path(work_dir) if work_dir is not None else None
     task = task or _default_task()
     started = datetime.datetime.now()
@@ -589,9 +675,9 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: Analysi
         for subject, _ in todo:
             outcomes.setdefault(subject, SubjectOutcome(subject, "interrupted",
                                                         error="run interrupted"))
-        _finish(outcomes, log_dir, started, progress, verbosity, problems)
+        _finish(outcomes, log_dir, started, progress, verbosity, problems, notes)
         raise
-    return _finish(outcomes, log_dir, started, progress, verbosity, problems)
+    return _finish(outcomes, log_dir, started, progress, verbosity, problems, notes)
 
 
 def _describe(errors: Sequence[InputError]) -> str:
@@ -606,33 +692,48 @@ def _first_path(errors: Sequence[InputError]) -> str | None:
 
 
 def _finish(outcomes: dict[str, SubjectOutcome], log_dir: Path, started: datetime.datetime,
-            progress: _Progress, verbosity: int,
-            problems: Mapping[str, list[InputError]]) -> ExecutionSummary:
+            progress: _Progress, verbosity: int, problems: Mapping[str, list[InputError]],
+            notes: Sequence[Mapping[str, Any]] | None = None) -> ExecutionSummary:
     progress.close()
+    notes = [dict(n) for n in notes or []]
+    for subject, o in outcomes.items():
+        mine = [f"{n['kind']}: {n['message']}" for n in notes if n.get("subject") == subject]
+        o.notes = "; ".join(mine) or None
     for subject, errors in problems.items():
         o = outcomes.get(subject)
         if o is not None and o.status in ("done", "skipped") and o.error is None:
             # Analysed with its valid runs; the row still names what was left out.
             o.error = "run(s) excluded: " + _describe(errors)
             o.path = _first_path(errors)
-    if problems:
-        rows = [{"subject": s, "path": str(e.path) if getattr(e, "path", None) else None,
-                 "error": getattr(e, "reason", None) or str(e)}
-                for s, errs in sorted(problems.items()) for e in errs]
-        write_tsv(pd.DataFrame(rows, columns=["subject", "path", "error"]),
-                  log_dir / "participant_input_errors.tsv")
     ordered = [outcomes[s] for s in sorted(outcomes)]
-    summary = ExecutionSummary(ordered)
+    summary = ExecutionSummary(ordered, notes=notes)
     path = log_dir / f"participant_{started:%Y%m%d-%H%M%S}.tsv"
-    table = summary.table()
-    write_tsv(table, path)
-    write_tsv(table, log_dir / "participant_latest.tsv")
-    summary.log_path = path
+    # The table is printed whatever happens to the files (a full disk, say). A run
+    # that had nothing to do (every subject up to date) writes nothing.
+    try:
+        if problems:
+            rows = [{"subject": s, "path": str(e.path) if getattr(e, "path", None) else None,
+                     "error": getattr(e, "reason", None) or str(e)}
+                    for s, errs in sorted(problems.items()) for e in errs]
+            write_text_if_changed(_tsv_text(pd.DataFrame(rows, columns=["subject", "path", "error"])),
+                                  log_dir / "participant_input_errors.tsv")
+        if any(o.status != "skipped" for o in ordered):
+            table = summary.table()
+            write_tsv(table, path)
+            write_tsv(table, log_dir / "participant_latest.tsv")
+            summary.log_path = path
+    except OSError as exc:
+        _emit(f"warning: cannot write the subject table under {log_dir}: "
+              f"{exc.strerror or exc}", logging.WARNING)
     if verbosity >= 1:
         print(summary.format_table(), flush=True)
     elif summary.failed:
         print(summary.format_table(failed_only=True), file=sys.stderr, flush=True)
     return summary
+
+
+def _tsv_text(df: pd.DataFrame) -> str:
+    return df.to_csv(sep="\t", index=False, na_rep="n/a")
 
 
 def _run_serial(task: Task, todo: list[tuple[str, str]], runs_by_subject, spec: AnalysisSpec,
@@ -644,8 +745,14 @@ def _run_serial(task: Task, todo: list[tuple[str, str]], runs_by_subject, spec: 
             attempt = 1
             while True:
                 progress.stage(subject, "running")
-                result = execute_subject(task, subject, runs_by_subject[subject], spec,
-                                         output_dir, work_dir, fingerprint, attempt)
+                try:
+                    result = execute_subject(task, subject, runs_by_subject[subject], spec,
+                                             output_dir, work_dir, fingerprint, attempt)
+                except Exception as exc:  # noqa: BLE001 -- the next subjects are still attempted
+                    result = {"subject": subject, "status": "failed",
+                              "retry": is_infrastructure_failure(exc), "error": _one_line(exc),
+                              "path": _path_from_exception(exc), "duration_s": 0.0,
+                              "worker": _where(), "outputs": [], "log": None}
                 if result["status"] == "failed" and result["retry"] and attempt <= spec.execution.retries:
                     progress.retry(subject, attempt, result["error"])
                     attempt += 1

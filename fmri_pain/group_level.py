@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmri_pain.errors import InputError
 from fmri_pain.glm.group import GroupResult, run_group
 from fmri_pain.glm.group_inference import (
     PermutationOutput,
@@ -56,8 +57,19 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         The dataset's runs (conditions, periods, covariates; preprocessed
         BOLD for connectivity).
     spec : AnalysisSpec
+
+    Raises
+    ------
+    InputError
+        When ``output_dir`` holds no participant-level maps (group before
+        participant) or there are no runs.
     """
     output_dir = Path(output_dir)
+    if next(output_dir.glob("sub-*/**/*_statmap.nii.gz"), None) is None:
+        raise InputError("no participant-level maps in OUTPUT_DIR: run "
+                         "`fmri-pain BIDS_DIR OUTPUT_DIR participant` first", path=output_dir)
+    if not runs:
+        raise InputError("no valid runs in the dataset for the group level", path=output_dir)
     timings = {}
     start = time.perf_counter()
     group = run_group(output_dir, runs, spec)

@@ -129,6 +129,11 @@ class TrialLayout:
         Subjects with at least one problem.
     warnings : list of str
         Things ignored on purpose (unexpected files, unset header TR ...).
+    notes : list of dict
+        What a user should see although nothing failed, one dict per item
+        (``subject``, ``kind``, ``path``, ``message``): ``drop-out`` (a subject
+        without a session of some condition) and ``ignored file`` (a BOLD-like
+        file that is not a valid BIDS name or place). See :meth:`notes_table`.
     mode : {"trial", "single"}
         ``trial`` when sessions map to the spec's conditions; ``single`` for a
         one-condition study (condition = task name).
@@ -147,6 +152,11 @@ class TrialLayout:
     mode: str = "trial"
     task: str | None = None
     n_volumes: dict[Path, int] = field(default_factory=dict)
+    notes: list[dict[str, Any]] = field(default_factory=list)
+
+    def notes_table(self) -> pd.DataFrame:
+        """:attr:`notes` as a table: subject, kind, path, message."""
+        return pd.DataFrame(self.notes, columns=list(NOTE_COLUMNS))
 
     def runs_for(self, subject: str) -> list[Run]:
         """Valid runs of one subject (``"01"`` or ``"sub-01"``)."""
@@ -171,6 +181,39 @@ class TrialLayout:
         """Raise :class:`~fmri_pain.errors.LayoutErrors` if any problem was found."""
         if self.errors:
             raise LayoutErrors(self.errors)
+
+
+NOTE_COLUMNS = ("subject", "kind", "path", "message")
+
+# Entities a raw BOLD file name may carry (BIDS 1.8 func), in their order.
+_RAW_BOLD_ENTITIES = ("sub", "ses", "task", "acq", "ce", "rec", "dir", "run", "echo", "part",
+                      "chunk")
+
+
+def _bids_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a valid raw BOLD file name, or None."""
+    stem = name
+    for ext in _bids.NIFTI_EXT:
+        if stem.endswith(ext):
+            stem = stem[: -len(ext)]
+            break
+    parts = stem.split("_")
+    if parts[-1] != "bold":
+        return "no _bold suffix"
+    order = []
+    for part in parts[:-1]:
+        key, sep, value = part.partition("-")
+        if not sep or not value or key not in _RAW_BOLD_ENTITIES:
+            return f"{part!r} is not a BIDS entity of a BOLD file name"
+        order.append(_RAW_BOLD_ENTITIES.index(key))
+    if order != sorted(set(order)):
+        return "entities out of BIDS order or repeated"
+    return None
+
+
+def _note(subject: str | None, kind: str, path: Path | str | None, message: str) -> dict[str, Any]:
+    return {"subject": subject, "kind": kind, "path": str(path) if path is not None else None,
+            "message": message}
 
 
 # ---- internal records -------------------------------------------------------
@@ -324,11 +367,21 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
 
     # BOLD files in their proper place: sub-X/[ses-Y/]func/sub-X_[ses-Y_]..._bold.nii[.gz]
     bolds = []
+    notes: list[dict[str, Any]] = []
     for f in raw.get(suffix="bold", extension=list(_bids.NIFTI_EXT)):
         path = Path(f.path)
         ents = _bids.entities(f)
+        subject_label = ents.get("subject") if ents.get("subject") in folder_subjects else None
         if not _well_placed(path, ents, bids_dir):
-            warnings.append(f"{path}: ignored (not in sub-<label>/[ses-<label>/]func/ with a matching name)")
+            why = "not in sub-<label>/[ses-<label>/]func/ with a matching name"
+            warnings.append(f"{path}: ignored ({why})")
+            notes.append(_note(subject_label, "ignored file", path, f"ignored: {why}"))
+            continue
+        problem = _bids_name_problem(path.name)
+        if problem is not None:  # e.g. ..._foo-bar_bold.nii.gz: pybids would take it for a run
+            warnings.append(f"{path}: ignored (not a BIDS file name: {problem})")
+            notes.append(_note(subject_label, "ignored file", path,
+                               f"ignored: not a BIDS file name ({problem})"))
             continue
         if ents.get("subject") not in folder_subjects:
             continue
@@ -366,6 +419,8 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
                 errors.append(InputError(msg, subject=subject, path=bids_dir / f"sub-{subject}"))
             else:  # e.g. dropped out before the first scan
                 warnings.append(f"{bids_dir / f'sub-{subject}'}: {msg}; subject skipped")
+                notes.append(_note(subject, "drop-out", bids_dir / f"sub-{subject}",
+                                   f"{msg}: subject skipped"))
             continue
         subject_errors: list[InputError] = []
         prow = participants.get(subject, {})
@@ -431,6 +486,17 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
             n_volumes[c.bold] = c.n_volumes
     runs.sort(key=lambda r: (r.subject, r.session or "", r.run or 0, str(r.bold)))
 
+    if trial_mode:  # drop-outs: conditions without any BOLD of the subject (not errors)
+        for subject in dict.fromkeys(c.subject for c in candidates):
+            found = {c.condition for c in candidates if c.subject == subject}
+            missing = [k for k in spec.conditions if k not in found]
+            if missing and found - {None}:
+                notes.append(_note(subject, "drop-out", bids_dir / f"sub-{subject}",
+                                   f"no session of {', '.join(missing)}: analysed with "
+                                   f"{len(spec.conditions) - len(missing)} of "
+                                   f"{len(spec.conditions)} conditions"))
+    notes.sort(key=lambda n: (n["subject"] or "", n["kind"], n["path"] or ""))
+
     failed: dict[str, list[InputError]] = defaultdict(list)
     for e in errors:
         if e.subject is not None:
@@ -442,7 +508,7 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     return TrialLayout(
         runs=runs, errors=errors, subjects=sorted({r.subject for r in runs}),
         failed_subjects=dict(failed), bids_dir=bids_dir, derivatives_dir=deriv_dir,
-        warnings=warnings, mode=mode, task=task, n_volumes=n_volumes)
+        warnings=warnings, mode=mode, task=task, n_volumes=n_volumes, notes=notes)
 
 
 # ---- dataset level ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Output plumbing: names, atomic writes, provenance."""
 
 import json
+import os
 
 import nibabel as nib
 import numpy as np
@@ -88,9 +89,105 @@ def test_sources_are_bids_uris_relative_to_their_datasets(tmp_path):
 
 
 def test_atomic_writes_have_ordinary_permissions(tmp_path):
-    import os
-
     umask = os.umask(0o022)
     os.umask(umask)
     out = write_nifti(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), tmp_path / "a.nii.gz")
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def _strict_loads(text: str):
+    def refuse(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_write_json_is_strict_and_writes_null_for_non_finite(tmp_path):
+    from fmri_pain.derivatives import write_json
+
+    record = {"a": float("inf"), "b": [np.float64("nan"), 1.5, -np.inf], "c": np.float32(2.0),
+              "d": np.array([1.0, np.nan]), "e": {"f": np.int64(3)}, "p": tmp_path}
+    text = write_json(record, tmp_path / "x.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert _strict_loads(text) == {"a": None, "b": [None, 1.5, None], "c": 2.0, "d": [1.0, None],
+                                   "e": {"f": 3}, "p": str(tmp_path)}
+    with pytest.raises(TypeError, match="not JSON serialisable"):
+        write_json({"x": object()}, tmp_path / "y.json")
+    assert not (tmp_path / "y.json").exists()
+
+
+def test_every_json_of_a_pipeline_run_is_strict(demo_output):
+    """Participant + group levels of the demo: every JSON the toolkit wrote parses strictly."""
+    import nibabel as nib
+
+    files = sorted(demo_output.rglob("*.json"))
+    assert len(files) > 50
+    for path in files:
+        try:
+            _strict_loads(path.read_text())
+        except ValueError as exc:
+            raise AssertionError(f"{path}: {exc}") from exc
+    thresholded = sorted(demo_output.glob("group/*_desc-fdr_stat-z_statmap.json"))
+    assert thresholded
+    for path in thresholded + sorted(demo_output.glob("group/*_desc-fwe_stat-z_statmap.json")):
+        thr = _strict_loads(path.read_text())["Threshold"]
+        img = path.with_name(path.name.replace(".json", ".nii.gz"))
+        if thr["ZThreshold"] is None:  # null only where nothing survives, and it says so
+            assert "no voxel survives" in thr["Description"]
+            assert not np.any(np.asanyarray(nib.load(img).dataobj))
+        else:
+            assert np.isfinite(thr["ZThreshold"]) and "no voxel survives" not in thr["Description"]
+
+
+def test_orphaned_temporaries_are_recognised_and_only_they_removed(tmp_path):
+    from fmri_pain.derivatives import is_temporary_name, remove_orphaned_temporaries
+
+    names = []
+    for name in ("a_stat-z_statmap.nii.gz", "a.json", "a.tsv", "README", "sub-01.html"):
+        with atomic_write(tmp_path / "sub-01" / name) as tmp:
+            names.append(tmp.name)
+            assert is_temporary_name(tmp.name), tmp.name
+            tmp.write_text("x")
+            os.link(tmp, tmp.with_name(tmp.name + "-copy"))
+            orphan = tmp.parent / tmp.name  # the hard link below keeps it after the rename
+        os.replace(tmp.with_name(tmp.name + "-copy"), orphan)
+    for keep in (".gitignore", "a.tmp", ".hidden.nii.gz", "x_desc-tmp_bold.nii.gz"):
+        (tmp_path / keep).write_text("keep")
+        assert not is_temporary_name(keep)
+    removed = remove_orphaned_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
+        [".gitignore", "a.tmp", ".hidden.nii.gz", "x_desc-tmp_bold.nii.gz"])
+    assert sorted(p.name for p in (tmp_path / "sub-01").iterdir()) == [
+        "README", "a.json", "a.tsv", "a_stat-z_statmap.nii.gz", "sub-01.html"]
+
+
+def test_dataset_description_is_written_only_when_it_changes(tmp_path):
+    path = write_dataset_description(tmp_path, tmp_path / "bids")
+    stat = path.stat()
+    write_dataset_description(tmp_path, tmp_path / "bids")
+    assert path.stat().st_mtime_ns == stat.st_mtime_ns and path.stat().st_ino == stat.st_ino
+    write_dataset_description(tmp_path, tmp_path / "other")
+    assert "other" in json.loads(path.read_text())["SourceDatasets"][0]["URL"]
+
+
+def test_empty_thresholded_map_has_null_threshold_with_a_reason(tmp_path):
+    """FDR on a null z map finds nothing: the sidecar says null and why (strict JSON)."""
+    from types import SimpleNamespace
+
+    from fmri_pain.glm.group import _GroupWriter
+    from fmri_pain.spec import AnalysisSpec
+
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-1.0, 1.0, size=(6, 6, 6)).astype(np.float32)  # p > 0.15 everywhere
+    mask = nib.Nifti1Image(np.ones((6, 6, 6), np.uint8), np.eye(4))
+    writer = _GroupWriter(tmp_path, "stim", AnalysisSpec(), mask)
+    entry = SimpleNamespace(contrast="scs", stat_type="t", paths={}, thresholds={}, clusters={})
+    writer._threshold(entry, nib.Nifti1Image(z, np.eye(4)), {"Description": "test"})
+    fdr = _strict_loads(entry.paths["z_fdr"].with_name(
+        entry.paths["z_fdr"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
+    assert fdr["ZThreshold"] is None and "no voxel survives" in fdr["Description"]
+    assert not np.any(np.asanyarray(nib.load(entry.paths["z_fdr"]).dataobj))
+    fwe = _strict_loads(entry.paths["z_fwe"].with_name(
+        entry.paths["z_fwe"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
+    assert fwe["ZThreshold"] > 3 and "no voxel survives" not in fwe["Description"]

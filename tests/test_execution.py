@@ -8,6 +8,7 @@ the pipeline; one SLURM test runs the real pipeline through the CLI.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import json
 import os
@@ -87,7 +88,7 @@ def flaky_task(subject, runs, spec, output_dir, work_dir):
     marker = Path(output_dir) / f"flaky-{subject}"
     if subject == "01" and not marker.exists():
         marker.write_text("1")
-        raise RuntimeError("transient failure (e.g. NFS hiccup)")
+        raise OSError(errno.ESTALE, "transient failure (e.g. NFS hiccup)")
     return numeric_task(subject, runs, spec, output_dir, work_dir)
 
 
@@ -95,8 +96,19 @@ def crashing_task(subject, runs, spec, output_dir, work_dir):
     with open(Path(output_dir) / "ran.txt", "a") as fh:
         fh.write(subject + "\n")
     if subject == "02":
-        raise FileNotFoundError(2, "No such file or directory", str(runs[0].confounds))
+        raise OSError(errno.EIO, "Input/output error", str(runs[0].confounds))
     return numeric_task(subject, runs, spec, output_dir, work_dir)
+
+
+def deterministic_task(subject, runs, spec, output_dir, work_dir):
+    """Fails the same way at every attempt: bugs, bad values, missing files, a full disk."""
+    with open(Path(output_dir) / "ran.txt", "a") as fh:
+        fh.write(subject + "\n")
+    exc = {"01": SpecError("contrasts.evil: 'on.to_csv(...)' is not a valid contrast expression"),
+           "02": ValueError("invalid contrast expression"),
+           "03": FileNotFoundError(errno.ENOENT, "No such file or directory", str(runs[0].events)),
+           "04": OSError(errno.ENOSPC, "No space left on device")}[subject]
+    raise exc
 
 
 def truncated_gzip_task(subject, runs, spec, output_dir, work_dir):
@@ -227,10 +239,35 @@ def test_crash_is_retried_then_reported_with_file(dataset):
                                          task=crashing_task, verbosity=0)
     assert summary.failed == ["02"]
     crash = summary.outcome("02")
-    assert crash.attempts == 3
-    assert crash.error.startswith("FileNotFoundError")
+    assert crash.attempts == 3  # a transient I/O error (EIO) is an infrastructure failure
+    assert crash.error.startswith("OSError")
     assert crash.path == str(runs["02"][0].confounds)
     assert ran(out).count("02") == 3 and ran(out).count("01") == 1
+
+
+def test_deterministic_errors_fail_once(dataset):
+    """Spec errors, bad values, missing files and a full disk are not retried (issue 12.10)."""
+    runs, _, out = dataset
+    summary = execution.run_participants(runs, spec_with(retries=2), out,
+                                         task=deterministic_task, verbosity=0)
+    assert summary.failed == ["01", "02", "03", "04"]
+    assert all(summary.outcome(s).attempts == 1 for s in summary.failed)
+    assert ran(out) == ["01", "02", "03", "04"]  # each ran exactly once
+    assert summary.outcome("01").error.startswith("SpecError: contrasts.evil")
+    assert summary.outcome("03").path == str(runs["03"][0].events)
+
+
+@pytest.mark.parametrize("exc, retried", [
+    (MemoryError(), True), (TimeoutError("read timed out"), True),
+    (ConnectionResetError(errno.ECONNRESET, "reset"), True), (OSError(errno.EIO, "I/O"), True),
+    (OSError(errno.ESTALE, "stale NFS handle"), True),
+    (InputError("bad"), False), (SpecError("bad key"), False), (ValueError("x"), False),
+    (RuntimeError("x"), False), (KeyError("x"), False), (PermissionError(errno.EACCES, "no"), False),
+    (FileNotFoundError(errno.ENOENT, "gone"), False), (OSError(errno.ENOSPC, "full"), False),
+    (EOFError("truncated"), False),
+])
+def test_which_failures_are_retried(exc, retried):
+    assert execution.is_infrastructure_failure(exc) is retried
 
 
 def test_unparseable_file_is_an_input_error(dataset):

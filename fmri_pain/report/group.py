@@ -79,4 +79,15 @@ def write_group_report(group, spec: AnalysisSpec, output_dir: Path,
         methods=[{"stage": m.stage.capitalize(), "text": render_citations(m.text)} for m in methods],
         references=reference_list(keys), designs=designs,
         summary_table=html_table(pd.DataFrame(summary)), contrasts=contrasts,
-        inference_section=markup(inference_section), pathways_section=markup(pathways_section))
+        inference_section=markup(inference_section), pathways_section=markup(pathways_section),
+        dataset_notes=_dataset_notes(output_dir))
+
+
+def _dataset_notes(output_dir: Path):
+    """The dataset scan's notes (drop-outs, ignored files) as a table, or None."""
+    path = output_dir / "logs" / "dataset_notes.tsv"
+    try:
+        notes = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, ValueError):
+        return None
+    return html_table(notes) if not notes.empty else None
