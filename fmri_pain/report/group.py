@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmri_pain.derivatives import space_of
 from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
 from fmri_pain.report.methods import first_level_methods, group_methods, software_sentence
 from fmri_pain.report.render import html_table, markup, render_report
@@ -64,7 +65,7 @@ def write_group_report(group, spec: AnalysisSpec, output_dir: Path,
         [(f"sub-{s}", f"sub-{s}.html") for s in group.subjects],
         n_subjects=len(group.subjects), subjects=group.subjects,
         left_out=", ".join(f"sub-{s}" for s in group.left_out),
-        first_level_methods=first_level_methods(spec, preprocessed_here),
+        first_level_methods=first_level_methods(spec, preprocessed_here, space_of(group.mask)),
         group_methods=group_methods(spec), software=software_sentence(), designs=designs,
         summary_table=html_table(pd.DataFrame(summary)), contrasts=contrasts,
         inference_section=markup(inference_section), pathways_section=markup(pathways_section))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fmri_pain.derivatives import software_versions
+from fmri_pain.derivatives import SPACE, software_versions
 from fmri_pain.spec import AnalysisSpec
 
 _CONFOUNDS = {
@@ -13,15 +13,21 @@ _CONFOUNDS = {
 }
 
 
-def first_level_methods(spec: AnalysisSpec, preprocessed_here: bool = False) -> str:
-    """Paragraph describing preprocessing input and the run-level GLM."""
+def first_level_methods(spec: AnalysisSpec, preprocessed_here: bool = False,
+                        space: str | None = None) -> str:
+    """Paragraph describing preprocessing input and the run-level GLM.
+
+    ``space``: the template space of the data analysed (default: the spec's, else the project's own).
+    """
     fl = spec.first_level
+    space = space or spec.space or SPACE
     versions = software_versions()
     conf = _CONFOUNDS[fl.confounds.strategy].format(n=fl.confounds.n_acompcor)
     source = ("were preprocessed with fmri-pain's Nipype workflows (head-motion realignment, "
               "slice-timing correction, co-registration and normalization to "
-              f"{spec.space} in a single interpolation)" if preprocessed_here else
-              f"were read as fMRIPrep-style derivatives in {spec.space} space")
+              f"{space} (nilearn's bundled ICBM 2009a symmetric T1 template) in a single "
+              "interpolation)" if preprocessed_here else
+              f"were read as fMRIPrep-style derivatives in {space} space")
     smoothing = (f"spatially smoothed with a {fl.smoothing_fwhm:g} mm FWHM Gaussian kernel"
                  if fl.smoothing_fwhm else "not smoothed")
     scrub = (f"; volumes with framewise displacement > {fl.confounds.fd_threshold:g} mm or "

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from fmri_pain.derivatives import space_of
 from fmri_pain.layout import Run
 from fmri_pain.report.figures import file_to_uri, glass_brain_uri
 from fmri_pain.report.methods import first_level_methods, software_sentence
@@ -68,6 +69,7 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
     return render_report(
         "subject.html", output_dir / f"sub-{subject}.html", f"sub-{subject}",
         [("group", "group.html")], subject=subject, runs_table=html_table(runs_df),
-        methods=first_level_methods(spec, preprocessed_here=preproc_section is not None),
+        methods=first_level_methods(spec, preprocessed_here=preproc_section is not None,
+                                    space=space_of(runs[0].bold) if runs else None),
         software=software_sentence(), preproc_section=markup(preproc_section),
         sessions=sessions, contrasts=contrasts, missing=", ".join(missing))
