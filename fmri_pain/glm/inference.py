@@ -26,6 +26,7 @@ import nibabel as nib
 import numpy as np
 from scipy import stats
 
+from fmri_pain.derivatives import SPACE
 from fmri_pain.glm.permutation import (
     SCHEMES,
     PermutationResult,
@@ -143,16 +144,17 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
                            alpha: float = 0.05, z: np.ndarray | None = None,
                            sidecar: Mapping[str, Any] | None = None,
                            images: Mapping[str, nib.Nifti1Image] | None = None,
-                           space: str | None = None) -> dict[str, Path]:
+                           space: str | None = SPACE) -> dict[str, Path]:
     """Write :func:`permutation_maps` under ``OUTPUT/group`` with contract names.
 
     e.g. ``group/task-stim_space-..._contrast-dualMinusScs_desc-perm_stat-logp_statmap.nii.gz``.
     The statistic itself is left to the caller (it writes ``stat-t``/``stat-z``).
     Each sidecar gets the permutation parameters and the summary numbers.
     ``images``: :func:`permutation_maps` of the result, when already made.
-    ``space``: template space of the input maps (None: the project's own, ``derivatives.SPACE``).
+    ``space``: template space of the input maps (default the project's own; None: no ``space-``
+    entity).
     """
-    from fmri_pain.derivatives import SPACE, statmap_path, write_nifti
+    from fmri_pain.derivatives import statmap_path, write_nifti
 
     if images is None:
         images = permutation_maps(result, mask_img, alpha=alpha, z=z)
@@ -165,7 +167,7 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
             continue
         desc, stat = MAP_ENTITIES[key]
         path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc,
-                            space=space or SPACE)
+                            space=space)
         path.parent.mkdir(parents=True, exist_ok=True)
         written[key] = write_nifti(img, path, sidecar=meta)
     return written
