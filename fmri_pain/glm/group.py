@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.derivatives import bids_filename, provenance, statmap_path, write_nifti, write_tsv
+from fmri_pain.anatomy import PEAK_ATLASES, SOURCE_SPACES
 from fmri_pain.errors import InputError
 from fmri_pain.glm.second_level import (GroupDesign, compute_group_contrast, covariate_label,
                                         fit_second_level, group_mask, load_subject_map,
@@ -324,7 +325,11 @@ class _GroupWriter:
                 "min_cluster_size": group.min_cluster_size}})
             table = cluster_table(z_img, thr, group.min_cluster_size, two_sided)
             write_tsv(table, path.with_name(path.name.replace("_stat-z_statmap.nii.gz",
-                                                              "_clusters.tsv")))
+                                                              "_clusters.tsv")),
+                      sidecar={"LabelAtlases": {a: SOURCE_SPACES[a] for a in PEAK_ATLASES},
+                               "SpaceMismatch": f"peaks in {self.space} are labelled at the same MNI "
+                                                "coordinates in each atlas's own template, without "
+                                                "registration between templates (a few mm locally)"})
             entry.paths[f"z_{method}"] = path
             entry.thresholds[method] = thr
             entry.clusters[method] = table

