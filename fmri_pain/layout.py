@@ -720,6 +720,10 @@ def _deriv_index(deriv) -> dict[str, list]:
     }
 
 
+#: The space chosen among several when the spec's ``space`` is null.
+FMRIPREP_DEFAULT_SPACE = "MNI152NLin2009cAsym"
+
+
 def _attach_derivatives(c: _Candidate, files, bids_dir: Path, deriv_dir: Path, spec,
                         warnings) -> None:
     key = _bids.run_key(c.ents)
@@ -731,12 +735,17 @@ def _attach_derivatives(c: _Candidate, files, bids_dir: Path, deriv_dir: Path, s
 
     spaces = sorted({str(_bids.entities(f).get("space")) for f in files["bold"]
                      if _bids.run_key(_bids.entities(f)) == key and _bids.entities(f).get("space")})
-    # space null: the one template space this run has in the derivatives
+    # space null: the one template space this run has in the derivatives (fMRIPrep's default
+    # among several, said in a warning)
     space = spec.space if spec.space is not None else (spaces[0] if len(spaces) == 1 else None)
     if spec.space is None and len(spaces) > 1:
-        c.fail(f"preprocessed BOLD in several template spaces ({', '.join(spaces)}) for this run; "
-               "set 'space' in the spec to choose one", func_dir / c.raw_bold.name)
-        return
+        if FMRIPREP_DEFAULT_SPACE not in spaces:
+            c.fail(f"preprocessed BOLD in several template spaces ({', '.join(spaces)}) for this run; "
+                   "set 'space' in the spec to choose one", func_dir / c.raw_bold.name)
+            return
+        space = FMRIPREP_DEFAULT_SPACE
+        warnings.append(f"{c.raw_bold.name}: preprocessed BOLD in spaces {', '.join(spaces)}; using "
+                        f"{space} (fMRIPrep's default); set 'space' in the spec to choose another")
     bolds = sorted((f for f in files["bold"] if matches(f, space)),
                    key=lambda f: (_bids.entities(f).get("res") is not None, f.path))
     if not bolds:

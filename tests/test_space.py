@@ -93,14 +93,20 @@ def test_layout_takes_the_space_of_the_derivatives(tiny):
     bids, deriv = tiny
     _respace(deriv, "01", "scs", "MNI152NLin6Asym", keep_old=True)  # this run is in two spaces
     layout = load_layout(bids, deriv, spec=AnalysisSpec(space=None), check_data=False)
-    assert len(layout.runs) == 5
-    assert {space_of(r.bold) for r in layout.runs} == {"MNI152NLin2009cAsym"}
-    (err,) = layout.errors
-    assert err.subject == "01" and "several template spaces (MNI152NLin2009cAsym, MNI152NLin6Asym)" in str(err)
-    assert "set 'space'" in str(err)
+    assert layout.errors == [] and len(layout.runs) == 6
+    assert {space_of(r.bold) for r in layout.runs} == {"MNI152NLin2009cAsym"}  # fMRIPrep's default
+    (warning,) = [w for w in layout.warnings if "spaces" in w]
+    assert "sub-01_ses-scs" in warning and "MNI152NLin2009cAsym, MNI152NLin6Asym" in warning
     chosen = load_layout(bids, deriv, spec=AnalysisSpec(space="MNI152NLin6Asym"), check_data=False)
     assert [space_of(r.bold) for r in chosen.runs] == ["MNI152NLin6Asym"]
-    assert [r.mask.name for r in chosen.runs][0].endswith("_space-MNI152NLin6Asym_desc-brain_mask.nii.gz")
+    assert chosen.runs[0].mask.name.endswith("_space-MNI152NLin6Asym_desc-brain_mask.nii.gz")
+    # two spaces, neither fMRIPrep's default: the user must choose
+    _respace(deriv, "01", "scs", "MNI152NLin2009aSym", keep_old=False)
+    layout = load_layout(bids, deriv, spec=AnalysisSpec(space=None), check_data=False)
+    assert len(layout.runs) == 5
+    (err,) = layout.errors
+    assert err.subject == "01" and "several template spaces (MNI152NLin2009aSym, MNI152NLin6Asym)" in str(err)
+    assert "set 'space'" in str(err)
 
 
 def test_maps_keep_the_input_space_and_the_group_refuses_a_mix(tiny, tmp_path):
