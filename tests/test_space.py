@@ -240,3 +240,13 @@ def test_rerun_from_raw_is_identical(from_raw):
     assert any("confounds_timeseries" in str(p) for p in tables)
     for rel in tables:
         pd.testing.assert_frame_equal(pd.read_csv(out1 / rel, sep="\t"), pd.read_csv(out2 / rel, sep="\t"))
+
+
+def test_raw_route_refuses_a_space_it_does_not_register_to(tiny, tmp_path):
+    from fmri_pain.participant import run_participant
+
+    bids, _ = tiny
+    runs = [r for r in load_layout(bids, check_data=False).runs if r.subject == "01"]
+    with pytest.raises(InputError, match=r"space = 'MNI152NLin2009cAsym'.*writes MNI152NLin2009aSym"):
+        run_participant("01", runs, AnalysisSpec(space="MNI152NLin2009cAsym"), tmp_path / "out")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*.nii.gz"))
