@@ -42,8 +42,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 STEM = "sub-01_task-stim"
-BOLD = f"{STEM}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
-MASK = f"{STEM}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
+# the synthetic grid is in no template, so the names carry no space- entity (nilearn's
+# load_confounds does not need one)
+BOLD = f"{STEM}_desc-preproc_bold.nii.gz"
+MASK = f"{STEM}_desc-brain_mask.nii.gz"
 CONFOUNDS = f"{STEM}_desc-confounds_timeseries.tsv"
 EVENTS = f"{STEM}_events.tsv"
 TR = 2.0

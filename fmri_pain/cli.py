@@ -141,7 +141,8 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
         parser.description = ("Write a simulated crossover trial: OUT/bids (raw BIDS), "
                               "OUT/derivatives/fmriprep (with --derivatives), OUT/truth.")
         parser.add_argument("--derivatives", action="store_true",
-                            help="also write fMRIPrep-style derivatives in MNI space")
+                            help="also write fMRIPrep-style derivatives (in MNI152NLin2009aSym, "
+                                 "nilearn's template)")
         parser.add_argument("--null", action="store_true", help="no activation anywhere")
         parser.add_argument("--ppi", action="store_true",
                             help="add a condition-dependent coupling between two nodes")

@@ -25,7 +25,13 @@ import pandas as pd
 
 from fmri_pain import __version__
 
-SPACE = "MNI152NLin2009cAsym"
+#: The template of the project's own preprocessing (and of the simulator's data): nilearn's
+#: bundled MNI152 T1 (``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``,
+#: ``load_mni152_template``).  nilearn's docs call it "asymmetrical ICBM152 2009, release a", but its
+#: file name says ``nlin_sym_09a`` and the image is exactly mirror-symmetric about x = 0 (checked in
+#: ``tests/test_space.py``): it is ICBM 2009a *symmetric*, TemplateFlow's ``MNI152NLin2009aSym``,
+#: not fMRIPrep's default ``MNI152NLin2009cAsym`` (another image on another grid).
+SPACE = "MNI152NLin2009aSym"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 PIPELINE_NAME = "fmri-pain"
@@ -91,6 +97,32 @@ def statmap_path(output_dir: Path | str, *, contrast: str, stat: str,
     name = bids_filename(entities, "statmap", extension)
     folder = subject_dir(output_dir, subject, session) if subject else Path(output_dir) / "group"
     return folder / name
+
+
+def space_of(path: Path | str) -> str | None:
+    """The ``space-`` entity of a BIDS file name (None when it has none)."""
+    for part in Path(path).name.split("_"):
+        if part.startswith("space-"):
+            return part[len("space-"):]
+    return None
+
+
+def data_space(paths: list[Path | str], what: str = "inputs") -> str | None:
+    """The one template space named by ``paths`` (their ``space-`` entity).
+
+    Raises
+    ------
+    ValueError
+        When the files name different spaces: maps in different templates are never mixed.
+    """
+    example = {space_of(p): Path(p).name for p in reversed(list(paths))}  # first file per space
+    spaces = set(example)
+    if len(spaces) > 1:
+        named = ", ".join(f"{name} ({space or 'no space entity'})"
+                          for space, name in sorted(example.items(), key=lambda kv: str(kv[0])))
+        raise ValueError(f"{what} are in different template spaces: {named}; refusing to mix them "
+                         "(set 'space' in the spec to choose one)")
+    return spaces.pop() if spaces else None
 
 
 def sidecar_path(path: Path | str) -> Path:

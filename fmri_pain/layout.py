@@ -278,7 +278,8 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     bids_dir : path
         Raw BIDS dataset (events, sidecars, sessions.tsv, participants.tsv).
     derivatives : path, optional
-        fMRIPrep-style derivatives: ``*_space-<spec.space>_desc-preproc_bold``,
+        fMRIPrep-style derivatives: ``*_space-<space>_desc-preproc_bold`` (``spec.space``, or
+        the one space a run has when it is null),
         ``*_desc-brain_mask``, ``*_desc-confounds_timeseries.tsv`` (or the
         older ``_desc-confounds_regressors.tsv``). Without it the raw BOLD is
         used and mask/confounds are None.
@@ -792,6 +793,10 @@ def _deriv_index(deriv) -> dict[str, list]:
     }
 
 
+#: The space chosen among several when the spec's ``space`` is null.
+FMRIPREP_DEFAULT_SPACE = "MNI152NLin2009cAsym"
+
+
 def _attach_derivatives(c: _Candidate, files, bids_dir: Path, deriv_dir: Path, spec,
                         warnings) -> None:
     key = _bids.run_key(c.ents)
@@ -801,24 +806,38 @@ def _attach_derivatives(c: _Candidate, files, bids_dir: Path, deriv_dir: Path, s
         e = _bids.entities(f)
         return _bids.run_key(e) == key and e.get("space") == space
 
-    bolds = sorted((f for f in files["bold"] if matches(f, spec.space)),
+    spaces = sorted({str(_bids.entities(f).get("space")) for f in files["bold"]
+                     if _bids.run_key(_bids.entities(f)) == key and _bids.entities(f).get("space")})
+    # space null: the one template space this run has in the derivatives (fMRIPrep's default
+    # among several, said in a warning)
+    space = spec.space if spec.space is not None else (spaces[0] if len(spaces) == 1 else None)
+    if spec.space is None and len(spaces) > 1:
+        if FMRIPREP_DEFAULT_SPACE not in spaces:
+            c.fail(f"preprocessed BOLD in several template spaces ({', '.join(spaces)}) for this run; "
+                   "set 'space' in the spec to choose one", func_dir / c.raw_bold.name)
+            return
+        space = FMRIPREP_DEFAULT_SPACE
+        warnings.append(f"{c.raw_bold.name}: preprocessed BOLD in spaces {', '.join(spaces)}; using "
+                        f"{space} (fMRIPrep's default); set 'space' in the spec to choose another")
+    bolds = sorted((f for f in files["bold"] if matches(f, space)),
                    key=lambda f: (_bids.entities(f).get("res") is not None, f.path))
     if not bolds:
+        if space is None:  # name the file after the space the rest of the derivatives are in
+            found = {_bids.entities(f).get("space") for f in files["bold"]} - {None}
+            space = found.pop() if len(found) == 1 else "<space>"
         expected = func_dir / _bids.expected_name(
-            c.raw_bold, f"space-{spec.space}_desc-preproc_bold.nii.gz")
-        spaces = sorted({str(_bids.entities(f).get("space")) for f in files["bold"]
-                         if _bids.run_key(_bids.entities(f)) == key})
+            c.raw_bold, f"space-{space}_desc-preproc_bold.nii.gz")
         c.fail("no preprocessed BOLD in the derivatives for this run"
                + (f" (spaces found: {', '.join(spaces)}; set 'space' in the spec)" if spaces else ""),
                expected)
         return
     if len(bolds) > 1:
         warnings.append(f"{c.raw_bold.name}: {len(bolds)} preprocessed BOLD files in space "
-                        f"{spec.space}; using {Path(bolds[0].path).name}")
+                        f"{space}; using {Path(bolds[0].path).name}")
     chosen = bolds[0]
     c.bold = Path(chosen.path)
     res = _bids.entities(chosen).get("res")
-    masks = [f for f in files["mask"] if matches(f, spec.space)
+    masks = [f for f in files["mask"] if matches(f, space)
              and _bids.entities(f).get("res") == res]
     if masks:
         c.mask = Path(sorted(m.path for m in masks)[0])

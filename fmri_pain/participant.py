@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fmri_pain.derivatives import SPACE
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import first_level_subject
 from fmri_pain.layout import Run
@@ -51,6 +52,11 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
     outputs: list[Path] = []
     preproc_section = None
     if needs_preprocessing(runs):
+        if spec.space not in (None, SPACE):
+            # an input error, so that it is never retried
+            raise InputError(f"spec key space = {spec.space!r} names a template the project's own "
+                             f"preprocessing does not register to (it writes {SPACE}); set it only to "
+                             "choose among the spaces of --derivatives, or leave it null", subject=subject)
         # Imported here: the Nipype stack is only needed for raw input.
         from fmri_pain.preprocess import load_qc, preproc_report_section, preprocess_subject
 

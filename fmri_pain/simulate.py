@@ -47,7 +47,11 @@ from fmri_pain._simulator.render import (
 
 __all__ = ["SimulatedTrial", "simulate_trial"]
 
-SPACE = "MNI152NLin2009cAsym"
+# The simulated brain is built from nilearn's shipped MNI152 files (ICBM 2009a symmetric, on their
+# grid), so its "fMRIPrep-style" derivatives are in that template, not fMRIPrep's 2009cAsym.
+SPACE = "MNI152NLin2009aSym"
+TEMPLATE_NOTE = ("nilearn's bundled MNI152 files (mni_icbm152_*_tal_nlin_sym_09a: ICBM 2009a "
+                 "nonlinear symmetric)")
 TASK = "stim"
 ON_TRIAL_TYPE = "on"
 
@@ -273,7 +277,8 @@ def _simulate_subject(args: dict) -> dict:
                          ddir / f"{prefix}_desc-preproc_bold.nii.gz", xform_code=4, tr=tr)
             _write_json({"RepetitionTime": tr, "TaskName": TASK, "SkullStripped": False,
                          "SliceTimingCorrected": True, "StartTime": tzero,
-                         "Sources": [f"bids:raw:{sub}/{ses}/func/{stem}_bold.nii.gz"]},
+                         "Sources": [f"bids:raw:{sub}/{ses}/func/{stem}_bold.nii.gz"],
+                         "SpatialReference": {"Space": SPACE, "Template": TEMPLATE_NOTE}},
                         ddir / f"{prefix}_desc-preproc_bold.json")
             _write_nifti(brain.astype(np.uint8), affine, ddir / f"{prefix}_desc-brain_mask.nii.gz", xform_code=4)
             _write_json({"Type": "Brain", "RawSources": [f"{sub}/{ses}/func/{stem}_bold.nii.gz"]},
@@ -501,7 +506,8 @@ def _truth(subjects: list[dict], results: list[dict], jobs: list[dict], **params
         "simulator_version": __version__,
         "parameters": {k: params[k] for k in ("seed", "voxel_size", "n_volumes", "tr", "null", "ppi", "dropout")}
         | {"effect_scale": params["scale"], "n_subjects": len(subjects)},
-        "space": {"name": SPACE, "grid": "nilearn MNI152 grid corner (-98, -134, -72) mm at voxel_size",
+        "space": {"name": SPACE, "template": TEMPLATE_NOTE,
+                  "grid": "nilearn MNI152 grid corner (-98, -134, -72) mm at voxel_size",
                   "note": "ROI masks and derivatives share this grid"},
         "conditions": list(M.CONDITIONS),
         "design": {"task": TASK, "trial_type": ON_TRIAL_TYPE, "block_s": M.BLOCK_S,

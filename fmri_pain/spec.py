@@ -307,8 +307,13 @@ class AnalysisSpec:
     """Condition names; session labels and sessions.tsv ``condition`` map to them case-insensitively."""
     task: str | None = "stim"
     """BIDS task to analyse (null: the only task in the dataset)."""
-    space: str = "MNI152NLin2009cAsym"
-    """Template space of the derivatives read and written."""
+    space: str | None = None
+    """Template space of the preprocessed data read (every output is named by the space of its data).
+    null: on the raw route, the template of the project's own preprocessing (``MNI152NLin2009aSym``,
+    nilearn's bundled ICBM 2009a symmetric T1); with ``--derivatives``, the one space each run has
+    there (among several, fMRIPrep's default ``MNI152NLin2009cAsym`` with a warning; without it, an
+    error naming them). A value selects that space among fMRIPrep's outputs (e.g.
+    ``MNI152NLin2009cAsym``, ``MNI152NLin6Asym``)."""
     events: EventsSpec = field(default_factory=EventsSpec)
     min_volumes: int = bounded(20, 1, 100_000)
     """Runs with fewer volumes are rejected as input errors."""

@@ -68,7 +68,7 @@ def test_participant_run_with_a_bad_subject(sim_trial, tmp_path, capsys):
     # clean subjects have their full set of maps; the bad one only what its valid sessions allow
     for sub in ("01", "03"):
         assert (out / f"sub-{sub}" / "func" /
-                f"sub-{sub}_task-stim_space-MNI152NLin2009cAsym_contrast-dualMinusScs_stat-z_statmap.nii.gz").exists()
+                f"sub-{sub}_task-stim_space-MNI152NLin2009aSym_contrast-dualMinusScs_stat-z_statmap.nii.gz").exists()
     assert not list((out / "sub-02").rglob("*contrast-dualMinusScs_stat-z_statmap.nii.gz"))
     assert json.loads((out / "dataset_description.json").read_text())["DatasetType"] == "derivative"
     assert not list(out.rglob("*.tmp*"))

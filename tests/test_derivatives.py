@@ -13,9 +13,9 @@ from fmri_pain.derivatives import (atomic_write, bids_filename, provenance, sha2
 
 def test_statmap_names_follow_the_output_contract(tmp_path):
     p = statmap_path(tmp_path, contrast="stim", stat="z", subject="01", session="scs", task="stim")
-    assert p == tmp_path / "sub-01/ses-scs/func/sub-01_ses-scs_task-stim_space-MNI152NLin2009cAsym_contrast-stim_stat-z_statmap.nii.gz"
+    assert p == tmp_path / "sub-01/ses-scs/func/sub-01_ses-scs_task-stim_space-MNI152NLin2009aSym_contrast-stim_stat-z_statmap.nii.gz"
     g = statmap_path(tmp_path, contrast="dualMinusScs", stat="z", task="stim", desc="fdr")
-    assert g == tmp_path / "group/task-stim_space-MNI152NLin2009cAsym_contrast-dualMinusScs_desc-fdr_stat-z_statmap.nii.gz"
+    assert g == tmp_path / "group/task-stim_space-MNI152NLin2009aSym_contrast-dualMinusScs_desc-fdr_stat-z_statmap.nii.gz"
 
 
 def test_entities_must_be_alphanumeric():

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-GROUP = "task-stim_space-MNI152NLin2009cAsym"
+GROUP = "task-stim_space-MNI152NLin2009aSym"
 
 
 def _roi(sim, *names):

@@ -132,7 +132,7 @@ def test_confounds_fmriprep_columns(tmp_path):
     # nilearn reads the table as an fMRIPrep output
     from nilearn.interfaces.fmriprep import load_confounds
 
-    func = tmp_path / "sub-01_task-x_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+    func = tmp_path / "sub-01_task-x_space-MNI152NLin2009aSym_desc-preproc_bold.nii.gz"
     nib.save(nib.Nifti1Image(data, aff), func)
     table.to_csv(tmp_path / "sub-01_task-x_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
     (tmp_path / "sub-01_task-x_desc-confounds_timeseries.json").write_text(json.dumps(meta))

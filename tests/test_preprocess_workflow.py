@@ -57,15 +57,15 @@ def _misregistration(xfm: dict, native_from_mni: np.ndarray) -> np.ndarray:
 
 def _xfm_path(run):
     return run.bold.parent / run.bold.name.replace(
-        "_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz", "_desc-std2bold_xfm.json")
+        "_space-MNI152NLin2009aSym_desc-preproc_bold.nii.gz", "_desc-std2bold_xfm.json")
 
 
 def test_outputs_have_fmriprep_names(preprocessed):
     out, runs, new = preprocessed
     assert len(new) == len(runs) == 2
     for old, r in zip(runs, new):
-        assert r.bold.name.endswith("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz")
-        assert r.mask.name.endswith("_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")
+        assert r.bold.name.endswith("_space-MNI152NLin2009aSym_desc-preproc_bold.nii.gz")
+        assert r.mask.name.endswith("_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz")
         assert r.confounds.name.endswith("_desc-confounds_timeseries.tsv")
         assert r.bold.is_file() and r.mask.is_file() and r.confounds.is_file()
         assert r.events == old.events and r.metadata["RepetitionTime"] == old.metadata["RepetitionTime"]
@@ -78,7 +78,7 @@ def test_outputs_have_fmriprep_names(preprocessed):
         assert conf.loc[0, "framewise_displacement"] != conf.loc[0, "framewise_displacement"]  # NaN
         assert r.confounds.read_text().splitlines()[1].count("n/a") >= 10
     assert (out / "derivatives" / "sub-01" / "anat" /
-            "sub-01_space-MNI152NLin2009cAsym_desc-preproc_T1w.nii.gz").is_file()
+            "sub-01_space-MNI152NLin2009aSym_desc-preproc_T1w.nii.gz").is_file()
     html = preproc_report_section(load_qc(new))
     assert html.count("data:image/png;base64,") == 4
 

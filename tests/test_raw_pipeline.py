@@ -15,7 +15,7 @@ import pytest
 from fmri_pain.cli import main
 
 SUBJECTS = ("01", "02")
-MAP = "sub-{s}/func/sub-{s}_task-stim_space-MNI152NLin2009cAsym_contrast-{c}_stat-{k}_statmap.nii.gz"
+MAP = "sub-{s}/func/sub-{s}_task-stim_space-MNI152NLin2009aSym_contrast-{c}_stat-{k}_statmap.nii.gz"
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +41,8 @@ def test_outputs_are_fmriprep_named(raw_output):
         for ses in ("scs", "drgs", "dual"):
             func = raw_output / f"sub-{s}" / f"ses-{ses}" / "func"
             stem = f"sub-{s}_ses-{ses}_task-stim_run-1"
-            assert (func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz").exists()
-            assert (func / f"{stem}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz").exists()
+            assert (func / f"{stem}_space-MNI152NLin2009aSym_desc-preproc_bold.nii.gz").exists()
+            assert (func / f"{stem}_space-MNI152NLin2009aSym_desc-brain_mask.nii.gz").exists()
             assert (func / f"{stem}_desc-confounds_timeseries.tsv").exists()
     assert (raw_output / "sub-01.html").read_text().count("data:image/png;base64") > 3
 
@@ -68,7 +68,7 @@ def test_group_level_reads_own_preprocessing(raw_output, sim_trial):
                  "--spec", str(_small_group_spec(raw_output.parent))])
     assert code == 0
     group = raw_output / "group"
-    assert (group / "task-stim_space-MNI152NLin2009cAsym_contrast-dual_stat-t_statmap.nii.gz").exists()
+    assert (group / "task-stim_space-MNI152NLin2009aSym_contrast-dual_stat-t_statmap.nii.gz").exists()
     # connectivity needs the preprocessed runs: found through the own derivatives
     assert (group / "pathways" / "connectivity_ppi.tsv").exists()
     assert "Nipype workflows" in (raw_output / "group.html").read_text()

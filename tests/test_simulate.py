@@ -13,7 +13,7 @@ import pytest
 
 from fmri_pain.simulate import SimulatedTrial, simulate_trial
 
-SPACE = "MNI152NLin2009cAsym"
+SPACE = "MNI152NLin2009aSym"
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 N_VOLUMES = 60
 

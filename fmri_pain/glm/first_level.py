@@ -589,8 +589,10 @@ def _unique(values: list[Any]) -> Any:
 class _Writer:
     """Writes maps and sidecars of one subject; collects the table."""
 
-    def __init__(self, output_dir: Path, spec: AnalysisSpec, subject: str, task: str) -> None:
+    def __init__(self, output_dir: Path, spec: AnalysisSpec, subject: str, task: str,
+                 space: str | None) -> None:
         self.output_dir, self.spec, self.subject, self.task = Path(output_dir), spec, subject, task
+        self.space = space
         self.rows: list[dict[str, Any]] = []
         self._prov: dict[Run, dict[str, Any]] = {}
         self.models: dict[Run, dict[str, Any]] = {}
@@ -626,6 +628,10 @@ class _Writer:
             "Parameters": self.parameters(weights),
             "Contrast": contrast, "Level": level, "DegreesOfFreedom": maps.dof,
             "Runs": [r.label for r in runs], "Description": description,
+            "SpatialReference": {"Space": self.space,
+                                 "Resampling": "none: the maps are on the grid of the preprocessed BOLD "
+                                               "(a brain mask on another grid is resampled to it, "
+                                               "nearest neighbour, with a warning)"},
         })
         if any(r in self.models for r in runs):
             sidecar["RunModels"] = {r.label: {k: self.models[r][k] for k in _RUN_MODEL_KEYS}
@@ -634,11 +640,11 @@ class _Writer:
             if run is None:
                 path = drv.statmap_path(self.output_dir, contrast=contrast, stat=stat,
                                         subject=self.subject, session=session, task=self.task,
-                                        space=self.spec.space)
+                                        space=self.space)
             else:
                 name = drv.bids_filename(
                     {"sub": self.subject, "ses": session, "task": self.task, "run": run,
-                     "space": self.spec.space, "contrast": contrast, "stat": stat},
+                     "space": self.space, "contrast": contrast, "stat": stat},
                     "statmap", ".nii.gz")
                 path = drv.subject_dir(self.output_dir, self.subject, session) / name
             volume = np.zeros(mask.shape, dtype=np.float32)
@@ -729,7 +735,12 @@ def first_level_subject(runs: list[Run], spec: AnalysisSpec, output_dir: Path | 
     # matrices is slower, badly so when cores are shared (pinv 100x slower here).
     with threadpool_limits(limits=max(1, int(spec.execution.threads_per_worker)), user_api="blas"):
         fits = [fit_run(run, spec) for run in runs]
-    writer = _Writer(output_dir, spec, subject, task)
+    # maps are named by the template space of the BOLD they come from, never a constant
+    try:
+        space = drv.data_space([r.bold for r in runs], "the runs")
+    except ValueError as exc:
+        raise InputError(str(exc), subject=subject) from None
+    writer = _Writer(output_dir, spec, subject, task, space)
     writer.models = {f.run: f.model for f in fits}
     design_files: list[Path] = []
     for fit in fits:

@@ -18,7 +18,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.derivatives import (SPACE, bids_filename, provenance, sidecar_path, software_versions,
+from fmri_pain.anatomy import PEAK_ATLASES, SOURCE_SPACES
+from fmri_pain.derivatives import (bids_filename, provenance, sidecar_path, software_versions,
                                    statmap_path, write_nifti, write_tsv)
 from fmri_pain.errors import InputError
 from fmri_pain.glm.second_level import (GroupDesign, compute_group_contrast, covariate_label,
@@ -33,7 +34,7 @@ from fmri_pain.trial import difference_contrasts, trial_contrasts
 LOGGER = logging.getLogger(__name__)
 
 _SUBJECT_MAP = re.compile(
-    r"^sub-(?P<subject>[a-zA-Z0-9]+)_task-(?P<task>[a-zA-Z0-9]+)_space-(?P<space>[a-zA-Z0-9]+)"
+    r"^sub-(?P<subject>[a-zA-Z0-9]+)_task-(?P<task>[a-zA-Z0-9]+)(?:_space-(?P<space>[a-zA-Z0-9]+))?"
     r"_contrast-(?P<contrast>[a-zA-Z0-9]+)_stat-(?P<stat>effect|variance|z)_statmap\.nii\.gz$"
 )
 
@@ -97,23 +98,30 @@ class GroupResult:
 
 
 def collect_subject_maps(output_dir: Path, runs: list[Run], task: str,
-                         space: str = SPACE) -> pd.DataFrame:
+                         space: str | None = None) -> pd.DataFrame:
     """Subject-level maps written by the participant level, with their design information.
+
+    Parameters
+    ----------
+    space : str, optional
+        Keep only maps in this template space; None keeps every space (the ``space``
+        column tells them apart: :func:`run_group` refuses to mix them).
 
     Returns
     -------
     DataFrame
-        One row per subject x contrast: ``subject``, ``contrast``, ``effect``,
+        One row per subject x contrast: ``subject``, ``contrast``, ``space``, ``effect``,
         ``variance``, ``z`` (paths), plus ``condition``, ``period``,
         ``sequence`` and covariates for per-condition maps.
     """
     records = {}
     for path in sorted(Path(output_dir).glob("sub-*/func/sub-*_statmap.nii.gz")):
         match = _SUBJECT_MAP.match(path.name)
-        if not match or match["task"] != task or match["space"] != space:
+        if not match or match["task"] != task or (space is not None and match["space"] != space):
             continue
-        key = (match["subject"], match["contrast"])
-        records.setdefault(key, {"subject": key[0], "contrast": key[1]})[match["stat"]] = path
+        key = (match["subject"], match["contrast"], match["space"])
+        records.setdefault(key, {"subject": key[0], "contrast": key[1],
+                                 "space": key[2]})[match["stat"]] = path
     table = pd.DataFrame(list(records.values()))
     if table.empty:
         return table
@@ -163,6 +171,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
         raise RuntimeError(f"no subject maps under {output_dir}: run the participant level first")
     maps = _defined_contrasts_only(maps, spec, log)
     first_level = check_first_level_parameters(maps, spec, log)
+    space = _one_space(maps)
     subjects = sorted(maps["subject"].unique())
     left_out = [s for s in expected if s not in subjects]
     if left_out:
@@ -178,8 +187,8 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> Gr
     mask_img = group_mask([load_subject_map(p, f) for p, f in
                            zip(maps["effect"], maps["flip"])])
     mask_path = write_nifti(mask_img, output_dir / "group" / bids_filename(
-        {"task": task, "space": spec.space, "desc": "group"}, "mask", ".nii.gz"))
-    writer = _GroupWriter(output_dir, task, spec, mask_img, log)
+        {"task": task, "space": space, "desc": "group"}, "mask", ".nii.gz"))
+    writer = _GroupWriter(output_dir, task, spec, mask_img, log, space)
 
     conditions = tuple(c for c in spec.conditions if (maps.get("condition") == c).any()) \
         if "condition" in maps else ()
@@ -374,12 +383,47 @@ def _period_difference(rows: pd.DataFrame, contrast, maps: pd.DataFrame) -> list
     return out
 
 
+def _one_space(maps: pd.DataFrame) -> str | None:
+    """The template space of all subject maps, and one grid; maps in different ones are refused."""
+    labels = maps["space"].fillna("<none>")
+    spaces = labels.unique()
+    if len(spaces) > 1:
+        which = "; ".join(
+            f"{s}: " + ", ".join(f"sub-{x}" for x in sorted(maps.loc[labels == s, "subject"].unique()))
+            for s in sorted(spaces))
+        raise InputError(f"subject maps in different template spaces ({which}); refusing to mix them at "
+                         "the group level: set 'space' in the spec to analyse one of them")
+    grids = {}
+    for path in maps["effect"]:
+        img = nib.load(path)
+        grids.setdefault((img.shape[:3], tuple(np.round(img.affine, 4).ravel())), Path(path).name)
+    if len(grids) > 1:
+        names = ", ".join(f"{name} {shape}" for (shape, _), name in grids.items())
+        raise InputError(f"subject maps on different grids of one space ({names}); the group level does "
+                         "not resample them: run the participant level at one resolution")
+    space = spaces[0]
+    return None if space == "<none>" else space
+
+
+def _spatial_reference(space: str | None, mask_img: nib.Nifti1Image, mirrored: bool) -> dict:
+    zooms = [round(float(z), 4) for z in mask_img.header.get_zooms()[:3]]
+    record = {"Space": space, "Grid": {"Shape": list(mask_img.shape[:3]), "VoxelSizeMm": zooms},
+              "Resampling": "none: every subject map is on this grid (maps on other grids are refused)"}
+    if mirrored:
+        record["Resampling"] += "; maps mirrored left-right were resampled back onto it (linear)"
+        if space and space.endswith("Asym"):
+            record["Resampling"] += (f"; {space} is asymmetric, so a mirrored voxel lands at the mirror "
+                                     "position, not exactly on its homologue")
+    return record
+
+
 class _GroupWriter:
     """Fits group designs and writes maps, thresholded maps, tables and designs."""
 
     def __init__(self, output_dir: Path, task: str, spec: AnalysisSpec,
-                 mask_img: nib.Nifti1Image, log: _Decisions) -> None:
+                 mask_img: nib.Nifti1Image, log: _Decisions, space: str | None) -> None:
         self.output_dir = output_dir
+        self.space = space
         self.task = task
         self.spec = spec
         self.mask_img = mask_img
@@ -404,7 +448,7 @@ class _GroupWriter:
                                  design, self.mask_img, self.spec.group.smoothing_fwhm)
         group_dir = self.output_dir / "group" / (folder or "")
         design_path = group_dir / bids_filename(
-            {"task": self.task, "space": self.spec.space,
+            {"task": self.task, "space": self.space,
              "contrast": label if design.route != "repeated" else None,
              "desc": "repeated" if design.route == "repeated" else folder}, "design", ".tsv")
         subjects = sorted(rows["subject"].unique())
@@ -425,11 +469,13 @@ class _GroupWriter:
             stat_type = design.stat_type(key)
             sidecar = provenance(images, {"group": self.spec.to_dict()["group"]},
                                  dataset=self.output_dir,
-                                 **model_record(design, key, subjects, mirrored, notes))
+                                 **model_record(design, key, subjects, mirrored, notes),
+                                 SpatialReference=_spatial_reference(self.space, self.mask_img,
+                                                                     any(flips)))
             paths = {}
             for stat in (stat_type, "z"):
                 path = statmap_path(self.output_dir, contrast=name, stat=stat, task=self.task,
-                                    space=self.spec.space, desc=folder)
+                                    space=self.space, desc=folder)
                 if folder:
                     path = path.parent / folder / path.name
                 meta = {**sidecar, "StatisticType": stat}
@@ -450,7 +496,7 @@ class _GroupWriter:
             img, thr = threshold_map(z_img, self.mask_img, method, alpha,
                                      group.min_cluster_size, two_sided)
             path = statmap_path(self.output_dir, contrast=entry.contrast, stat="z",
-                                task=self.task, space=self.spec.space, desc=method)
+                                task=self.task, space=self.space, desc=method)
             write_nifti(img, path, {**sidecar, "StatisticType": "z", "Threshold": {
                 "Method": _THRESHOLD_METHODS[method], "Alpha": alpha,
                 "ZThreshold": thr if np.isfinite(thr) else None,
@@ -460,7 +506,11 @@ class _GroupWriter:
                 if two_sided else "voxels with z below ZThreshold set to 0"}})
             table = cluster_table(z_img, thr, group.min_cluster_size, two_sided)
             write_tsv(table, path.with_name(path.name.replace("_stat-z_statmap.nii.gz",
-                                                              "_clusters.tsv")))
+                                                              "_clusters.tsv")),
+                      sidecar={"LabelAtlases": {a: SOURCE_SPACES[a] for a in PEAK_ATLASES},
+                               "SpaceMismatch": f"peaks in {self.space} are labelled at the same MNI "
+                                                "coordinates in each atlas's own template, without "
+                                                "registration between templates (a few mm locally)"})
             entry.paths[f"z_{method}"] = path
             entry.thresholds[method] = thr
             entry.clusters[method] = table

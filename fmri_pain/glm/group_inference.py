@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.derivatives import provenance, statmap_path, write_tsv
+from fmri_pain.derivatives import provenance, space_of, statmap_path, write_tsv
 from fmri_pain.glm.group import GroupMap, GroupResult, model_record
 from fmri_pain.glm.inference import (
     PermutationResult,
@@ -129,14 +129,14 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
                             "Description": f"Permutation inference on the {design.route} model "
                                            "(see Parameters and PermutationSummary)"})
     task = group.task
+    space = space_of(group.mask)  # the group mask is named by the space of the subject maps
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
-                                   task=task, space=spec.space, alpha=spec.group.fwe_alpha,
-                                   sidecar=sidecar)
+                                   task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar, space=space)
     z_fwe = nib.load(paths["z_fwe"]) if "z_fwe" in paths else None
     clusters = (cluster_table(z_fwe, 1e-6, 0, two_sided) if z_fwe is not None
                 and np.any(np.asanyarray(z_fwe.dataobj)) else cluster_table(z_fwe, np.inf))
     table_path = statmap_path(group.output_dir, contrast=entry.contrast, stat="z", task=task,
-                              desc="perm", space=spec.space)
+                              desc="perm", space=space)
     write_tsv(clusters, table_path.with_name(
         table_path.name.replace("_stat-z_statmap.nii.gz", "_clusters.tsv")))
     return PermutationOutput(entry.contrast, design.route, result, paths, clusters)

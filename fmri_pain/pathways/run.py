@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmri_pain.derivatives import write_figure, write_nifti, write_tsv
+from fmri_pain.derivatives import space_of, write_figure, write_nifti, write_tsv
 from fmri_pain.errors import InputError
-from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas
+from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
 from fmri_pain.pathways.connectivity import (
     correlation_statistics,
@@ -245,7 +245,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         "Parameters": params})
     for side, built in atlas_for.built.items():
         stem = f"atlas-painPathways_hemi-{'given' if side == 'fixed' else 'pain' + side.capitalize()}"
-        outputs[f"atlas_{side}"] = write_nifti(built.img, out / f"{stem}_dseg.nii.gz")
+        outputs[f"atlas_{side}"] = write_nifti(built.img, out / f"{stem}_dseg.nii.gz", sidecar={
+            "SpatialReference": spatial_reference(built, space_of(first))})
         outputs[f"atlas_{side}_labels"] = write_tsv(built.nodes, out / f"{stem}_dseg.tsv")
 
     import matplotlib.pyplot as plt

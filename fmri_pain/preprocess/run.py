@@ -23,10 +23,11 @@ from fmri_pain.derivatives import (
 )
 
 from .spec import PreprocessSpec
+from .templates import TEMPLATE_DESCRIPTION
 from .workflows import ANAT_OUTPUT_SOURCES, FUNC_OUTPUT_SOURCES, init_preproc_wf, run_label
 
 ROUTE_NOTES = {
-    "T1w": "EPI reference -> T1w (rigid, mutual information) -> MNI152NLin2009cAsym (antspyx), composed",
+    "T1w": f"EPI reference -> T1w (rigid, mutual information) -> {SPACE} (antspyx), composed",
     "EPI-template": (
         "no T1w for this subject: the mean EPI was normalized directly to nilearn's MNI152 T1 template "
         "(mutual information), as in SPM's EPI-template route"
@@ -155,7 +156,7 @@ def preprocess_subject(runs: list, output_dir: Path | str, work_dir: Path | str 
         write_nifti(nib.load(anat.t1w_std), adir / bids_filename({"sub": subject, "space": SPACE, "desc": "preproc"},
                                                                   "T1w", ".nii.gz"),
                     sidecar=provenance([t1w], params, SkullStripped=True, Resolution="2 mm",
-                                       Description="brain-extracted T1w normalized to MNI152NLin2009cAsym"))
+                                       Description=f"brain-extracted T1w normalized to {SPACE}"))
     for r in runs:
         label = run_label(r)
         o = outs[f"func_preproc_{label.replace('-', '_')}_wf"]
@@ -165,10 +166,15 @@ def preprocess_subject(runs: list, output_dir: Path | str, work_dir: Path | str 
         if o.n_dummy:
             notes.append(f"{o.n_dummy} non-steady-state volume(s) flagged (not removed)")
         sources = [r.bold] + ([t1w] if (t1w is not None and route == "T1w") else [])
-        spatial = {"Space": SPACE, "Template": "nilearn MNI152 (ICBM 2009) T1 template",
+        spatial = {"Space": SPACE, "Template": TEMPLATE_DESCRIPTION,
                    "NormalizationRoute": route, "Description": ROUTE_NOTES[route],
                    "Registration": spec.registration, "BoldToT1w": spec.bold_to_t1 if route == "T1w" else None,
-                   "Interpolation": f"B-spline order {spec.interpolation_order}, one interpolation per volume"}
+                   "Interpolation": f"B-spline order {spec.interpolation_order}, one interpolation per volume",
+                   "Resampling": (f"raw BOLD (native grid) -> {SPACE} at the BOLD resolution, motion, "
+                                  "coregistration and normalization composed into one resampling"),
+                   "TissueMasks": (f"nilearn's {SPACE} brain, GM and WM masks (same template), "
+                                   "Gaussian-smoothed and linearly resampled to the output grid "
+                                   "(partial-volume fractions, then thresholded)")}
         tr = float(r.metadata["RepetitionTime"])
         bold_side = provenance(sources, params, RepetitionTime=tr, TaskName=r.task, SkullStripped=False,
                                SliceTimingCorrected=o.stc_ref_time is not None,

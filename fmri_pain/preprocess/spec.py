@@ -8,8 +8,9 @@ BACKENDS = ("python",)
 REGISTRATIONS = ("rigid", "affine", "syn")
 PLUGINS = ("Linear", "MultiProc")
 
-#: Name of the output space (nilearn ships this template family).
-TEMPLATE = "MNI152NLin2009cAsym"
+#: Name of the output space: the template registered to, nilearn's bundled ICBM 2009a symmetric T1
+#: (``fmri_pain.derivatives.SPACE``, where the evidence is given).
+TEMPLATE = "MNI152NLin2009aSym"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""The MNI152 template and tissue masks that nilearn ships, on any grid."""
+"""The MNI152 template and tissue masks that nilearn ships, on any grid.
+
+nilearn's files are ``mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``: the ICBM 2009a
+symmetric release, TemplateFlow's ``MNI152NLin2009aSym`` (see ``fmri_pain.derivatives.SPACE``).
+"""
 from __future__ import annotations
 
 import functools
@@ -7,6 +11,11 @@ import numpy as np
 from scipy import ndimage
 
 from .transforms import apply_affine, grid_points
+
+#: What the ``Template`` of a SpatialReference record says.
+TEMPLATE_DESCRIPTION = ("nilearn's bundled MNI152 T1 template, ICBM 2009a nonlinear symmetric "
+                        "(mni_icbm152_t1_tal_nlin_sym_09a, 1 mm, 197 x 233 x 189 voxels from "
+                        "(-98, -134, -72) mm), resampled to the output grid")
 
 #: nilearn's 1 mm template: 197 x 233 x 189 voxels from (-98, -134, -72) mm.
 _ORIGIN = np.array([-98.0, -134.0, -72.0])

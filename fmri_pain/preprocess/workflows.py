@@ -46,7 +46,7 @@ ANAT_OUTPUTS = list(ANAT_OUTPUT_SOURCES)
 
 
 def init_anat_preproc_wf(spec: PreprocessSpec, name: str = "anat_preproc_wf") -> pe.Workflow:
-    """T1w brain extraction and normalization to MNI152NLin2009cAsym.
+    """T1w brain extraction and normalization to nilearn's MNI152 template (MNI152NLin2009aSym).
 
     Inputs: ``t1w``.  Outputs: ``t1w_brain``, ``t1w_mask``, ``std_xfm`` (MNI -> T1w), ``t1w_std``.
     """
