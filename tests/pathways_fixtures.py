@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fmri_pain.layout import Run
+from fmri_pain.simulate import SPACE as SIM_SPACE  # the template the simulator's derivatives are in
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 
@@ -35,8 +36,8 @@ def first_level_maps(sim_root: Path, truth: dict, out: Path) -> tuple[pd.DataFra
             ses = ses_key.removeprefix("ses-")
             func = deriv / sub / f"ses-{ses}" / "func"
             stem = f"{sub}_ses-{ses}_task-stim_run-1"
-            bold = func / f"{stem}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
-            mask = func / f"{stem}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
+            bold = func / f"{stem}_space-{SIM_SPACE}_desc-preproc_bold.nii.gz"
+            mask = func / f"{stem}_space-{SIM_SPACE}_desc-brain_mask.nii.gz"
             conf = func / f"{stem}_desc-confounds_timeseries.tsv"
             meta = json.loads(bold.with_name(bold.name.replace(".nii.gz", ".json")).read_text())
             confounds = pd.read_csv(conf, sep="\t")[MOTION].fillna(0.0)

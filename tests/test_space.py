@@ -31,8 +31,15 @@ from fmri_pain.layout import load_layout
 from fmri_pain.spec import AnalysisSpec, spec_from_dict
 from tests.test_layout import write_trial
 
+
+def _nilearn_template() -> nib.Nifti1Image:
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=1)
+
+
 # template name -> the image that name means here (what a reader of the label would load)
-TEMPLATES = {"MNI152NLin2009aSym": lambda: __import__("nilearn.datasets").datasets.load_mni152_template()}
+TEMPLATES = {"MNI152NLin2009aSym": _nilearn_template}
 
 
 def _mirror_correlation(img: nib.Nifti1Image) -> float:
