@@ -284,6 +284,21 @@ def check_output_dir(output_dir: Path, bids_dir: Path, derivatives: Path | None 
                                "write its working files there", work, name, folder)
 
 
+def _remove_lock_only_folder(folder: Path) -> None:
+    """Remove ``folder`` if it holds nothing but the run lock's files."""
+    from fmri_pain.run_lock import LOCK_NAME
+
+    lock_files = {LOCK_NAME, f"{LOCK_NAME}.guard"}
+    try:
+        entries = list(folder.iterdir())
+        if all(e.name in lock_files and e.is_file() for e in entries):
+            for entry in entries:
+                entry.unlink()
+            folder.rmdir()
+    except OSError:
+        pass
+
+
 def _prepare_output_dir(output_dir: Path) -> None:
     """Create OUTPUT_DIR and check it can be written into (one clear line when not)."""
     import tempfile
@@ -401,13 +416,20 @@ def _permute(args: argparse.Namespace) -> int:
                                  or path.resolve().is_relative_to(written_into)):
             raise InputError(f"input is inside {written_into}, where permute writes its maps; "
                              f"choose another OUT", path=path)
-    _prepare_output_dir(args.output_dir.resolve())
-    with OutputLock(args.output_dir.resolve(), command=args.command_line):
-        result, written = permute_maps(
-            args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
-            blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
-            tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed, n_jobs=args.n_jobs,
-            space=args.space)
+    out = args.output_dir.resolve()
+    created = not out.exists()
+    _prepare_output_dir(out)
+    try:
+        with OutputLock(out, command=args.command_line):
+            result, written = permute_maps(
+                args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
+                blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
+                tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed,
+                n_jobs=args.n_jobs, space=args.space)
+    except BaseException:
+        if created:  # refused inputs leave no OUT behind (it held nothing but the lock's files)
+            _remove_lock_only_folder(out)
+        raise
     summary = result.summary()
     used = (f"all {summary['n_rearrangements']} distinct rearrangements (exhaustive)"
             if summary["exhaustive"] else f"{summary['n_perm']} rearrangements")

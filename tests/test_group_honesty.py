@@ -291,7 +291,8 @@ def test_methods_of_the_trial_name_every_stage_that_ran_and_cite_them(tmp_path, 
     assert "Pathways" not in md  # it did not run
     assert "crossover" in md and "condition + subject + period" in md
     assert "The maps of 3 patient(s) whose pain was on the left were mirrored" in md
-    assert "20 rearrangements per contrast" in md
+    # 20 random rearrangements asked for: 21 with the observed data
+    assert "21 rearrangements per contrast, the observed data included" in md
     # difference maps are mirrored like the condition maps (pain_side is a subject-level column)
     paired = next(m for m in result.group.maps if m.route == "paired")
     assert json.loads(paired.paths["t"].with_name(paired.paths["t"].name.replace(".nii.gz", ".json"))

@@ -720,7 +720,8 @@ def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(
     rng = np.random.default_rng(17)
     shape = (6, 6, 5)
     mask = np.ones(shape, bool)
-    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), tmp_path / "mask.nii.gz")
+    mask_path = tmp_path / "task-stim_space-MNI152NLin2009aAsym_desc-group_mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), np.eye(4)), mask_path)
     paths = []
     for i, vol in enumerate(_smooth_maps(rng, 8, shape, 2.0) + 0.5):
         paths.append(tmp_path / f"sub-{i:02d}_map.nii.gz")
@@ -728,11 +729,11 @@ def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(
     design = GroupDesign("one-sample", pd.DataFrame({"intercept": np.ones(8)}),
                          {"dual": np.array([1.0])}, pd.DataFrame({"subject": range(8)}))
     entry = GroupMap("dual", "dual", "one-sample", "t", {}, design, paths, [False] * 8)
+    # the group stage names its maps by the space of the group mask (that of the subject maps)
     group = GroupResult(tmp_path, "stim", [entry], [f"{i:02d}" for i in range(8)], [],
-                        tmp_path / "mask.nii.gz", {}, pd.DataFrame())
+                        mask_path, {}, pd.DataFrame())
     spec = AnalysisSpec()
-    spec = dataclasses.replace(spec, space="MNI152NLin2009aAsym",
-                               inference=dataclasses.replace(spec.inference, n_perm=1000))
+    spec = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=1000))
     (out,) = run_permutation_inference(group, spec)
     assert out.result.exhaustive and out.result.n_rearrangements == 256
     name = out.paths["logp_fwe"].name

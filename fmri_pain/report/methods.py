@@ -178,7 +178,7 @@ def preprocessing_section(output_dir: Path | str, subjects: Iterable[str] | None
         registration = pre.get("registration", "?")
         interp = next((s.get("Interpolation") for s in spatial if s.get("Interpolation")), None)
         text = (
-            f"{len(sides)} BOLD runs were preprocessed with the Nipype [@nipype] workflows of "
+            f"{len(sides)} BOLD runs were preprocessed with the Nipype workflows [@nipype] of "
             f"fmri-pain {__version__}: rigid head-motion realignment (fmri-pain's Gauss-Newton "
             f"implementation, to a steady-state volume and then to the mean), {stc}, and "
             f"{registration} normalisation with antspyx [@ants] {how}, to {template} "
@@ -391,7 +391,8 @@ def inference_section(permutations: list[Any], spec: AnalysisSpec) -> MethodsSec
     scheme_text = "; ".join(f"{k} for {', '.join(v)}" for k, v in schemes.items())
     text = (
         f"Nonparametric inference (fmri-pain's permutation engine; Freedman-Lane "
-        f"[@freedman1983; @winkler2014]) used {_span(counts)} rearrangements per contrast "
+        f"[@freedman1983; @winkler2014]) used {_span(counts)} rearrangements per contrast, the "
+        "observed data included, "
         + ("(every distinct rearrangement once: exact tests) " if all(exhaustive) else
            "(all distinct rearrangements where they numbered no more, else random draws) "
            if any(exhaustive) else "")
