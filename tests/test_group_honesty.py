@@ -16,7 +16,7 @@ import pytest
 from scipy import stats
 
 from fmri_pain.errors import InputError
-from fmri_pain.glm.group import first_level_fingerprint, run_group
+from fmri_pain.glm.group import collect_subject_maps, first_level_fingerprint, run_group
 from fmri_pain.layout import Run
 from fmri_pain.report.group import write_group_report
 from fmri_pain.report.methods import (MethodsSection, bibliography, cited_keys, citation_bibtex,
@@ -81,15 +81,28 @@ def make_trial(out: Path, n_subjects: int, spec: AnalysisSpec, *, sequences=None
     return runs
 
 
-def make_one_condition(out: Path, n_subjects: int, spec: AnalysisSpec) -> list[Run]:
+def make_one_condition(out: Path, n_subjects: int, spec: AnalysisSpec, **covariates) -> list[Run]:
     """A generic one-condition study: no sessions, one 'stim' map per subject."""
     rng = np.random.default_rng(1)
     runs = []
     for i in range(n_subjects):
         sub = f"{i + 1:02d}"
         _write_map(out, sub, "stim", 1.0 + rng.normal(0, 1, SHAPE), _recorded(spec))
-        runs.append(_run(out, sub, "stim", None, None))
+        runs.append(_run(out, sub, "stim", None, None,
+                         **{k: v[i] for k, v in covariates.items()}))
     return runs
+
+
+def test_one_condition_study_with_complete_integer_covariates(tmp_path):
+    """Subject-level columns without gaps (participants.tsv ``age``) pass through untouched."""
+    spec = spec_from_dict({"events": {"on_trial_type": "stim"}, "inference": {"enabled": False},
+                           "pathways": {"enabled": False}})
+    ages = [31, 45, 52, 38, 60]
+    runs = make_one_condition(tmp_path, 5, spec, age=ages)
+    maps = collect_subject_maps(tmp_path, runs, "stim")
+    assert maps.sort_values("subject")["age"].tolist() == ages
+    group = run_group(tmp_path, runs, spec)
+    assert [m.contrast for m in group.maps] == ["stim"]
 
 
 def _sidecar(path: Path) -> dict:

@@ -143,7 +143,8 @@ def collect_subject_maps(output_dir: Path, runs: list[Run], task: str,
         per_subject = extra.dropna(subset=[column]).groupby("subject")[column]
         constant = per_subject.agg(lambda v: v.iloc[0] if v.nunique() == 1 else None).dropna()
         missing = table[column].isna()
-        table.loc[missing, column] = table.loc[missing, "subject"].map(constant)
+        if missing.any():
+            table.loc[missing, column] = table.loc[missing, "subject"].map(constant)
     return table
 
 
