@@ -77,7 +77,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
 
     permutations: list[PermutationOutput] = []
     inference_html = None
-    if spec.inference.enabled and spec.inference.n_perm > 0:
+    if spec.inference.enabled:  # n_perm >= 1 is checked when the spec is loaded
         start = time.perf_counter()
         permutations = run_permutation_inference(group, spec)
         inference_html = _inference_section(permutations, spec)

@@ -20,7 +20,7 @@ from fmri_pain.glm.group import collect_subject_maps, first_level_fingerprint, r
 from fmri_pain.layout import Run
 from fmri_pain.report.group import write_group_report
 from fmri_pain.report.methods import (MethodsSection, bibliography, cited_keys, citation_bibtex,
-                                      first_level_section, group_section, write_citation_files)
+                                      first_level_section, group_section)
 from fmri_pain.spec import AnalysisSpec, spec_from_dict
 from fmri_pain.trial import williams_sequences
 

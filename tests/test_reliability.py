@@ -21,7 +21,6 @@ import pytest
 from fmri_pain import execution
 from fmri_pain.cli import check_output_dir, main
 from fmri_pain.derivatives import write_dataset_description
-from fmri_pain.errors import InputError
 from fmri_pain.run_lock import LOCK_NAME, OutputLock, OutputLocked
 from tests.test_execution import make_dataset, recording_task, spec_with
 
