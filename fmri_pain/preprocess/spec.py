@@ -87,10 +87,8 @@ class PreprocessSpec:
             raise ValueError(f"preprocess.plugin must be one of {PLUGINS}, got {self.plugin!r}")
         if not (self.dummy_scans == "auto" or (isinstance(self.dummy_scans, int) and self.dummy_scans >= 0)):
             raise ValueError(f"preprocess.dummy_scans must be 'auto' or an integer >= 0, got {self.dummy_scans!r}")
-        if not 1.0 <= float(self.registration_resolution) <= 6.0:
-            raise ValueError("preprocess.registration_resolution must be between 1 and 6 mm")
-        if self.n_procs < 1 or self.memory_gb <= 0:
-            raise ValueError("preprocess.n_procs must be >= 1 and memory_gb > 0")
+        # numeric ranges (registration_resolution, n_procs, memory_gb, ...) are declared once,
+        # in fmri_pain.spec.SECTION_RANGES, and checked when the spec is loaded
         for key in ("n_acompcor", "n_tcompcor"):
             v = getattr(self, key)
             if not (0 < v < 1 or (float(v).is_integer() and v >= 1)):
