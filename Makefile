@@ -31,8 +31,8 @@ benchmarks: install-test
 	$(BIN)/python benchmarks/run_all.py
 
 docs: install
-	$(BIN)/python -m fmri_pain.spec_docs > docs/spec.md
-	$(BIN)/python -m fmri_pain.spec > pipelines/trial.yaml
+	$(BIN)/python -m fmri_pain.config.docs > docs/spec.md
+	$(BIN)/python -m fmri_pain.config.spec > pipelines/trial.yaml
 
 clean:
 	rm -rf demo-output work .pytest_cache

@@ -24,8 +24,8 @@ numeric
     ``run_glm`` (AR(1)), z-map of an ON>OFF contrast written to disk. This is the
     array traffic of a first-level fit without the I/O of NIfTI decompression.
 pipeline
-    ``fmri_pain.simulate.simulate_trial`` (8 subjects, derivatives) read by
-    ``fmri_pain.layout.load_layout`` and run by ``fmri_pain.participant.run_participant``.
+    ``fmri_pain.simulate.dataset.simulate_trial`` (8 subjects, derivatives) read by
+    ``fmri_pain.bids.layout.load_layout`` and run by ``fmri_pain.pipeline.participant.run_participant``.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fmri_pain import execution  # noqa: E402
-from fmri_pain.derivatives import atomic_write, write_json  # noqa: E402
-from fmri_pain.layout import Run  # noqa: E402
-from fmri_pain.spec import AnalysisSpec  # noqa: E402
+from fmri_pain.bids.derivatives import atomic_write, write_json  # noqa: E402
+from fmri_pain.bids.layout import Run  # noqa: E402
+from fmri_pain.config.spec import AnalysisSpec  # noqa: E402
 
 SHAPE = (40, 48, 40)
 N_VOL = 200
@@ -111,8 +111,8 @@ def numeric_dataset(root: Path, n_subjects: int) -> dict[str, list[Run]]:
 
 
 def pipeline_dataset(root: Path, n_subjects: int):
-    from fmri_pain.layout import load_layout
-    from fmri_pain.simulate import simulate_trial
+    from fmri_pain.bids.layout import load_layout
+    from fmri_pain.simulate.dataset import simulate_trial
 
     sim = simulate_trial(root / "sim", n_subjects=n_subjects, derivatives=True)
     layout = load_layout(sim.bids_dir, sim.derivatives_dir, spec=AnalysisSpec())
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
         if args.workload == "numeric":
             runs, task = numeric_dataset(tmp / "inputs", args.subjects), numeric_task
         else:
-            from fmri_pain.participant import run_participant
+            from fmri_pain.pipeline.participant import run_participant
 
             runs, task = pipeline_dataset(tmp / "inputs", args.subjects), run_participant
         base = {"retries": 0, "threads_per_worker": 1, "memory_per_worker": "6GiB"}

@@ -10,7 +10,7 @@ cosines, ``events.tsv`` with ON blocks and a nuisance ``rating`` event), then
 times, each in a fresh subprocess (imports excluded from the timing, peak RSS of
 the process measured):
 
-* ``project``: ``fmri_pain.glm.first_level.first_level_subject`` on the run, i.e. the
+* ``project``: ``fmri_pain.glm.first_level.subject.first_level_subject`` on the run, i.e. the
   participant-level stage including writing the maps, sidecars (with sha256 of
   the inputs) and the design TSV + PNG;
 * ``nilearn``: ``load_confounds`` + ``FirstLevelModel(...).fit(bold, events,
@@ -104,9 +104,9 @@ def _child_project(folder: Path, out: Path) -> dict:
     from matplotlib.figure import Figure  # noqa: F401  (lazy imports of the stage, per process)
     from nilearn.plotting import plot_design_matrix  # noqa: F401
 
-    from fmri_pain.glm.first_level import first_level_subject
-    from fmri_pain.layout import Run
-    from fmri_pain.spec import spec_from_dict
+    from fmri_pain.glm.first_level.subject import first_level_subject
+    from fmri_pain.bids.layout import Run
+    from fmri_pain.config.spec import spec_from_dict
 
     run = Run(subject="01", session=None, condition="stim", period=None, task="stim", run=None,
               bold=folder / BOLD, events=folder / EVENTS, mask=folder / MASK,

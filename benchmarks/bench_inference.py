@@ -33,7 +33,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fmri_pain.glm.inference import (  # noqa: E402
+from fmri_pain.glm.inference.maps import (  # noqa: E402
     fwe_threshold,
     nilearn_rearrangements,
     permutation_test,
@@ -122,7 +122,7 @@ def run_ours_images(paths, mask_img, n_perm, n_jobs, seed, tfce=False, connectiv
     """Images in, images out: our counterpart of non_parametric_inference."""
     import joblib
 
-    from fmri_pain.glm.inference import permutation_inference
+    from fmri_pain.glm.inference.maps import permutation_inference
 
     t0 = time.perf_counter()
     perms = nilearn_rearrangements(len(paths), n_perm, intercept_test=True, random_state=seed,

@@ -23,11 +23,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.glm import first_level as fl
-from fmri_pain.glm.design import contrast_vector, frame_times, read_events, slice_time_reference
-from fmri_pain.layout import Run
-from fmri_pain.simulate import simulate_trial
-from fmri_pain.spec import spec_from_dict
+from fmri_pain.glm.first_level import subject as fl
+from fmri_pain.glm.first_level.design import contrast_vector, frame_times, read_events, slice_time_reference
+from fmri_pain.bids.layout import Run
+from fmri_pain.simulate.dataset import simulate_trial
+from fmri_pain.config.spec import spec_from_dict
 
 ACQUISITIONS = {"short-slow (96 x TR 7 s)": (96, 7.0), "long-fast (350 x TR 2 s)": (350, 2.0)}
 

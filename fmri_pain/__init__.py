@@ -7,7 +7,7 @@ Analysts start with :func:`load_results`::
     res.contrasts, res.map("dualMinusScs"), res.clusters("dualMinusScs")
 """
 
-__version__ = "0.1.0"
+from fmri_pain._version import __version__
 
 __all__ = ["__version__", "load_results", "Results"]
 

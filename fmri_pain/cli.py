@@ -19,9 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from fmri_pain import __version__
+from fmri_pain._version import __version__
 from fmri_pain.errors import InputError
-from fmri_pain.spec import SpecError
+from fmri_pain.config.fields import SpecError
 
 LOGGER = logging.getLogger("fmri_pain")
 
@@ -104,7 +104,7 @@ def _save_traceback(output_dir: Path | None) -> Path | None:
 
 
 def _bids_app_parser() -> argparse.ArgumentParser:
-    from fmri_pain.execution import add_execution_arguments
+    from fmri_pain.execution.runner import add_execution_arguments
 
     parser = argparse.ArgumentParser(
         prog="fmri-pain", description=_DESCRIPTION,
@@ -195,12 +195,12 @@ def _setup_logging(verbosity: int) -> None:
 
 
 def _bids_app(args: argparse.Namespace) -> int:
-    from fmri_pain.derivatives import has_own_preprocessing
-    from fmri_pain.execution import execution_spec_from_args
-    from fmri_pain.derivatives import remove_orphaned_temporaries
-    from fmri_pain.layout import load_layout
-    from fmri_pain.run_lock import OutputLock
-    from fmri_pain.spec import load_spec
+    from fmri_pain.bids.derivatives import has_own_preprocessing
+    from fmri_pain.execution.runner import execution_spec_from_args
+    from fmri_pain.bids.derivatives import remove_orphaned_temporaries
+    from fmri_pain.bids.layout import load_layout
+    from fmri_pain.bids.output_lock import OutputLock
+    from fmri_pain.config.spec import load_spec
 
     try:
         spec = load_spec(args.spec)
@@ -286,7 +286,7 @@ def check_output_dir(output_dir: Path, bids_dir: Path, derivatives: Path | None 
 
 def _remove_lock_only_folder(folder: Path) -> None:
     """Remove ``folder`` if it holds nothing but the run lock's files."""
-    from fmri_pain.run_lock import LOCK_NAME
+    from fmri_pain.bids.output_lock import LOCK_NAME
 
     lock_files = {LOCK_NAME, f"{LOCK_NAME}.guard"}
     try:
@@ -313,8 +313,8 @@ def _prepare_output_dir(output_dir: Path) -> None:
 
 
 def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:
-    from fmri_pain.derivatives import write_dataset_description
-    from fmri_pain.execution import run_participants
+    from fmri_pain.bids.derivatives import write_dataset_description
+    from fmri_pain.execution.runner import run_participants
 
     write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
     write_dataset_notes(output_dir, layout)
@@ -332,7 +332,7 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
 
     Written only when its content changes; removed when there is nothing to note.
     """
-    from fmri_pain.derivatives import write_text_if_changed
+    from fmri_pain.bids.derivatives import write_text_if_changed
 
     path = output_dir / "logs" / "dataset_notes.tsv"
     table = layout.notes_table()
@@ -344,7 +344,7 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
 
 
 def _group(layout, spec, output_dir: Path) -> int:
-    from fmri_pain.group_level import run_group_level
+    from fmri_pain.pipeline.group import run_group_level
 
     write_dataset_notes(output_dir, layout)
     for note in layout.notes:
@@ -364,7 +364,7 @@ def _group(layout, spec, output_dir: Path) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from fmri_pain.simulate import simulate_trial
+    from fmri_pain.simulate.dataset import simulate_trial
 
     _prepare_output_dir(args.output_dir.resolve())
     start = time.perf_counter()
@@ -380,8 +380,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from fmri_pain.demo import run_demo
-    from fmri_pain.run_lock import OutputLock
+    from fmri_pain.pipeline.demo import run_demo
+    from fmri_pain.bids.output_lock import OutputLock
 
     _prepare_output_dir(args.output_dir.resolve())
     with OutputLock(args.output_dir.resolve(), command=args.command_line):
@@ -404,9 +404,9 @@ def _atlas(args: argparse.Namespace) -> int:
 
 
 def _permute(args: argparse.Namespace) -> int:
-    from fmri_pain.permute import permute_maps
+    from fmri_pain.pipeline.permute import permute_maps
 
-    from fmri_pain.run_lock import OutputLock
+    from fmri_pain.bids.output_lock import OutputLock
 
     if args.n_perm < 1:
         raise InputError("--n-perm must be at least 1")

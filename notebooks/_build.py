@@ -254,7 +254,7 @@ bids_dir, deriv_dir = WORK / "sim" / "bids", WORK / "sim" / "derivatives" / "fmr
 sorted(p.name for p in bids_dir.iterdir())'''),
     new_markdown_cell("""\
 ## The analysis spec
-Only what differs from the defaults (`python -m fmri_pain.spec_docs` prints every key):
+Only what differs from the defaults (`python -m fmri_pain.config.docs` prints every key):
 here a local dask cluster with 2 single-threaded workers, and fewer permutations."""),
     new_code_cell('''\
 spec = {
@@ -263,7 +263,7 @@ spec = {
 }
 spec_file = WORK / "spec.yaml"
 spec_file.write_text(yaml.safe_dump(spec))
-from fmri_pain.spec import load_spec
+from fmri_pain.config.spec import load_spec
 load_spec(spec_file).execution'''),
     new_markdown_cell("## Participant level on the local dask cluster"),
     new_code_cell('''\

@@ -48,7 +48,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sim_trial(tmp_path_factory):
     """A simulated 8-subject trial (4 mm, 200 volumes) with derivatives and ground truth."""
-    from fmri_pain.simulate import simulate_trial
+    from fmri_pain.simulate.dataset import simulate_trial
 
     path = _build_once(tmp_path_factory, "sim_trial",
                        lambda out: simulate_trial(out, n_subjects=8, seed=42, n_volumes=200,
@@ -86,6 +86,6 @@ def demo_output(tmp_path_factory, sim_trial) -> Path:
 @pytest.fixture(scope="session")
 def fake_outputs(tmp_path_factory) -> Path:
     """A small output tree with known blobs, for unit tests of the analyst API."""
-    from tests.fake_outputs import build_fake_outputs
+    from tests.support.fake_outputs import build_fake_outputs
 
     return _build_once(tmp_path_factory, "fake_outputs", build_fake_outputs)

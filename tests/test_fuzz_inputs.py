@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fmri_pain.errors import InputError
-from fmri_pain.spec import AnalysisSpec, SpecError, load_spec, spec_from_dict
+from fmri_pain.config.fields import SpecError
+from fmri_pain.config.spec import AnalysisSpec, load_spec, spec_from_dict
 
 FUZZ = settings(max_examples=int(os.environ.get("FMRI_PAIN_FUZZ_EXAMPLES", 150)), derandomize=True,
                 deadline=None, database=None,
@@ -147,7 +148,7 @@ def _assert_input_error(exc: InputError, path: Path) -> None:
 @FUZZ
 @given(_TSV)
 def test_read_events_random_tsv_is_events_or_an_input_error(tmp_path, raw):
-    from fmri_pain.glm.design import read_events
+    from fmri_pain.glm.first_level.design import read_events
 
     path = tmp_path / "sub-01_task-stim_events.tsv"
     path.write_bytes(raw)
@@ -164,7 +165,7 @@ def test_read_events_random_tsv_is_events_or_an_input_error(tmp_path, raw):
 @FUZZ
 @given(_TSV, _TSV)
 def test_participants_and_sessions_readers_collect_input_errors(tmp_path, participants, sessions):
-    from fmri_pain import layout
+    from fmri_pain.bids import layout
 
     bids = tmp_path / "bids"
     (bids / "sub-01").mkdir(parents=True, exist_ok=True)
@@ -204,7 +205,7 @@ _PARTICIPANTS_TSV = st.tuples(
        st.sampled_from(["scs", "drgs", "dual", "01", None]), st.booleans())
 def test_condition_and_period_from_random_tables_are_values_or_input_errors(
         tmp_path, participants, sessions, session, trial_mode):
-    from fmri_pain import layout
+    from fmri_pain.bids import layout
 
     bids = tmp_path / "bids"
     (bids / "sub-01").mkdir(parents=True, exist_ok=True)
@@ -229,7 +230,7 @@ def test_condition_and_period_from_random_tables_are_values_or_input_errors(
 @pytest.fixture(scope="module")
 def tiny_bids(tmp_path_factory):
     """One raw run (an empty image: only the events are read here) and its pybids index."""
-    from fmri_pain import _bids
+    from fmri_pain.bids import readers as _bids
 
     root = tmp_path_factory.mktemp("fuzz-bids")
     (root / "dataset_description.json").write_text('{"Name": "fuzz", "BIDSVersion": "1.8.0"}')
@@ -246,7 +247,7 @@ def tiny_bids(tmp_path_factory):
 @FUZZ
 @given(_TSV, st.booleans())
 def test_layout_events_validation_random_tsv(tiny_bids, raw, trial_mode):
-    from fmri_pain import layout
+    from fmri_pain.bids import layout
 
     root, bold, events, files = tiny_bids
     events.write_bytes(raw)

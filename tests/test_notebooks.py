@@ -90,7 +90,7 @@ def test_kernel_is_this_python():
 def test_01_explore_contrasts(demo_output, tmp_path):
     nb = _execute("01_explore_contrasts.ipynb", {"FMRI_PAIN_RESULTS": str(demo_output)}, tmp_path)
     text = _text(nb)
-    from fmri_pain.results import load_results
+    from fmri_pain.results.api import load_results
 
     res = load_results(demo_output)
     for contrast in res.group_contrasts:

@@ -1,6 +1,6 @@
 """Pain-pathway analysis: atlas, ROI effects, mixed models, connectivity, behaviour, decoding.
 
-Exports are lazy so that ``fmri_pain.pathways.spec`` (imported by the analysis
+Exports are lazy so that ``fmri_pain.config.pathways`` (imported by the analysis
 spec) does not pull in statsmodels, scikit-learn or matplotlib.
 """
 

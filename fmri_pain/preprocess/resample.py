@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .transforms import apply_affine
+from fmri_pain.preprocess.transforms import apply_affine
 
 
 def resample_series(

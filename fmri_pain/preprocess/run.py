@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.derivatives import (
+from fmri_pain.bids.derivatives import (
     SPACE,
     bids_filename,
     provenance,
@@ -22,9 +22,9 @@ from fmri_pain.derivatives import (
     write_tsv,
 )
 
-from .spec import PreprocessSpec
-from .templates import TEMPLATE_DESCRIPTION
-from .workflows import ANAT_OUTPUT_SOURCES, FUNC_OUTPUT_SOURCES, init_preproc_wf, run_label
+from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.preprocess.templates import TEMPLATE_DESCRIPTION
+from fmri_pain.preprocess.workflows import ANAT_OUTPUT_SOURCES, FUNC_OUTPUT_SOURCES, init_preproc_wf, run_label
 
 ROUTE_NOTES = {
     "T1w": f"EPI reference -> T1w (rigid, mutual information) -> {SPACE} (antspyx), composed",

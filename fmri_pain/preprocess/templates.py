@@ -1,7 +1,7 @@
 """The MNI152 template and tissue masks that nilearn ships, on any grid.
 
 nilearn's files are ``mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``: the ICBM 2009a
-symmetric release, TemplateFlow's ``MNI152NLin2009aSym`` (see ``fmri_pain.derivatives.SPACE``).
+symmetric release, TemplateFlow's ``MNI152NLin2009aSym`` (see ``fmri_pain.bids.derivatives.SPACE``).
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import functools
 import numpy as np
 from scipy import ndimage
 
-from .transforms import apply_affine, grid_points
+from fmri_pain.preprocess.transforms import apply_affine, grid_points
 
 #: What the ``Template`` of a SpatialReference record says.
 TEMPLATE_DESCRIPTION = ("nilearn's bundled MNI152 T1 template, ICBM 2009a nonlinear symmetric "

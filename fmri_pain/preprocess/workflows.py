@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from fmri_pain.layout import subject_of
+from fmri_pain.bids.layout import subject_of
 
-from .interfaces import (
+from fmri_pain.preprocess.interfaces import (
     AnatNormalize,
     Confounds,
     Coregister,
@@ -26,7 +26,7 @@ from .interfaces import (
     ResampleToStd,
     SliceTiming,
 )
-from .spec import PreprocessSpec
+from fmri_pain.config.preprocess import PreprocessSpec
 
 #: outputnode field -> (node, output) of the per-run workflow
 FUNC_OUTPUT_SOURCES = {

@@ -10,7 +10,7 @@ from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
 from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, group_section,
                                       reference_list, render_citations, software_section)
 from fmri_pain.report.render import html_table, markup, render_report
-from fmri_pain.spec import AnalysisSpec
+from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.trial import trial_contrasts
 
 _ROUTE_NOTE = {
@@ -24,7 +24,7 @@ def write_group_report(group, spec: AnalysisSpec, output_dir: Path,
                        inference_section: str | None = None,
                        pathways_section: str | None = None,
                        methods: list[MethodsSection] | None = None) -> Path:
-    """Write ``OUTPUT_DIR/group.html`` from a :class:`~fmri_pain.glm.group.GroupResult`.
+    """Write ``OUTPUT_DIR/group.html`` from a :class:`~fmri_pain.glm.second_level.group.GroupResult`.
 
     ``methods``: the boilerplate of the stages that ran (default: the group
     paragraph and software only); the group level's warnings are listed first.

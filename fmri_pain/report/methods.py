@@ -20,10 +20,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fmri_pain import __version__
-from fmri_pain.derivatives import dataset_root, software_versions, write_text
-from fmri_pain.glm.first_level import AR_BINS
-from fmri_pain.spec import AnalysisSpec
+from fmri_pain._version import __version__
+from fmri_pain.bids.derivatives import dataset_root, software_versions, write_text
+from fmri_pain.glm.first_level.subject import AR_BINS
+from fmri_pain.config.spec import AnalysisSpec
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")
 _ENTRY = re.compile(r"^@(\w+)\{([^,\s]+),\s*$")

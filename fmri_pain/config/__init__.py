@@ -1,0 +1,1 @@
+"""The analysis spec: AnalysisSpec and its sections, loaded from YAML/JSON and validated once."""

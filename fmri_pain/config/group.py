@@ -1,0 +1,28 @@
+"""The ``group`` section: the crossover group model and its parametric thresholds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from fmri_pain.config.fields import bounded
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Group-level (crossover) model and parametric thresholds."""
+
+    covariates: tuple[str, ...] = ()
+    """Columns of sessions.tsv / participants.tsv added (mean-centred) to the group models."""
+    fdr_q: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
+    """False discovery rate of the ``desc-fdr`` maps and cluster tables."""
+    fwe_alpha: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
+    """Family-wise error rate of the ``desc-fwe`` (Bonferroni) and permutation maps."""
+    cluster_forming_z: float = bounded(3.1, 0, 38, lo_open=True)
+    """Height threshold (z) of cluster tables."""
+    min_cluster_size: int = bounded(0, 0, 10_000_000, unit="voxels")
+    """Cluster-extent threshold in voxels applied to the thresholded maps."""
+    smoothing_fwhm: float | None = bounded(None, 0, 30, unit="mm")
+    """Extra smoothing of subject maps at group level."""
+    flip_to_pain_side: Literal["right", "left", "none"] = "right"
+    """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
+    side, so contralateral responses overlap; ``none`` keeps every map as acquired."""

@@ -1,0 +1,25 @@
+"""The ``inference`` section: permutation inference (max-t, TFCE, cluster mass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmri_pain.config.fields import bounded
+
+@dataclass(frozen=True)
+class InferenceSpec:
+    """Nonparametric (permutation) inference at group level."""
+
+    enabled: bool = True
+    """Run permutation inference for every group contrast."""
+    n_perm: int = bounded(1000, 1, 1_000_000)
+    """Random rearrangements (sign flips / within-subject shuffles) per contrast; when the design has
+    no more than ``n_perm + 1`` distinct ones, all are used once each (exact test)."""
+    tfce: bool = True
+    """Also compute TFCE (H = 2, E = 0.5, 26-connectivity) with its FWE p map."""
+    cluster_forming_p: float = bounded(0.001, 0, 1, lo_open=True, hi_open=True)
+    """Uncorrected p of the cluster-forming threshold of cluster-extent / cluster-mass inference."""
+    seed: int = bounded(0, 0, 2**32 - 1)
+    """Seed of the random rearrangements (results are reproducible)."""
+    n_jobs: int = bounded(1, 1, 1024, also=(-1,))
+    """Threads of the permutation engine (voxel ranges for max-t; chunks of permutations with TFCE or clusters)."""

@@ -1,0 +1,401 @@
+"""The analysis spec: one validated object, loaded from YAML/JSON with defaults.
+
+The defaults live in ``pipelines/trial.yaml`` (and mirror the dataclass defaults
+below, which a test checks). A user spec only lists what it changes; an unknown
+key or a value of the wrong type, outside its allowed set or outside its range
+is a :class:`SpecError` that names the key and the file. Ranges are declared
+next to each field (``metadata={"range": Range(...)}`` through :func:`bounded`),
+or in :data:`SECTION_RANGES` for sections defined in their stage's module, and
+are listed in ``docs/spec.md``. Contrast expressions are parsed (never
+evaluated) when the spec is loaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from fmri_pain.config.events import EventsSpec
+from fmri_pain.config.execution import ExecutionSpec
+from fmri_pain.config.fields import HRF_MODELS, LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, shown
+from fmri_pain.config.first_level import FirstLevelSpec
+from fmri_pain.config.group import GroupSpec
+from fmri_pain.config.inference import InferenceSpec
+from fmri_pain.config.pathways import PathwaysSpec
+from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.trial import CONDITIONS, trial_contrasts
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisSpec:
+    """Everything that shapes an analysis, passed down to every stage."""
+
+    conditions: tuple[str, ...] = CONDITIONS
+    """Condition names; session labels and sessions.tsv ``condition`` map to them case-insensitively."""
+    task: str | None = "stim"
+    """BIDS task to analyse (null: the only task in the dataset)."""
+    space: str | None = None
+    """Template space of the preprocessed data read (every output is named by the space of its data).
+    null: on the raw route, the template of the project's own preprocessing (``MNI152NLin2009aSym``,
+    nilearn's bundled ICBM 2009a symmetric T1); with ``--derivatives``, the one space each run has
+    there (among several, fMRIPrep's default ``MNI152NLin2009cAsym`` with a warning; without it, an
+    error naming them). A value selects that space among fMRIPrep's outputs (e.g.
+    ``MNI152NLin2009cAsym``, ``MNI152NLin6Asym``)."""
+    events: EventsSpec = field(default_factory=EventsSpec)
+    min_volumes: int = bounded(20, 1, 100_000)
+    """Runs with fewer volumes are rejected as input errors."""
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
+    first_level: FirstLevelSpec = field(default_factory=FirstLevelSpec)
+    group: GroupSpec = field(default_factory=GroupSpec)
+    inference: InferenceSpec = field(default_factory=InferenceSpec)
+    pathways: PathwaysSpec = field(default_factory=PathwaysSpec)
+    execution: ExecutionSpec = field(default_factory=ExecutionSpec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (for provenance sidecars)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    def replace(self, **changes: Any) -> AnalysisSpec:
+        """A copy with top-level fields changed (nested: pass a dict)."""
+        return spec_from_dict({**self.to_dict(), **changes})
+
+
+SECTION_RANGES: dict[type, dict[str, Range]] = {
+    PreprocessSpec: {
+        "dummy_scans": Range(0, 1000, unit="volumes"),
+        "registration_resolution": Range(1, 6, unit="mm"),
+        "n_procs": Range(1, 1024),
+        "memory_gb": Range(0, 4096, lo_open=True, unit="GB"),
+        "n_acompcor": Range(0, 1000, lo_open=True),
+        "n_tcompcor": Range(0, 1000, lo_open=True),
+        "fd_threshold": Range(0, 100, lo_open=True, unit="mm"),
+        "dvars_threshold": Range(0, 100, lo_open=True),
+        "high_pass": Range(1, 10_000, unit="s"),
+        "realign_iterations": Range(1, 1000),
+        "interpolation_order": Range(0, 5),
+    },
+    PathwaysSpec: {
+        "probability_threshold": Range(0, 100, unit="%"),
+        "label_fraction": Range(0, 1, lo_open=True),
+        "high_pass": Range(0.0001, 1, unit="Hz"),
+        "n_permutations": Range(0, 100_000),
+        "alpha": Range(0, 1, lo_open=True, hi_open=True),
+        "random_state": Range(0, 2**32 - 1),
+    },
+}
+"""Ranges of the sections defined in their stage's module (their own checks stay there)."""
+
+SECTION_PATTERNS: dict[type, dict[str, Pattern]] = {
+    PathwaysSpec: {
+        "hrf_model": Pattern("|".join(map(re.escape, HRF_MODELS)), "one of " + ", ".join(HRF_MODELS)),
+        "drift_model": Pattern("cosine|polynomial", "one of cosine, polynomial"),
+        "default_pain_side": Pattern("right|left", "one of right, left"),
+    },
+}
+"""Allowed forms of string keys of those sections."""
+
+MAX_SPEC_BYTES = 1_000_000
+"""Largest spec file read."""
+
+_ALIASES = (
+    ("events", "on", "events", "on_trial_type"),
+    ("events", "off", "events", "off_trial_type"),
+    ("pathways", "on_trial_type", "events", "on_trial_type"),
+)
+"""Deprecated keys: (section, key) -> (section, key) that replaces it."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+            continue  # merged keys may be overridden; complex keys are refused by SafeLoader
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {shown(key)} is written twice",
+                                                    key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def key_range(cls: type, spec_field: dataclasses.Field) -> Range | None:
+    """The allowed range of a field of a spec section (``None``: not numeric)."""
+    return spec_field.metadata.get("range") or SECTION_RANGES.get(cls, {}).get(spec_field.name)
+
+
+def key_pattern(cls: type, spec_field: dataclasses.Field) -> Pattern | None:
+    """The allowed form of a string field of a spec section (``None``: any string)."""
+    return spec_field.metadata.get("pattern") or SECTION_PATTERNS.get(cls, {}).get(spec_field.name)
+
+
+def load_spec(path: Path | str | None = None) -> AnalysisSpec:
+    """Load and validate an analysis spec.
+
+    Parameters
+    ----------
+    path : path, optional
+        A YAML or JSON file (UTF-8). Missing keys take their defaults; ``None``
+        gives the default spec.
+
+    Raises
+    ------
+    SpecError
+        On unreadable or non-UTF-8 files, unknown keys, invalid values, values
+        out of range, or contrast expressions outside the grammar.
+    """
+    if path is None:
+        return AnalysisSpec()
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read analysis spec {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"analysis spec {path} is larger than {MAX_SPEC_BYTES // 1_000_000} MB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"analysis spec {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        detail = _one_line(str(exc).replace(' in "<unicode string>",', " at"))
+        raise SpecError(f"cannot parse analysis spec {path}: {detail}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"analysis spec {path} must be a mapping, got {type(data).__name__}")
+    return spec_from_dict(data, source=str(path))
+
+
+def spec_from_dict(data: dict[str, Any], source: str = "<spec>") -> AnalysisSpec:
+    """Validate a nested dict against :class:`AnalysisSpec`.
+
+    Deprecated keys (``events.on``, ``events.off``, ``pathways.on_trial_type``)
+    are moved to the keys that replace them, with a logged warning; an alias
+    that contradicts the new key is an error.
+    """
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the spec must be a mapping, got {shown(data)}")
+    spec = _build(AnalysisSpec, _resolve_aliases(data, source), source, prefix="")
+    _check_across_keys(spec, source)
+    return spec
+
+
+def _one_line(text: str, limit: int = 2 * MAX_ECHO) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _resolve_aliases(data: dict[str, Any], source: str) -> dict[str, Any]:
+    data = dict(data)
+    for old_section, old_key, new_section, new_key in _ALIASES:
+        old = data.get(old_section)
+        if not isinstance(old, dict) or old_key not in old:
+            continue
+        new = data.get(new_section)
+        if new is None:
+            new = {}
+        if not isinstance(new, dict):
+            continue  # _build reports the section that is not a mapping
+        old = dict(old)
+        value = old.pop(old_key)
+        data[old_section] = old
+        new = dict(data.get(new_section) or {}) if new_section != old_section else old
+        if not (value is None or isinstance(value, str)):
+            raise SpecError(f"{source}: {old_section}.{old_key} must be a string, got {shown(value)}")
+        if new_key in new and new[new_key] != value:
+            raise SpecError(f"{source}: {old_section}.{old_key} = {shown(value)} (a deprecated alias of "
+                            f"{new_section}.{new_key}) conflicts with {new_section}.{new_key} = "
+                            f"{shown(new[new_key])}; keep only {new_section}.{new_key}")
+        new[new_key] = value
+        data[new_section] = new
+        LOGGER.warning("%s: %s.%s is deprecated, write %s.%s instead", source, old_section, old_key,
+                       new_section, new_key)
+    return data
+
+
+def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
+    """Rules that involve more than one key, or labels that end up in file names."""
+    for key, value in (("task", spec.task), ("space", spec.space)):
+        if value is not None and not LABEL_RE.fullmatch(value):
+            raise SpecError(f"{source}: {key} = {shown(value)} must be letters and digits only (a BIDS label)")
+    if not spec.conditions:
+        raise SpecError(f"{source}: conditions must list at least one condition")
+    for i, name in enumerate(spec.conditions):
+        if not LABEL_RE.fullmatch(name):
+            raise SpecError(f"{source}: conditions[{i}] = {shown(name)} must be letters and digits only")
+    lowered = [c.lower() for c in spec.conditions]
+    if len(set(lowered)) != len(lowered):
+        raise SpecError(f"{source}: conditions {shown(spec.conditions)} repeat a name (case-insensitively)")
+    events = spec.events
+    if events.off_trial_type is not None and events.off_trial_type == events.on_trial_type:
+        raise SpecError(f"{source}: events.off_trial_type equals events.on_trial_type "
+                        f"({shown(events.on_trial_type)})")
+    atlas = spec.pathways.atlas
+    if spec.pathways.enabled and atlas is not None and not Path(atlas).is_file():
+        raise SpecError(f"{source}: pathways.atlas = {shown(atlas)} is not a file")
+    if spec.pathways.enabled and spec.pathways.ppi_seeds:
+        nodes = _atlas_nodes(spec.pathways, source)
+        unknown = [seed for seed in spec.pathways.ppi_seeds if seed not in nodes]
+        if unknown:
+            raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
+                            f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
+    fl = spec.first_level
+    if fl.hrf_model == "fir" and (not fl.fir_delays or len(set(fl.fir_delays)) != len(fl.fir_delays)):
+        raise SpecError(f"{source}: first_level.fir_delays must list distinct delays (at least one) "
+                        "with hrf_model: fir")
+    reserved = {"stim", "periodLinear", *trial_contrasts(spec.conditions)}
+    for name in spec.first_level.contrasts:
+        if name in reserved:
+            raise SpecError(f"{source}: first_level.contrasts.{name}: {name!r} is a built-in contrast "
+                            f"name ({', '.join(sorted(reserved))}); choose another")
+
+
+def _atlas_nodes(pathways: PathwaysSpec, source: str) -> list[str]:
+    try:
+        path = pathways.atlas_file
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [row.get("name") or "" for row in csv.DictReader(fh, delimiter="\t")]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise SpecError(f"{source}: cannot read the pathway atlas to check pathways.ppi_seeds: {exc}") from exc
+
+
+def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+    section = prefix.rstrip(".") or "spec"
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: '{section}' must be a mapping, got {shown(data)}")
+    booleans = [k for k in data if isinstance(k, bool)]
+    if booleans:
+        hint = " (write on_trial_type / off_trial_type)" if section == "events" else ""
+        raise SpecError(f"{source}: key {booleans[0]} under '{section}' was read as a boolean: "
+                        f"quote 'on' / 'off' / 'yes' / 'no' keys in YAML{hint}")
+    hints = typing.get_type_hints(cls)
+    spec_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted((k for k in data if k not in spec_fields), key=str)
+    if unknown:
+        listed = _one_line(", ".join(prefix + str(k) for k in unknown))
+        raise SpecError(f"{source}: unknown key(s) {listed}; "
+                        f"allowed under '{section}': {', '.join(sorted(spec_fields))}")
+    kwargs = {}
+    for k, v in data.items():
+        value = _coerce(hints[k], v, source, prefix + k)
+        allowed = key_range(cls, spec_fields[k])
+        if allowed is not None:  # checked on the value as written, so the error echoes it
+            _check_range(allowed, value if isinstance(value, tuple) else v, source, prefix + k)
+        form = key_pattern(cls, spec_fields[k])
+        if form is not None and isinstance(value, str) and value not in form:
+            raise SpecError(f"{source}: {prefix + k} = {shown(value)} is not {form.describe()}")
+        kwargs[k] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{source}: {_one_line(str(exc))}") from exc
+
+
+def _check_range(allowed: Range, value: Any, source: str, key: str) -> None:
+    values = value if isinstance(value, tuple) else (value,)
+    for i, v in enumerate(values):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue  # null, or a non-numeric choice such as dummy_scans: auto
+        if v not in allowed:
+            where = f"{key}[{i}]" if isinstance(value, tuple) else key
+            raise SpecError(f"{source}: {where} = {shown(v)} is out of range ({allowed.describe()})")
+
+
+def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, {} if value is None else value, source, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, source, key)
+            except SpecError as exc:
+                errors.append(str(exc))
+        raise SpecError(errors[-1] if errors else f"{source}: {key} may not be null")
+    if origin is Literal:
+        if value not in args:
+            raise SpecError(f"{source}: {key} = {shown(value)} is not one of {list(args)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise SpecError(f"{source}: {key} must be a list, got {shown(value)}")
+        return tuple(_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{source}: {key} must be a mapping, got {shown(value)}")
+        bad = [k for k in value if not isinstance(k, str)]
+        if bad:
+            raise SpecError(f"{source}: {key} has a key {shown(bad[0])} that is not a string")
+        return {k: _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
+                    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
+            raise SpecError(f"{source}: {key} must be a number, got {shown(value)}{hint}")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
+        return number
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"{source}: {key} must be an integer, got {shown(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(f"{source}: {key} must be true or false, got {shown(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise SpecError(f"{source}: {key} must be a string, got {shown(value)}")
+        return value
+    if tp is Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
+            raise SpecError(f"{source}: {key} must be a string or a number, got {shown(value)}")
+        return value
+    raise SpecError(f"{source}: {key} has an unsupported type {tp}")
+
+
+def defaults_yaml() -> str:
+    """The default spec as commented YAML (the content of ``pipelines/trial.yaml``)."""
+    header = (
+        "# The trial's default analysis spec: every key with its default value.\n"
+        "# A spec of your own lists only what it changes (see docs/spec.md for every key).\n"
+        "# Pass it with `fmri-pain BIDS OUT participant --spec my.yaml`.\n"
+    )
+    return header + yaml.safe_dump(AnalysisSpec().to_dict(), sort_keys=False)
+
+
+if __name__ == "__main__":
+    print(defaults_yaml(), end="")

@@ -1,0 +1,1 @@
+"""Nonparametric inference: the permutation engine, TFCE, cluster measures, maps in and out."""

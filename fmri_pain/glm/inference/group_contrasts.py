@@ -1,0 +1,168 @@
+"""Permutation inference for every group contrast the parametric models produced.
+
+The same design matrices and contrasts as the parametric fits; the scheme
+follows the design: sign flips for one-sample designs, shuffles within
+subjects (exchangeability blocks) for the repeated-measures model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from fmri_pain.bids.derivatives import provenance, space_of, statmap_path, write_tsv
+from fmri_pain.glm.second_level.group import GroupMap, GroupResult, model_record
+from fmri_pain.glm.inference.maps import (
+    PermutationResult,
+    ResourceError,
+    auto_scheme,
+    check_resources,
+    count_rearrangements,
+    estimate_resources,
+    permutation_test,
+    write_permutation_maps,
+)
+from fmri_pain.glm.second_level.thresholds import cluster_table
+from fmri_pain.bids.nifti import masked_maps
+from fmri_pain.config.fields import SpecError
+from fmri_pain.config.spec import AnalysisSpec
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class PermutationOutput:
+    """One contrast's permutation result and the files written for it."""
+
+    contrast: str
+    route: str
+    result: PermutationResult
+    paths: dict[str, Path]
+    clusters: pd.DataFrame
+
+
+def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[PermutationOutput]:
+    """Permutation maps (max-t, cluster extent/mass, TFCE) for the group's primary contrasts.
+
+    Parameters
+    ----------
+    group : GroupResult
+        The parametric group level's output (designs, input maps, mask).
+    spec : AnalysisSpec
+        ``spec.inference`` sets permutations, TFCE, cluster-forming p and seed.
+
+    Returns
+    -------
+    list of PermutationOutput
+    """
+    mask_img = nib.load(group.mask)
+    mask = np.asanyarray(mask_img.dataobj).astype(bool)
+    entries = [entry for entry in group.maps if entry.route != "paired"]
+    check_permutation_resources(entries, int(mask.sum()), spec)
+    cache: dict[tuple, np.ndarray] = {}
+    outputs = []
+    for entry in entries:
+        key = tuple(zip(map(str, entry.images), entry.flips))
+        if key not in cache:
+            cache[key] = masked_maps(entry.load_images(), mask_img)
+        outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec))
+        LOGGER.info("permutation inference %s: %s", entry.contrast,
+                    outputs[-1].result.summary(spec.group.fwe_alpha))
+    return outputs
+
+
+def _blocks(entry: GroupMap) -> np.ndarray | None:
+    design = entry.design
+    return design.rows["subject"].to_numpy() if design.route == "repeated" else None
+
+
+def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: AnalysisSpec) -> None:
+    """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
+
+    Every contrast is estimated (:func:`~fmri_pain.glm.inference.permutation.estimate_resources`,
+    after exhaustive enumeration when the distinct rearrangements are few);
+    the estimate is logged. Raises :class:`~fmri_pain.config.spec.SpecError` naming
+    ``inference.n_perm``.
+    """
+    inf = spec.inference
+    total = 0.0
+    for entry in entries:
+        x = entry.design.design.to_numpy(dtype=float)
+        blocks = _blocks(entry)
+        rows = np.atleast_2d(np.asarray(entry.design.contrasts[entry.key], dtype=float))
+        try:
+            scheme = auto_scheme(x, rows, blocks)
+            n_distinct = count_rearrangements(x.shape[0], scheme, blocks=blocks, design=x)
+        except ValueError:  # the test itself will report it
+            n_distinct = inf.n_perm + 1
+        n_eval = min(inf.n_perm, n_distinct - 1)
+        estimate = estimate_resources(
+            x.shape[0], n_voxels, n_eval, n_basis=rows.shape[0], tfce=inf.tfce,
+            clusters=inf.cluster_forming_p is not None, n_jobs=inf.n_jobs)
+        total += estimate.seconds
+        try:
+            check_resources(estimate)
+        except ResourceError as exc:
+            raise SpecError(f"inference.n_perm = {inf.n_perm}: contrast {entry.contrast} "
+                            f"({x.shape[0]} maps x {n_voxels} voxels): {exc}") from None
+    LOGGER.info("permutation stage: %d contrasts, about %.0f s estimated", len(entries), total)
+
+
+def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib.Nifti1Image,
+                 group: GroupResult, spec: AnalysisSpec) -> PermutationOutput:
+    inf = spec.inference
+    design = entry.design
+    blocks = _blocks(entry)
+    two_sided = entry.stat_type == "t"
+    result = permutation_test(
+        Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=inf.n_perm,
+        blocks=blocks, two_sided=two_sided, mask=mask, tfce=inf.tfce,
+        cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs)
+    mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
+    sidecar = provenance(entry.images, {"inference": spec.to_dict()["inference"]},
+                         dataset=group.output_dir,
+                         **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
+                            "Description": f"Permutation inference on the {design.route} model "
+                                           "(see Parameters and PermutationSummary)"})
+    task = group.task
+    space = space_of(group.mask)  # the group mask is named by the space of the subject maps
+    paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
+                                   task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar, space=space)
+    z_fwe = nib.load(paths["z_fwe"]) if "z_fwe" in paths else None
+    clusters = (cluster_table(z_fwe, 1e-6, 0, two_sided) if z_fwe is not None
+                and np.any(np.asanyarray(z_fwe.dataobj)) else cluster_table(z_fwe, np.inf))
+    table_path = statmap_path(group.output_dir, contrast=entry.contrast, stat="z", task=task,
+                              desc="perm", space=space)
+    write_tsv(clusters, table_path.with_name(
+        table_path.name.replace("_stat-z_statmap.nii.gz", "_clusters.tsv")))
+    return PermutationOutput(entry.contrast, design.route, result, paths, clusters)
+
+
+def inference_warnings(outputs: list[PermutationOutput]) -> list[str]:
+    """The permutation stage's recorded warnings, one line each, named by contrast."""
+    return [f"{out.contrast}: {note}" for out in outputs for note in out.result.warnings]
+
+
+def inference_summary(outputs: list[PermutationOutput], alpha: float) -> pd.DataFrame:
+    """One row per contrast: scheme, permutations used (the observed one included),
+    distinct rearrangements, whether they were all enumerated, the smallest
+    attainable p, thresholds and significant voxel counts."""
+    rows = []
+    for out in outputs:
+        s = out.result.summary(alpha)
+        rows.append({"contrast": out.contrast, "route": out.route, "scheme": s["scheme"],
+                     "permutations": s["n_rearrangements"],
+                     "distinct rearrangements": s["n_distinct"],
+                     "exhaustive": "yes" if s["exhaustive"] else "no (random)",
+                     "smallest attainable p": s["min_p"], "max stat": s["max_stat"],
+                     "FWE threshold": s["fwe_threshold"], "voxels FWE": s["n_voxels_fwe"],
+                     "voxels TFCE FWE": s.get("n_voxels_tfce_fwe"),
+                     "voxels cluster-mass FWE": s.get("n_voxels_cluster_mass_fwe"),
+                     "clusters": int(out.clusters["Cluster ID"].astype(str).str.isdigit().sum())
+                     if not out.clusters.empty else 0})
+    return pd.DataFrame(rows)

@@ -1,0 +1,1 @@
+"""Second level: crossover group designs, their fits and parametric thresholds."""

@@ -1,0 +1,1 @@
+"""The stage orchestrations the CLI calls: participant, group, permute, demo."""

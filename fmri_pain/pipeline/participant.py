@@ -1,0 +1,79 @@
+"""One participant's unit of work: (runs, spec) -> files.
+
+A pure function of its arguments so a scheduler can ship it anywhere, retry
+it, and skip it when its outputs exist: preprocessing when the runs are raw,
+the first level, the within-subject contrasts and the subject report.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from fmri_pain.bids.derivatives import SPACE
+from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level.subject import first_level_subject
+from fmri_pain.bids.layout import Run
+from fmri_pain.report.subject import write_subject_report
+from fmri_pain.config.spec import AnalysisSpec
+
+
+def needs_preprocessing(runs: list[Run]) -> bool:
+    """Raw runs carry no confounds or brain mask; fMRIPrep-style ones do."""
+    return any(r.confounds is None or r.mask is None for r in runs)
+
+
+def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_dir: Path | str,
+                    work_dir: Path | str | None = None) -> dict[str, Any]:
+    """Run every participant-level stage for one subject.
+
+    Parameters
+    ----------
+    subject : str
+        Label without ``sub-``.
+    runs : list of Run
+        The subject's valid runs (raw or preprocessed).
+    spec : AnalysisSpec
+    output_dir : path
+        Derivatives folder.
+    work_dir : path, optional
+        Nipype working directory (default ``OUTPUT_DIR/../work``).
+
+    Returns
+    -------
+    dict
+        ``outputs`` (written files), ``stages`` (name -> seconds), ``preprocessed``.
+    """
+    output_dir = Path(output_dir)
+    if not runs:
+        raise InputError("no valid runs", subject=subject)
+    stages: dict[str, float] = {}
+    outputs: list[Path] = []
+    preproc_section = None
+    if needs_preprocessing(runs):
+        if spec.space not in (None, SPACE):
+            # an input error, so that it is never retried
+            raise InputError(f"spec key space = {spec.space!r} names a template the project's own "
+                             f"preprocessing does not register to (it writes {SPACE}); set it only to "
+                             "choose among the spaces of --derivatives, or leave it null", subject=subject)
+        # Imported here: the Nipype stack is only needed for raw input.
+        from fmri_pain.preprocess import load_qc, preproc_report_section, preprocess_subject
+
+        start = time.perf_counter()
+        runs = preprocess_subject(runs, output_dir, work_dir, spec.preprocess)
+        outputs.extend(p for r in runs for p in (r.bold, r.mask, r.confounds) if p is not None)
+        preproc_section = preproc_report_section(load_qc(runs))
+        stages["preprocess"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    maps = first_level_subject(runs, spec, output_dir)
+    outputs.extend(Path(p) for p in maps.maps["path"])
+    outputs.extend(maps.design_files)
+    stages["first_level"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_section))
+    stages["report"] = time.perf_counter() - start
+    return {"outputs": [str(p) for p in outputs], "stages": stages,
+            "preprocessed": preproc_section is not None}
