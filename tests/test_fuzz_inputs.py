@@ -165,18 +165,18 @@ def test_read_events_random_tsv_is_events_or_an_input_error(tmp_path, raw):
 @FUZZ
 @given(_TSV, _TSV)
 def test_participants_and_sessions_readers_collect_input_errors(tmp_path, participants, sessions):
-    from fmri_pain.bids import layout
+    from fmri_pain.bids import sessions as bids_sessions
 
     bids = tmp_path / "bids"
     (bids / "sub-01").mkdir(parents=True, exist_ok=True)
     (bids / "participants.tsv").write_bytes(participants)
     (bids / "sub-01" / "sub-01_sessions.tsv").write_bytes(sessions)
     errors: list[InputError] = []
-    table = layout._read_participants(bids, errors)
+    table = bids_sessions.read_participants(bids, errors)
     assert isinstance(table, dict)
     for exc in errors:
         assert isinstance(exc, InputError) and exc.path == bids / "participants.tsv"
-    info = layout._read_sessions(bids, "01")
+    info = bids_sessions.read_sessions(bids, "01")
     for exc in info.errors:
         assert isinstance(exc, InputError) and exc.subject == "01"
         assert exc.path == bids / "sub-01" / "sub-01_sessions.tsv"
@@ -205,7 +205,8 @@ _PARTICIPANTS_TSV = st.tuples(
        st.sampled_from(["scs", "drgs", "dual", "01", None]), st.booleans())
 def test_condition_and_period_from_random_tables_are_values_or_input_errors(
         tmp_path, participants, sessions, session, trial_mode):
-    from fmri_pain.bids import layout
+    from fmri_pain.bids import checks
+    from fmri_pain.bids import sessions as bids_sessions
 
     bids = tmp_path / "bids"
     (bids / "sub-01").mkdir(parents=True, exist_ok=True)
@@ -213,13 +214,13 @@ def test_condition_and_period_from_random_tables_are_values_or_input_errors(
     (bids / "sub-01" / "sub-01_sessions.tsv").write_bytes(sessions)
     spec = AnalysisSpec()
     errors: list[InputError] = []
-    prow = layout._read_participants(bids, errors).get("01", {})
-    sess = layout._read_sessions(bids, "01")
-    sequence = layout._subject_sequence("01", prow, spec, trial_mode, bids, errors)
-    c = layout._Candidate(subject="01", session=session, task="stim", run=None,
-                          raw_bold=bids / "sub-01" / "func" / "sub-01_task-stim_bold.nii.gz",
-                          ents={"subject": "01"}, sequence=sequence)
-    layout._assign_condition(c, sess, spec, trial_mode, bids)
+    prow = bids_sessions.read_participants(bids, errors).get("01", {})
+    sess = bids_sessions.read_sessions(bids, "01")
+    sequence = bids_sessions.subject_sequence("01", prow, spec, trial_mode, bids, errors)
+    c = checks.Candidate(subject="01", session=session, task="stim", run=None,
+                         raw_bold=bids / "sub-01" / "func" / "sub-01_task-stim_bold.nii.gz",
+                         ents={"subject": "01"}, sequence=sequence)
+    bids_sessions.assign_condition(c, sess, spec, trial_mode, bids)
     for exc in errors + sess.errors + c.errors:
         assert isinstance(exc, InputError) and exc.path is not None, exc
     if not c.errors:
@@ -247,13 +248,13 @@ def tiny_bids(tmp_path_factory):
 @FUZZ
 @given(_TSV, st.booleans())
 def test_layout_events_validation_random_tsv(tiny_bids, raw, trial_mode):
-    from fmri_pain.bids import layout
+    from fmri_pain.bids import checks
 
     root, bold, events, files = tiny_bids
     events.write_bytes(raw)
-    c = layout._Candidate(subject="01", session=None, task="stim", run=None, raw_bold=bold,
-                          ents={"subject": "01", "task": "stim"})
-    layout._attach_events(c, files, root, AnalysisSpec(), trial_mode)
+    c = checks.Candidate(subject="01", session=None, task="stim", run=None, raw_bold=bold,
+                         ents={"subject": "01", "task": "stim"})
+    checks.attach_events(c, files, root, AnalysisSpec(), trial_mode)
     for exc in c.errors:
         assert isinstance(exc, InputError) and exc.subject == "01" and exc.path == events
     if not c.errors:

@@ -1,4 +1,4 @@
-"""BIDS-derivative naming, atomic writes and provenance sidecars.
+"""Where derivatives go (named through :mod:`fmri_pain.bids.naming`), atomic writes, provenance.
 
 Every file the pipeline writes goes through :func:`atomic_write`, so a killed
 run never leaves a half-written file that a resume could take for finished.
@@ -24,54 +24,23 @@ import nibabel as nib
 import pandas as pd
 
 from fmri_pain._version import __version__
+from fmri_pain.bids.naming import bids_filename
 
 #: The template of the project's own preprocessing (and of the simulator's data): nilearn's
 #: bundled MNI152 T1 (``nilearn/datasets/data/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz``,
 #: ``load_mni152_template``).  nilearn's docs call it "asymmetrical ICBM152 2009, release a", but its
 #: file name says ``nlin_sym_09a`` and the image is exactly mirror-symmetric about x = 0 (checked in
-#: ``tests/test_space.py``): it is ICBM 2009a *symmetric*, TemplateFlow's ``MNI152NLin2009aSym``,
+#: ``tests/bids/test_space.py``): it is ICBM 2009a *symmetric*, TemplateFlow's ``MNI152NLin2009aSym``,
 #: not fMRIPrep's default ``MNI152NLin2009cAsym`` (another image on another grid).
 SPACE = "MNI152NLin2009aSym"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 PIPELINE_NAME = "fmri-pain"
 
-# Order of entities in BIDS file names (subset of the BIDS entity table).
-_ENTITY_ORDER = ("sub", "ses", "task", "acq", "run", "space", "res", "contrast", "desc", "stat")
-
 _VERSIONED_PACKAGES = (
     "fmri-pain", "nibabel", "nilearn", "nipype", "numpy", "scipy", "pandas",
     "scikit-learn", "statsmodels", "dask", "distributed", "pybids", "antspyx",
 )
-
-
-def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> str:
-    """Build a BIDS file name from entities in canonical order.
-
-    Parameters
-    ----------
-    entities : mapping
-        Entity key -> value (``sub``, ``ses``, ``task``, ``run``, ``space``,
-        ``contrast``, ``desc``, ``stat`` ...). ``None`` values are skipped.
-    suffix : str
-        e.g. ``bold``, ``statmap``, ``mask``.
-    extension : str
-        With leading dot, e.g. ``.nii.gz``.
-
-    Examples
-    --------
-    >>> bids_filename({"sub": "01", "task": "stim", "contrast": "stim", "stat": "z"},
-    ...               "statmap", ".nii.gz")
-    'sub-01_task-stim_contrast-stim_stat-z_statmap.nii.gz'
-    """
-    unknown = set(entities) - set(_ENTITY_ORDER)
-    if unknown:
-        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
-    parts = [f"{k}-{entities[k]}" for k in _ENTITY_ORDER if entities.get(k) not in (None, "")]
-    for key, value in entities.items():
-        if value not in (None, "") and not str(value).isalnum():
-            raise ValueError(f"BIDS entity {key}-{value!r} must be alphanumeric")
-    return "_".join(parts + [suffix]) + extension
 
 
 def subject_dir(output_dir: Path | str, subject: str, session: str | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmri_pain.confound_names import CONNECTIVITY_CONFOUNDS
 
 ATLAS_FILENAME = "pain_pathways.tsv"
 
@@ -74,8 +75,7 @@ class PathwaysSpec:
     drift_model: str = "cosine"
     high_pass: float = 0.008
     connectivity: bool = True
-    connectivity_confounds: tuple[str, ...] = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y",
-                                               "rot_z", "csf", "white_matter")
+    connectivity_confounds: tuple[str, ...] = CONNECTIVITY_CONFOUNDS
     ppi_seeds: tuple[str, ...] = field(default_factory=tuple)
     behaviour_covariates: tuple[str, ...] = ("pain_relief", "vas_pain", "stim_amplitude_ma")
     decoding: bool = True

@@ -57,7 +57,7 @@ from fmri_pain._version import __version__
 from fmri_pain.execution import clusters as _cluster
 from fmri_pain.bids.derivatives import sha256_file, write_json, write_text_if_changed, write_tsv
 from fmri_pain.errors import InputError
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.execution import ExecutionSpec
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.spec import AnalysisSpec

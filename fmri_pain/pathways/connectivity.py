@@ -32,13 +32,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fmri_pain.confound_names import CONNECTIVITY_CONFOUNDS as DEFAULT_CONFOUNDS
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
 from fmri_pain.pathways.stats import add_fdr, fit_crossover, model_contrasts
 from fmri_pain.trial import CONDITIONS
 
-MOTION = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-DEFAULT_CONFOUNDS = MOTION + ("csf", "white_matter")
 SESSION_KEYS = ("subject", "session", "condition", "period", "sequence")
 PPI_STAT_COLUMNS = ("seed", "target", "contrast", "stat_type", "estimate", "se", "ci_low", "ci_high",
                     "stat", "df", "df_num", "df_method", "p", "n_subjects", "n_obs", "model")

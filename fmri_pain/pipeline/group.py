@@ -17,7 +17,7 @@ from fmri_pain.glm.inference.group_contrasts import (
     inference_warnings,
     run_permutation_inference,
 )
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.report.figures import glass_brain_uri
 from fmri_pain.report.group import write_group_report
 from fmri_pain.report.methods import (MethodsSection, boilerplate, first_level_section,

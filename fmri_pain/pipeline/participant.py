@@ -14,7 +14,7 @@ from typing import Any
 from fmri_pain.bids.derivatives import SPACE
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level.subject import first_level_subject
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.report.subject import write_subject_report
 from fmri_pain.config.spec import AnalysisSpec
 

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 from nipype.algorithms.confounds import _compute_tSTD, _cosine_drift, cosine_filter, regress_poly
 
+from fmri_pain.confound_names import MOTION as MOTION_COLUMNS
 from fmri_pain.preprocess.motion import framewise_displacement
-
-MOTION_COLUMNS = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 
 
 def expand(series: pd.Series | np.ndarray, name: str) -> pd.DataFrame:

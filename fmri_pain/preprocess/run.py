@@ -14,13 +14,13 @@ import pandas as pd
 
 from fmri_pain.bids.derivatives import (
     SPACE,
-    bids_filename,
     provenance,
     subject_dir,
     write_json,
     write_nifti,
     write_tsv,
 )
+from fmri_pain.bids.naming import bids_filename
 
 from fmri_pain.config.preprocess import PreprocessSpec
 from fmri_pain.preprocess.templates import TEMPLATE_DESCRIPTION

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from fmri_pain.bids.layout import subject_of
+from fmri_pain.bids.runs import subject_of
 
 from fmri_pain.preprocess.interfaces import (
     AnatNormalize,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.report.figures import file_to_uri, glass_brain_uri
 from fmri_pain.report.methods import first_level_methods, software_sentence
 from fmri_pain.report.render import html_table, markup, render_report

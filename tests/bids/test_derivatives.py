@@ -7,8 +7,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from fmri_pain.bids.derivatives import (atomic_write, bids_filename, provenance, sha256_file,
-                                   statmap_path, write_dataset_description, write_nifti)
+from fmri_pain.bids.derivatives import (atomic_write, provenance, sha256_file, statmap_path,
+                                        write_dataset_description, write_nifti)
+from fmri_pain.bids.naming import bids_filename
 
 
 def test_statmap_names_follow_the_output_contract(tmp_path):

@@ -1,4 +1,5 @@
-"""Tests of fmri_pain.bids.layout: trial layouts, real BIDS examples, corrupted copies."""
+"""Tests of fmri_pain.bids.layout (and runs, checks, sessions, fmriprep): trial layouts,
+real BIDS examples, corrupted copies."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pandas as pd
 import pytest
 
 from fmri_pain.errors import InputError, LayoutErrors
-from fmri_pain.bids.layout import Run, TrialLayout, load_layout
+from fmri_pain.bids.layout import TrialLayout, load_layout
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
 
 EXAMPLES = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "bids-examples").resolve()

@@ -319,7 +319,7 @@ def test_valid_contrast_loads():
 def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_the_events_file(tmp_path):
     from fmri_pain.errors import InputError
     from fmri_pain.glm.first_level.subject import _run_contrast_weights
-    from fmri_pain.bids.layout import Run
+    from fmri_pain.bids.runs import Run
 
     events = tmp_path / "sub-01_task-stim_events.tsv"
     run = Run(subject="01", session=None, condition="stim", period=None, task="stim", run=1,
@@ -368,8 +368,8 @@ def test_ppi_seeds_and_fir_delays_are_checked_at_load_time():
 
 @pytest.mark.parametrize("trial_mode", [True, False])
 def test_layout_validation_finds_a_contrast_trial_type_a_run_lacks_before_any_fit(tmp_path, trial_mode):
+    from fmri_pain.bids import checks
     from fmri_pain.bids import readers as _bids
-    from fmri_pain.bids import layout
 
     func = tmp_path / "sub-01" / "func"
     func.mkdir(parents=True)
@@ -382,9 +382,9 @@ def test_layout_validation_finds_a_contrast_trial_type_a_run_lacks_before_any_fi
 
     def attach(contrasts):
         spec = spec_from_dict({"first_level": {"contrasts": contrasts}})
-        c = layout._Candidate(subject="01", session=None, task="stim", run=None, raw_bold=bold,
-                              ents={"subject": "01", "task": "stim"})
-        layout._attach_events(c, files, tmp_path, spec, trial_mode)
+        c = checks.Candidate(subject="01", session=None, task="stim", run=None, raw_bold=bold,
+                             ents={"subject": "01", "task": "stim"})
+        checks.attach_events(c, files, tmp_path, spec, trial_mode)
         return c.errors
 
     assert attach({"onMinusRating": "on - rating"}) == []

@@ -26,7 +26,7 @@ import pytest
 from fmri_pain.execution import runner as execution
 from fmri_pain.bids.derivatives import atomic_write, write_json
 from fmri_pain.errors import InputError
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.spec import AnalysisSpec
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.run import pathway_report_section, run_pathway_analysis
 from fmri_pain.config.pathways import PathwaysSpec

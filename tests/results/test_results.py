@@ -1,4 +1,4 @@
-"""The analyst API (fmri_pain.results.api) on a fake output tree with known ground truth."""
+"""The analyst API (fmri_pain.results) on a fake output tree with known ground truth."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 from nilearn.glm import threshold_stats_img  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from fmri_pain.results.api import Results, load_results, parse_bids_name  # noqa: E402
-from tests import fake_outputs as fake  # noqa: E402
+from fmri_pain.results import Results, load_results, parse_bids_name  # noqa: E402
+from tests.support import fake_outputs as fake  # noqa: E402
 
 
 GROUP = "task-stim_space-MNI152NLin2009cAsym"

@@ -33,18 +33,16 @@ from nilearn.glm.first_level import make_first_level_design_matrix
 
 from fmri_pain.config.contrast_expressions import parse_contrast
 from fmri_pain.errors import InputError
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import ConfoundsSpec, FirstLevelSpec
+from fmri_pain.confound_names import MOTION as MOTION6
 
 BASELINE_TRIAL_TYPES = ("off", "rest", "baseline", "fixation")
 """Trial types read as baseline when the ON trial type is absent (one-condition studies)."""
 
 SCRUB_MIN_SEGMENT = 5
 """nilearn's ``scrub``: kept segments shorter than this many volumes are censored too (Power et al. 2014)."""
-
-MOTION6 = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-"""fMRIPrep's six rigid-body motion parameters."""
 
 N_MOTION = {"motion24": 24, "motion6": 6, "acompcor": 24, "none": 0}
 """Motion regressors of each explicit confounds strategy."""

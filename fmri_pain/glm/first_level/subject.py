@@ -50,7 +50,7 @@ from fmri_pain.glm.first_level.design import (
     stim_weights,
 )
 from fmri_pain.glm.first_level.fixed_effects import EffectMaps, fixed_effects, linear_combination, z_from_effect
-from fmri_pain.bids.layout import Run, subject_of
+from fmri_pain.bids.runs import Run, subject_of
 from fmri_pain.bids.nifti import igzip as _igzip
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.spec import AnalysisSpec

@@ -19,15 +19,16 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.anatomy.labels import PEAK_ATLASES, SOURCE_SPACES
-from fmri_pain.bids.derivatives import (bids_filename, provenance, sidecar_path, software_versions,
-                                   statmap_path, write_nifti, write_tsv)
+from fmri_pain.bids.derivatives import (provenance, sidecar_path, software_versions, statmap_path,
+                                        write_nifti, write_tsv)
+from fmri_pain.bids.naming import bids_filename
 from fmri_pain.errors import InputError
 from fmri_pain.glm.second_level.models import (GroupDesign, compute_group_contrast, covariate_label,
                                         fit_second_level, group_mask, load_subject_map,
                                         needs_flip, one_sample_design, paired_design,
                                         repeated_measures_design)
 from fmri_pain.glm.second_level.thresholds import cluster_table, threshold_map
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.trial import difference_contrasts, trial_contrasts
 

@@ -11,9 +11,7 @@ from nilearn.glm import threshold_stats_img
 from nilearn.reporting import get_clusters_table
 
 from fmri_pain.anatomy.labels import PEAK_ATLASES, label_coordinates
-
-HEIGHT_CONTROLS = {"fdr": "fdr", "fwe": "bonferroni"}
-"""Output ``desc`` -> nilearn ``height_control``."""
+from fmri_pain.bids.naming import THRESHOLD_DESCS as HEIGHT_CONTROLS
 
 
 def threshold_map(z_img: nib.Nifti1Image, mask_img: nib.Nifti1Image | None, method: str,

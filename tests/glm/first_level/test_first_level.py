@@ -15,7 +15,7 @@ from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import subject as fl
 from fmri_pain.glm.first_level.design import load_run_confounds, read_events, stim_weights
 from fmri_pain.glm.first_level.fixed_effects import fixed_effects, linear_combination
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.spec import load_spec, spec_from_dict

@@ -14,7 +14,7 @@ import pytest
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import subject as fl
 from fmri_pain.glm.first_level.design import choose_motion_model, high_pass_bases, make_run_design, read_events
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import spec_from_dict
 from tests.glm.first_level.test_first_level import N_SCANS, SPIKES, TR, _write_run
 

@@ -17,7 +17,7 @@ from scipy import stats
 
 from fmri_pain.errors import InputError
 from fmri_pain.glm.second_level.group import collect_subject_maps, first_level_fingerprint, run_group
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.report.group import write_group_report
 from fmri_pain.report.methods import (MethodsSection, bibliography, cited_keys, citation_bibtex,
                                       first_level_section, group_section)
