@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fmri_pain import execution  # noqa: E402
 from fmri_pain.bids.derivatives import atomic_write, write_json  # noqa: E402
-from fmri_pain.bids.layout import Run  # noqa: E402
+from fmri_pain.bids.runs import Run  # noqa: E402
 from fmri_pain.config.spec import AnalysisSpec  # noqa: E402
 
 SHAPE = (40, 48, 40)

@@ -105,7 +105,7 @@ def _child_project(folder: Path, out: Path) -> dict:
     from nilearn.plotting import plot_design_matrix  # noqa: F401
 
     from fmri_pain.glm.first_level.subject import first_level_subject
-    from fmri_pain.bids.layout import Run
+    from fmri_pain.bids.runs import Run
     from fmri_pain.config.spec import spec_from_dict
 
     run = Run(subject="01", session=None, condition="stim", period=None, task="stim", run=None,

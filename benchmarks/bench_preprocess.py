@@ -92,7 +92,7 @@ def make_data(folder: Path, n_vol: int, seed: int = 0) -> dict:
 CHILD_PREPROC = r"""
 import json, sys, time, resource
 from pathlib import Path
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.preprocess import PreprocessSpec, preprocess_subject
 info = json.loads(Path(sys.argv[1]).read_text())
 run = Run(subject="01", session=None, condition="bench", period=None, task="bench", run=None,

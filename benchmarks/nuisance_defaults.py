@@ -25,7 +25,7 @@ import pandas as pd
 
 from fmri_pain.glm.first_level import subject as fl
 from fmri_pain.glm.first_level.design import contrast_vector, frame_times, read_events, slice_time_reference
-from fmri_pain.bids.layout import Run
+from fmri_pain.bids.runs import Run
 from fmri_pain.simulate.dataset import simulate_trial
 from fmri_pain.config.spec import spec_from_dict
 
