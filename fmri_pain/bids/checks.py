@@ -18,6 +18,7 @@ import pandas as pd
 from fmri_pain.bids import readers as _bids
 from fmri_pain.bids.readers import Problem
 from fmri_pain.config.contrast_expressions import parse_contrast
+from fmri_pain.config.first_level import ConfoundsSpec
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.confound_names import MOTION
 from fmri_pain.errors import InputError
@@ -228,8 +229,12 @@ def _check_timing(c: Candidate, n: int, tr: float) -> None:
                           f"({length:g} s); they are truncated by the model")
 
 
-def check_files(c: Candidate, spec: AnalysisSpec) -> None:
-    """Open the run's images and confounds (see ``check_data`` of :func:`~fmri_pain.bids.layout.load_layout`)."""
+def check_files(c: Candidate, min_volumes: int, confounds: ConfoundsSpec) -> None:
+    """Open the run's images and confounds (see ``check_data`` of :func:`~fmri_pain.bids.layout.load_layout`).
+
+    ``min_volumes`` is the spec's ``min_volumes``; ``confounds`` its ``first_level.confounds``,
+    whose strategy says which confounds columns must exist.
+    """
     try:
         info = _bids.inspect_image(c.bold, "full")
     except Problem as exc:
@@ -240,8 +245,8 @@ def check_files(c: Candidate, spec: AnalysisSpec) -> None:
         return
     n = c.n_volumes = info.n_volumes
     tr = float(c.metadata["RepetitionTime"])
-    if n < spec.min_volumes:
-        c.fail(f"only {n} volumes; at least {spec.min_volumes} are required (spec.min_volumes)",
+    if n < min_volumes:
+        c.fail(f"only {n} volumes; at least {min_volumes} are required (spec.min_volumes)",
                c.bold)
     if info.n_nonfinite:
         vols = ", ".join(map(str, info.nonfinite_volumes[:5]))
@@ -293,12 +298,11 @@ def check_files(c: Candidate, spec: AnalysisSpec) -> None:
         else:
             if len(conf) != n:
                 c.fail(f"{len(conf)} rows but the BOLD has {n} volumes", c.confounds)
-            _check_confound_columns(c, conf, spec)
+            _check_confound_columns(c, conf, confounds)
 
 
-def _check_confound_columns(c: Candidate, conf: pd.DataFrame, spec: AnalysisSpec) -> None:
+def _check_confound_columns(c: Candidate, conf: pd.DataFrame, strategy: ConfoundsSpec) -> None:
     """The columns the confounds strategy needs exist and the motion estimates are finite."""
-    strategy = spec.first_level.confounds
     if strategy.strategy == "none":
         return
     need = list(MOTION)

@@ -301,12 +301,16 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     bad_anat: set[Path] = set()
     if check_data:
         todo = [c for c in candidates if c.bold is not None and not lacks_tr(c)]
+
+        def check(c: Candidate) -> None:
+            check_files(c, spec.min_volumes, spec.first_level.confounds)
+
         if n_jobs > 1 and len(todo) > 1:
             with ThreadPoolExecutor(n_jobs) as pool:
-                list(pool.map(lambda c: check_files(c, spec), todo))
+                list(pool.map(check, todo))
         else:
             for c in todo:
-                check_files(c, spec)
+                check(c)
         # A broken T1w is reported but does not invalidate the runs (anat is then None).
         for subject, anat in dict.fromkeys((c.subject, c.anat) for c in candidates if c.anat):
             try:
