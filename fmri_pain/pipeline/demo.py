@@ -16,9 +16,10 @@ from fmri_pain.bids.layout import load_layout
 from fmri_pain.simulate.dataset import simulate_trial
 from fmri_pain.config.spec import load_spec
 
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
+_PACKAGE = Path(__file__).resolve().parents[1]
+DEMO_SPEC = _PACKAGE.parent / "pipelines" / "demo.yaml"
 if not DEMO_SPEC.is_file():  # installed (non-editable): pyproject maps pipelines/ into the package
-    DEMO_SPEC = Path(__file__).resolve().parent / "pipelines" / "demo.yaml"
+    DEMO_SPEC = _PACKAGE / "pipelines" / "demo.yaml"
 
 
 def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volumes: int = 200,
