@@ -84,7 +84,7 @@ def _blocks(entry: GroupMap) -> np.ndarray | None:
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: AnalysisSpec) -> None:
     """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
 
-    Every contrast is estimated (:func:`~fmri_pain.glm.inference.permutation.estimate_resources`,
+    Every contrast is estimated (:func:`~fmri_pain.glm.inference.resources.estimate_resources`,
     after exhaustive enumeration when the distinct rearrangements are few);
     the estimate is logged. Raises :class:`~fmri_pain.config.spec.SpecError` naming
     ``inference.n_perm``.
