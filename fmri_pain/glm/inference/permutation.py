@@ -59,6 +59,7 @@ from fmri_pain.glm.inference.scan import (
     scan_chunk,
     stat_from_parts,
 )
+from fmri_pain.glm.inference.tfce_buckets import buckets_apply, tfce_grid, voxel_grid
 
 __all__ = ["ZeroVarianceError", "permutation_test"]
 
@@ -259,8 +260,13 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
 
     nbrs = _tfce.neighbour_table(mask, connectivity) if tfce or cluster_threshold else None
     tfce_kw = dict(H=tfce_H, E=tfce_E, dh=tfce_dh)
-    tfce_obs = _tfce.tfce_masked(stat_obs, nbrs, two_sided=two_sided, mask=mask, **tfce_kw) \
-        if tfce else None
+    # discrete heights: the level-bucket kernel (same maps to rounding, no sort per map)
+    grid = voxel_grid(mask, connectivity) if tfce and buckets_apply(tfce_dh) else None
+    if grid is not None:
+        tfce_obs = tfce_grid(stat_obs, grid, two_sided=two_sided, **tfce_kw)
+    else:
+        tfce_obs = _tfce.tfce_masked(stat_obs, nbrs, two_sided=two_sided, mask=mask, **tfce_kw) \
+            if tfce else None
     tfce_thr = tie_threshold(np.abs(tfce_obs)) if tfce else None
     cluster_t = mass_thr = None
     if cluster_threshold is not None:
@@ -311,7 +317,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             part = scan_chunk(engine, rows, plan, voxels, want_maps)
             if want_maps:
                 part = maps_null(part, nbrs, mask, two_sided, tfce_kw if tfce else None, cluster_t,
-                                  tfce_thr, mass_thr)
+                                 tfce_thr, mass_thr, grid)
             return part
 
     if n_workers == 1 or len(items) <= 1:

@@ -13,6 +13,7 @@ import numpy as np
 
 from fmri_pain.glm.inference import lookup_sums as lookup
 from fmri_pain.glm.inference import tfce as _tfce
+from fmri_pain.glm.inference.tfce_buckets import VoxelGrid, tfce_grid_max_count
 
 __all__ = ["ScanData", "stat_from_parts", "rearranged_basis", "identity_like", "scan_chunk",
            "maps_null"]
@@ -77,12 +78,19 @@ def scan_chunk(engine: ScanData, rows: np.ndarray, plan: lookup.LookupPlan, voxe
 
 
 def maps_null(part: dict, nbrs: np.ndarray, mask: np.ndarray, two_sided: bool,
-               tfce_kw: dict | None, cluster_t: float | None, tfce_thr: np.ndarray | None,
-               mass_thr: np.ndarray | None) -> dict:
+              tfce_kw: dict | None, cluster_t: float | None, tfce_thr: np.ndarray | None,
+              mass_thr: np.ndarray | None, grid: VoxelGrid | None = None) -> dict:
     """TFCE and cluster maxima of every rearranged statistic map of a chunk, and the
-    voxels' exceedances of the observed TFCE and cluster mass (same thresholds)."""
+    voxels' exceedances of the observed TFCE and cluster mass (same thresholds).
+
+    With a ``grid``, TFCE uses the level-bucket kernel
+    (:mod:`fmri_pain.glm.inference.tfce_buckets`), otherwise the sorted one.
+    """
     stat_full = part.pop("stat")
-    if tfce_kw is not None:
+    if tfce_kw is not None and grid is not None:
+        part["tfce_max"], part["tfce_count"] = tfce_grid_max_count(
+            stat_full, grid, tfce_thr, two_sided=two_sided, **tfce_kw)
+    elif tfce_kw is not None:
         part["tfce_max"], part["tfce_count"] = _tfce.tfce_max_count(
             stat_full, nbrs, tfce_thr, two_sided=two_sided, mask=mask, **tfce_kw)
     if cluster_t is not None:
