@@ -59,9 +59,13 @@ from fmri_pain.glm.inference.scan import (
     scan_chunk,
     stat_from_parts,
 )
+from fmri_pain.glm.inference.tail import accelerate_result
 from fmri_pain.glm.inference.tfce_buckets import buckets_apply, tfce_grid, voxel_grid
 
-__all__ = ["ZeroVarianceError", "permutation_test"]
+__all__ = ["ACCELERATIONS", "ZeroVarianceError", "permutation_test"]
+
+ACCELERATIONS = ("none", "tail")
+"""``accel`` of :func:`permutation_test`: plain permutation p-values, or tail-fitted FWE p-values."""
 
 LOGGER = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
                      chunk_size: int | None = None, memory_limit_mb: float = 512.0,
                      check_memory: bool = True,
                      random_state: int | np.random.Generator | None = None,
-                     n_jobs: int = 1) -> PermutationResult:
+                     n_jobs: int = 1, accel: str = "none") -> PermutationResult:
     """Freedman-Lane permutation test of one t or F contrast, with FWE control.
 
     Parameters
@@ -133,6 +137,12 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         Work items (chunks of rearrangements; voxel ranges when only max-t is
         needed) run in that many threads (joblib; a ``joblib.parallel_config``
         backend such as dask is honoured).
+    accel : {"none", "tail"}
+        ``tail``: FWE p-values of max-t, TFCE and cluster mass from a
+        generalised Pareto fit to the upper tail of their nulls, so they can
+        go below ``1 / n_perm`` (PALM's ``-accel tail``; see
+        :mod:`fmri_pain.glm.inference.tail`). Cluster extent keeps its
+        permutation p-values.
 
     Returns
     -------
@@ -154,6 +164,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         blocks = np.asarray(blocks)
         if blocks.shape != (n,):
             raise ValueError(f"blocks must have one label per map ({n}), got shape {blocks.shape}")
+    if accel not in ACCELERATIONS:
+        raise ValueError(f"accel must be one of {ACCELERATIONS}, got {accel!r}")
     if (tfce or cluster_threshold is not None) and mask is None:
         raise ValueError("TFCE and cluster inference need the 3-D mask (mask=)")
     if mask is not None:
@@ -192,7 +204,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             tfce_dh=tfce_dh, connectivity=connectivity, cluster_threshold=cluster_threshold,
             permutations=permutations, exhaustive=exhaustive, chunk_size=chunk_size,
             memory_limit_mb=memory_limit_mb, check_memory=check_memory,
-            random_state=random_state, n_jobs=n_jobs)
+            random_state=random_state, n_jobs=n_jobs, accel=accel)
         return _expand(result, keep)
     notes: list[str] = []
     is_exhaustive = False
@@ -347,7 +359,7 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         parameters=dict(n_perm=n_requested if scheme != "explicit" else n_perm, scheme=scheme, two_sided=two_sided, tfce=tfce,
                         tfce_H=tfce_H, tfce_E=tfce_E, tfce_dh=tfce_dh, connectivity=connectivity,
                         cluster_threshold=cluster_threshold, chunk_size=chunk_size,
-                        exhaustive=is_exhaustive,
+                        exhaustive=is_exhaustive, accel=accel,
                         random_state=random_state if isinstance(random_state, (int, type(None)))
                         else repr(random_state)),
         n_distinct=n_distinct, exhaustive=is_exhaustive, n_identity=int(n_identity),
@@ -382,6 +394,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         result.cluster_p_extent_fwe, result.cluster_p_mass_fwe = p_size, p_mass
         result.cluster_p_mass_uncorrected = p_mass_unc
         result.cluster_size_null, result.cluster_mass_null = size_null, mass_null
+    if accel == "tail":
+        accelerate_result(result)
     return result
 
 

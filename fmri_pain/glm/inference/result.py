@@ -53,6 +53,11 @@ class PermutationResult:
     n_excluded: int = 0
     """Voxels left out for zero residual variance (stat 0, p = 1 there)."""
     warnings: list[str] = field(default_factory=list)
+    accel: str = "none"
+    """``tail``: FWE p-values from generalised Pareto fits (:mod:`fmri_pain.glm.inference.tail`)."""
+    tail_fits: dict = field(default_factory=dict)
+    """With ``accel="tail"``: the fit of each null (``stat``, ``tfce``, ``cluster_mass``), None
+    where no fit was attempted (no p below 0.10) or none passed the goodness-of-fit test."""
 
     @property
     def n_rearrangements(self) -> int:
@@ -75,7 +80,16 @@ class PermutationResult:
                 "MinimumAttainableP": self.min_p,
                 "PermutationScheme": self.scheme,
                 "VoxelsExcludedZeroVariance": int(self.n_excluded),
-                "PermutationWarnings": list(self.warnings)}
+                "PermutationWarnings": list(self.warnings),
+                **self._tail_sidecar()}
+
+    def _tail_sidecar(self) -> dict:
+        out = {"TailAcceleration": self.accel}
+        if self.accel == "tail":
+            names = {"stat": "MaxStatistic", "tfce": "MaxTFCE", "cluster_mass": "MaxClusterMass"}
+            out["TailFits"] = {names[k]: (None if fit is None else fit.sidecar())
+                               for k, fit in self.tail_fits.items()}
+        return out
 
     @property
     def t(self) -> np.ndarray:
@@ -97,11 +111,17 @@ class PermutationResult:
 
     def threshold(self, alpha: float = 0.05, kind: str = "stat") -> float:
         """FWE critical value: a voxel/cluster is significant if its score
-        (``|stat|`` when two-sided) exceeds it. ``kind``: stat, tfce, size, mass."""
+        (``|stat|`` when two-sided) exceeds it. ``kind``: stat, tfce, size, mass.
+        With a tail fit of that null, the fitted quantile when ``alpha`` lies in the tail."""
         null = {"stat": self.max_null, "tfce": self.tfce_max_null,
                 "size": self.cluster_size_null, "mass": self.cluster_mass_null}[kind]
         if null is None:
             raise ValueError(f"no {kind} null distribution was computed")
+        fit = self.tail_fits.get({"mass": "cluster_mass"}.get(kind, kind))
+        if fit is not None:  # tail acceleration: the fitted quantile, inside the tail
+            fitted = fit.critical_value(alpha)
+            if fitted is not None:
+                return fitted
         return fwe_threshold(null, alpha)
 
     def summary(self, alpha: float = 0.05) -> dict:
