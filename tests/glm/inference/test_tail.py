@@ -150,3 +150,31 @@ def test_pain21_500_permutations_with_tail_against_10000():
         d_plain = np.abs(np.log10(plain.p_fwe[sel] / big.p_fwe[sel])).max()
         assert d_tail < tol and d_tail < d_plain, (lo, hi, d_tail, d_plain)
     assert fast.p_fwe.min() < 1 / 501 and np.all(fast.p_fwe >= fast.p_uncorrected)
+
+
+def test_spec_key_and_cli_flag(tmp_path, capsys):
+    from fmri_pain.cli import main
+    from fmri_pain.config.spec import SpecError, spec_from_dict
+
+    assert spec_from_dict({}).inference.accel == "none"
+    assert spec_from_dict({"inference": {"accel": "tail"}}).inference.accel == "tail"
+    with pytest.raises(SpecError, match="accel"):
+        spec_from_dict({"inference": {"accel": "fast"}})
+    rng = np.random.default_rng(3)
+    shape = (8, 8, 8)
+    signal = np.zeros(shape)
+    signal[2:6, 2:6, 2:6] = 3.0
+    maps = _smooth(rng, 10, shape) + signal
+    paths = []
+    for i, vol in enumerate(maps):
+        paths.append(tmp_path / f"map{i}.nii.gz")
+        nib.save(nib.Nifti1Image(vol.astype(np.float32), np.eye(4)), paths[-1])
+    nib.save(nib.Nifti1Image(np.ones(shape, np.uint8), np.eye(4)), tmp_path / "mask.nii.gz")
+    out = tmp_path / "out"
+    assert main(["permute", str(out), *map(str, paths), "--mask", str(tmp_path / "mask.nii.gz"),
+                 "--n-perm", "99", "--accel", "tail"]) == 0
+    side = json.loads(next((out / "group").glob("*desc-perm_stat-logp_statmap.json")).read_text())
+    assert side["TailAcceleration"] == "tail" and side["TailFits"]["MaxStatistic"]["TailSize"] > 0
+    logp = np.asarray(nib.load(next((out / "group").glob("*desc-perm_stat-logp_statmap.nii.gz")))
+                      .dataobj)
+    assert logp.max() > np.log10(100)  # below 1 / (n_perm + 1)
