@@ -19,30 +19,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_inference import load, pain21_dataset  # noqa: E402
+
 from fmri_pain.glm.inference import tail  # noqa: E402
 from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test  # noqa: E402
 
-PAIN21 = ROOT / ".." / "shared" / "data" / "pain21"
 BANDS = ((1e-2, 1.0), (1e-3, 1e-2), (1e-4, 1e-3))
 
 
 def pain21():
-    mask = np.asarray(nib.load(PAIN21 / "mask.nii.gz").dataobj) > 0
-    Y = np.stack([np.asarray(nib.load(PAIN21 / f"contrast_pain_{i:02d}.nii.gz").dataobj,
-                             dtype=np.float64)[mask] for i in range(1, 22)])
-    keep = np.all(Y != 0, axis=0) & np.all(np.isfinite(Y), axis=0)
-    mask[mask] = keep
-    return Y[:, keep], mask
+    with tempfile.TemporaryDirectory() as tmp:
+        _, paths, mask_img = pain21_dataset(Path(tmp))
+        _, Y = load(paths, mask_img)
+    return np.asarray(Y, dtype=np.float64), np.asarray(mask_img.dataobj) > 0
 
 
 def compare(kind, ref_p, ref_thr, res, label):

@@ -1,14 +1,16 @@
-"""TFCE at discrete heights by level buckets: the fast kernel of the permutation null.
+"""TFCE at discrete heights by level buckets: the fast kernel of the permutation engine.
 
 With discrete heights (``dh="auto"`` or a step), a voxel's TFCE depends only
 on its level (how many heights it reaches), so the voxels need not be sorted
 by value: one counting pass puts them in buckets by level, and the weighted
-union-find of :mod:`fmri_pain.glm.inference.tfce` adds them bucket by bucket,
-from the top level down, each bucket in voxel order (neighbouring voxels stay
-close in memory). Voxels of one level join at the same height, so their
-order inside a bucket changes the result only by rounding (about 1e-15
-relative). The work arrays are allocated once per batch of maps and only the
-entries a map touched are reset, and a map costs O(n) instead of a sort.
+union-find of :mod:`fmri_pain.glm.inference.tfce` (its ``merge``) adds them
+bucket by bucket from the top level down, each bucket in voxel order. Voxels
+of one level join at the same height, so their order inside a bucket changes
+the result only by rounding (about 1e-14 relative). The work arrays live over
+the mask's padded bounding box (:func:`voxel_grid`), where a neighbour is a
+fixed offset away and is read with one load; they are allocated once per
+batch of maps and only the entries a map touched are reset. Paths are split
+(each node pointed to its grandparent) instead of fully compressed.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+
+from fmri_pain.glm.inference.tfce import heights, merge
 
 __all__ = ["VoxelGrid", "voxel_grid", "buckets_apply", "tfce_grid", "tfce_grid_max_count"]
 
@@ -87,7 +91,7 @@ def _workspace(n_box, n_lev_max):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pass(values, sign, pos, offs, levels, cum, spow, out, ws):
+def _pass(values, sign, pos, offs, levels, cum, E, out, ws):
     """Add ``sign * TFCE`` of the positive part of ``sign * values`` into ``out``."""
     parent, size, pend, lvl, acc, rel, order, start = ws
     n = values.shape[0]
@@ -134,23 +138,12 @@ def _pass(values, sign, pos, offs, levels, cum, spow, out, ws):
             if ru < 0 or ru == rv:  # not added yet (or outside the mask), or joined already
                 continue
             ru = _find(ru, parent, rel)
-            if ru == rv:
-                continue
-            # each component's old size held for heights above level k
-            acc[ru] += spow[size[ru]] * (cum[pend[ru]] - cum[k])
-            pend[ru] = k
-            acc[rv] += spow[size[rv]] * (cum[pend[rv]] - cum[k])
-            pend[rv] = k
-            if size[ru] < size[rv]:
-                ru, rv = rv, ru
-            parent[rv] = ru
-            rel[rv] = acc[rv] - acc[ru]
-            size[ru] += size[rv]
-            rv = ru
+            if ru != rv:
+                rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, E)
     for r in range(m):
         v = order[r]
         if parent[v] == v:
-            acc[v] += spow[size[v]] * cum[pend[v]]
+            acc[v] += size[v] ** E * cum[pend[v]]
     for v in range(n):
         x = pos[v]
         if parent[x] < 0:
@@ -165,53 +158,36 @@ def _pass(values, sign, pos, offs, levels, cum, spow, out, ws):
 
 
 @numba.njit(cache=True, nogil=True)
-def _one(values, pos, offs, mode, dh, H, two_sided, out, spow, ws):
+def _one(values, pos, offs, mode, dh, H, E, two_sided, out, ws):
     """TFCE of one map into ``out`` (zeroed). mode 1: 100 heights, 2: steps of about dh."""
-    h_max = 0.0
-    for v in values:
-        a = abs(v) if two_sided else v
-        if a > h_max:
-            h_max = a
     out[:] = 0.0
-    if h_max <= 0.0:
+    levels = heights(values, mode, dh, two_sided)
+    n_steps = levels.shape[0]
+    if n_steps == 0:
         return
-    n_steps = 100
-    if mode == 2:
-        n_steps = int(min(max(round(h_max / dh), 10), 1000))
-    levels = np.linspace(0.0, h_max, n_steps + 1)[1:]
     cum = np.zeros(n_steps + 1)
     for i in range(n_steps):
         cum[i + 1] = cum[i] + levels[i] ** H
-    _pass(values, 1.0, pos, offs, levels, cum, spow, out, ws)
+    _pass(values, 1.0, pos, offs, levels, cum, E, out, ws)
     if two_sided:
-        _pass(values, -1.0, pos, offs, levels, cum, spow, out, ws)
-
-
-@numba.njit(cache=True, nogil=True)
-def _size_powers(n, E):
-    spow = np.empty(n + 1)
-    for s in range(n + 1):
-        spow[s] = s ** E
-    return spow
+        _pass(values, -1.0, pos, offs, levels, cum, E, out, ws)
 
 
 @numba.njit(cache=True, nogil=True)
 def _one_map(values, pos, offs, n_box, mode, dh, H, E, two_sided):
     out = np.zeros(values.shape[0])
-    _one(values, pos, offs, mode, dh, H, two_sided, out, _size_powers(values.shape[0], E),
-         _workspace(n_box, 1000))
+    _one(values, pos, offs, mode, dh, H, E, two_sided, out, _workspace(n_box, 1000))
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _max_count_batch(stats, pos, offs, n_box, mode, dh, H, E, two_sided, thr, count, want_count):
     n = stats.shape[1]
-    spow = _size_powers(n, E)
     ws = _workspace(n_box, 1000)
     out = np.zeros(n)
     res = np.zeros(stats.shape[0])
     for i in range(stats.shape[0]):
-        _one(stats[i], pos, offs, mode, dh, H, two_sided, out, spow, ws)
+        _one(stats[i], pos, offs, mode, dh, H, E, two_sided, out, ws)
         mx = 0.0
         for v in range(n):
             a = abs(out[v])

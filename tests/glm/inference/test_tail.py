@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,8 +10,6 @@ from scipy import ndimage, stats
 
 from fmri_pain.glm.inference import tail
 from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test
-
-PAIN21 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "pain21"
 
 
 def test_fit_recovers_a_generalised_pareto_tail():
@@ -128,16 +125,11 @@ def test_every_p_value_obeys_its_logic_and_the_sidecar_records_the_fit():
         permutation_test(Y, np.ones((12, 1)), [1.0], n_perm=10, accel="fast")
 
 
-def test_pain21_500_permutations_with_tail_against_10000():
+def test_pain21_500_permutations_with_tail_against_10000(pain21):
     """The real maps, max-t: 500 permutations + tail against 10,000 plain permutations.
     500 draws cannot pin the far tail: the tolerances are what the fit achieves over draws
     (see benchmarks/bench_tail.py), and the fit must beat the plain 500-permutation p."""
-    if not (PAIN21 / "mask.nii.gz").exists():
-        pytest.skip("pain21 data not available")
-    mask = np.asarray(nib.load(PAIN21 / "mask.nii.gz").dataobj) > 0
-    Y = np.stack([np.asarray(nib.load(PAIN21 / f"contrast_pain_{i:02d}.nii.gz").dataobj,
-                             dtype=np.float64)[mask] for i in range(1, 22)])
-    Y = Y[:, np.all(Y != 0, axis=0)]
+    Y, _ = pain21
     x = np.ones((Y.shape[0], 1))
     big = permutation_test(Y, x, [1.0], n_perm=10_000, random_state=123)
     fast = permutation_test(Y, x, [1.0], n_perm=500, random_state=0, accel="tail")

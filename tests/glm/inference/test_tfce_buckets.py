@@ -1,9 +1,6 @@
 """The level-bucket TFCE kernel against the sorted (reference) engine: same maps, same nulls."""
 from __future__ import annotations
 
-from pathlib import Path
-
-import nibabel as nib
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,9 +9,6 @@ from hypothesis import strategies as st
 from fmri_pain.glm.inference import tfce as tf
 from fmri_pain.glm.inference import tfce_buckets as tb
 from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test
-
-PAIN21 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "pain21"
-
 
 def test_voxel_grid_has_the_neighbour_table_neighbours():
     rng = np.random.default_rng(0)
@@ -68,18 +62,6 @@ def test_bucket_kernel_refuses_the_exact_integral():
     with pytest.raises(ValueError, match="discrete heights"):
         tb.tfce_grid(np.ones(27), grid, dh=None)
     assert not tb.buckets_apply(None) and not tb.buckets_apply(0) and tb.buckets_apply("auto")
-
-
-@pytest.fixture(scope="module")
-def pain21():
-    if not (PAIN21 / "mask.nii.gz").exists():
-        pytest.skip("pain21 data not available")
-    mask = np.asarray(nib.load(PAIN21 / "mask.nii.gz").dataobj) > 0
-    Y = np.stack([np.asarray(nib.load(PAIN21 / f"contrast_pain_{i:02d}.nii.gz").dataobj,
-                             dtype=np.float64)[mask] for i in range(1, 22)])
-    keep = np.all(Y != 0, axis=0) & np.all(np.isfinite(Y), axis=0)
-    mask[mask] = keep
-    return Y[:, keep], mask
 
 
 @pytest.mark.parametrize("two_sided", [False, True])
