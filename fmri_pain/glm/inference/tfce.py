@@ -114,17 +114,25 @@ if _HAVE_NUMBA:
             parent[node] = root
         return root
 
+    @numba.njit(cache=True, nogil=True)
+    def size_powers(n, E):
+        """``s**E`` for sizes ``s`` = 0..n."""
+        spow = np.empty(n + 1)
+        for s in range(n + 1):
+            spow[s] = s ** E
+        return spow
+
     @numba.njit(cache=True, nogil=True, inline="always")
-    def merge(ru, rv, k, parent, size, pend, acc, rel, cum, E):
+    def merge(ru, rv, k, parent, size, pend, acc, rel, cum, spow):
         """Join the components of roots ``ru`` and ``rv`` at level ``k``; returns the new root.
 
         Each component's score is first brought down to level ``k`` with its old
-        size (``acc += size**E * (cum[pending level] - cum[k])``); the absorbed
-        root keeps its score's offset to the new root in ``rel``.
+        size (``acc += size**E * (cum[pending level] - cum[k])``, ``spow[s] = s**E``);
+        the absorbed root keeps its score's offset to the new root in ``rel``.
         """
-        acc[ru] += size[ru] ** E * (cum[pend[ru]] - cum[k])
+        acc[ru] += spow[size[ru]] * (cum[pend[ru]] - cum[k])
         pend[ru] = k
-        acc[rv] += size[rv] ** E * (cum[pend[rv]] - cum[k])
+        acc[rv] += spow[size[rv]] * (cum[pend[rv]] - cum[k])
         pend[rv] = k
         if size[ru] < size[rv]:
             ru, rv = rv, ru
@@ -160,6 +168,7 @@ if _HAVE_NUMBA:
                 cum[rank] = values[v] ** (H + 1.0) / (H + 1.0)
         parent = np.full(n, -1, dtype=np.int64)
         size = np.zeros(n, dtype=np.int64)
+        spow = size_powers(m, E)
         acc = np.zeros(n)
         rel = np.zeros(n)
         pend = np.zeros(n, dtype=np.int64)
@@ -180,11 +189,11 @@ if _HAVE_NUMBA:
                     continue
                 ru = _find(u, parent, rel, stack)
                 if ru != rv:
-                    rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, E)
+                    rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, spow)
         for r in range(m):
             v = idx[order[r]]
             if parent[v] == v:
-                acc[v] += size[v] ** E * cum[pend[v]]
+                acc[v] += spow[size[v]] * cum[pend[v]]
         for r in range(m):
             v = idx[order[r]]
             if parent[v] < 0:

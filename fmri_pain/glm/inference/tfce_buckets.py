@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from fmri_pain.glm.inference.tfce import heights, merge
+from fmri_pain.glm.inference.tfce import heights, merge, size_powers
 
 __all__ = ["VoxelGrid", "voxel_grid", "buckets_apply", "tfce_grid", "tfce_grid_max_count"]
 
@@ -63,7 +63,8 @@ def voxel_grid(mask: np.ndarray, connectivity: int = 26) -> VoxelGrid:
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _find(v, parent, rel):
-    """Root of ``v``, halving its path; ``rel`` (offsets to the parent) follows."""
+    """Root of ``v``, splitting its path (each node on it then points to its grandparent);
+    ``rel`` (each node's score offset to its parent) follows the new parents."""
     p = parent[v]
     while p != v:
         g = parent[p]
@@ -91,7 +92,7 @@ def _workspace(n_box, n_lev_max):
 
 
 @numba.njit(cache=True, nogil=True)
-def _pass(values, sign, pos, offs, levels, cum, E, out, ws):
+def _pass(values, sign, pos, offs, levels, cum, spow, out, ws):
     """Add ``sign * TFCE`` of the positive part of ``sign * values`` into ``out``."""
     parent, size, pend, lvl, acc, rel, order, start = ws
     n = values.shape[0]
@@ -139,11 +140,11 @@ def _pass(values, sign, pos, offs, levels, cum, E, out, ws):
                 continue
             ru = _find(ru, parent, rel)
             if ru != rv:
-                rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, E)
+                rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, spow)
     for r in range(m):
         v = order[r]
         if parent[v] == v:
-            acc[v] += size[v] ** E * cum[pend[v]]
+            acc[v] += spow[size[v]] * cum[pend[v]]
     for v in range(n):
         x = pos[v]
         if parent[x] < 0:
@@ -158,7 +159,7 @@ def _pass(values, sign, pos, offs, levels, cum, E, out, ws):
 
 
 @numba.njit(cache=True, nogil=True)
-def _one(values, pos, offs, mode, dh, H, E, two_sided, out, ws):
+def _one(values, pos, offs, mode, dh, H, spow, two_sided, out, ws):
     """TFCE of one map into ``out`` (zeroed). mode 1: 100 heights, 2: steps of about dh."""
     out[:] = 0.0
     levels = heights(values, mode, dh, two_sided)
@@ -168,15 +169,16 @@ def _one(values, pos, offs, mode, dh, H, E, two_sided, out, ws):
     cum = np.zeros(n_steps + 1)
     for i in range(n_steps):
         cum[i + 1] = cum[i] + levels[i] ** H
-    _pass(values, 1.0, pos, offs, levels, cum, E, out, ws)
+    _pass(values, 1.0, pos, offs, levels, cum, spow, out, ws)
     if two_sided:
-        _pass(values, -1.0, pos, offs, levels, cum, E, out, ws)
+        _pass(values, -1.0, pos, offs, levels, cum, spow, out, ws)
 
 
 @numba.njit(cache=True, nogil=True)
 def _one_map(values, pos, offs, n_box, mode, dh, H, E, two_sided):
     out = np.zeros(values.shape[0])
-    _one(values, pos, offs, mode, dh, H, E, two_sided, out, _workspace(n_box, 1000))
+    _one(values, pos, offs, mode, dh, H, size_powers(values.shape[0], E), two_sided, out,
+         _workspace(n_box, 1000))
     return out
 
 
@@ -184,10 +186,11 @@ def _one_map(values, pos, offs, n_box, mode, dh, H, E, two_sided):
 def _max_count_batch(stats, pos, offs, n_box, mode, dh, H, E, two_sided, thr, count, want_count):
     n = stats.shape[1]
     ws = _workspace(n_box, 1000)
+    spow = size_powers(n, E)
     out = np.zeros(n)
     res = np.zeros(stats.shape[0])
     for i in range(stats.shape[0]):
-        _one(stats[i], pos, offs, mode, dh, H, E, two_sided, out, ws)
+        _one(stats[i], pos, offs, mode, dh, H, spow, two_sided, out, ws)
         mx = 0.0
         for v in range(n):
             a = abs(out[v])
