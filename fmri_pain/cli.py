@@ -241,6 +241,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                             help="cluster-forming p (uncorrected) for cluster extent/mass")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--n-jobs", type=int, default=1)
+        parser.add_argument("--accel", choices=["none", "tail"], default="none",
+                            help="tail: FWE p-values from a generalised Pareto fit to the tail of "
+                                 "the permutation null (PALM's -accel tail), below 1/n-perm")
         parser.add_argument("--space", default=None, metavar="LABEL",
                             help="template of the maps, for the output names (default: the "
                                  "maps' common space- entity, else none)")
@@ -488,7 +491,7 @@ def _permute(args: argparse.Namespace) -> int:
                 args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
                 blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
                 tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed,
-                n_jobs=args.n_jobs, space=args.space)
+                n_jobs=args.n_jobs, space=args.space, accel=args.accel)
     except BaseException:
         if created:  # refused inputs leave no OUT behind (it held nothing but the lock's files)
             _remove_lock_only_folder(out)
