@@ -88,3 +88,18 @@ _ROOT_LEVEL_TESTS = {
     # Tests of the package as a whole (not of one subpackage) live at the top of tests/.
     "test_architecture.py", "test_container.py", "test_notebooks.py", "test_fuzz_inputs.py",
 }
+
+
+def test_no_import_cycle_and_the_drawing_is_the_house():
+    """No module imports itself through others; docs/architecture.md draws today's graph."""
+    import networkx as nx
+
+    from tests.support.import_graph import mermaid, module_graph, room_graph
+
+    modules = module_graph()
+    assert nx.is_directed_acyclic_graph(modules), list(nx.simple_cycles(modules))[:5]
+    rooms = room_graph(modules)
+    assert nx.is_directed_acyclic_graph(rooms), list(nx.simple_cycles(rooms))[:5]
+    drawing = mermaid(rooms)
+    assert drawing in (ROOT / "docs" / "architecture.md").read_text(), (
+        "docs/architecture.md: regenerate the drawing with `python -m tests.support.import_graph`")
