@@ -104,7 +104,7 @@ def resolve_on_trial_type(run, on_trial_type: str) -> str:
     InputError
         No events file, no trial_type column, or no unique ON trial type.
     """
-    from fmri_pain.glm.first_level.design import BASELINE_TRIAL_TYPES
+    from fmri_pain.glm.first_level.events import BASELINE_TRIAL_TYPES
 
     if run.events is None:
         raise InputError(f"no events.tsv for {run.bold}", subject=run.subject)
