@@ -84,7 +84,7 @@ def _blocks(entry: GroupMap) -> np.ndarray | None:
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: AnalysisSpec) -> None:
     """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
 
-    Every contrast is estimated (:func:`~fmri_pain.glm.inference.permutation.estimate_resources`,
+    Every contrast is estimated (:func:`~fmri_pain.glm.inference.resources.estimate_resources`,
     after exhaustive enumeration when the distinct rearrangements are few);
     the estimate is logged. Raises :class:`~fmri_pain.config.spec.SpecError` naming
     ``inference.n_perm``.
@@ -122,7 +122,8 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     result = permutation_test(
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=inf.n_perm,
         blocks=blocks, two_sided=two_sided, mask=mask, tfce=inf.tfce,
-        cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs)
+        cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs,
+        accel=inf.accel)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
     sidecar = provenance(entry.images, {"inference": spec.to_dict()["inference"]},
                          dataset=group.output_dir,

@@ -26,22 +26,18 @@ import nibabel as nib
 import numpy as np
 from scipy import stats
 
-from fmri_pain.glm.inference.permutation import (
+from fmri_pain.glm.inference.design import partition_design
+from fmri_pain.glm.inference.permutation import ZeroVarianceError, permutation_test
+from fmri_pain.glm.inference.rearrangements import (
     SCHEMES,
-    PermutationResult,
-    ResourceError,
-    ZeroVarianceError,
     auto_scheme,
-    check_resources,
     count_rearrangements,
     draw_rearrangements,
     enumerate_rearrangements,
-    estimate_resources,
-    fwe_threshold,
     nilearn_rearrangements,
-    partition_design,
-    permutation_test,
 )
+from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
+from fmri_pain.glm.inference.result import PermutationResult, fwe_threshold
 from fmri_pain.glm.inference.tfce import cluster_measures, neighbour_table, tfce_masked, tfce_scores
 
 __all__ = [
