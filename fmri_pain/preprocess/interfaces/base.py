@@ -7,29 +7,34 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nipype.interfaces.base import SimpleInterface, isdefined
+from nipype.interfaces.base import File, SimpleInterface, isdefined
+
+
+def saved_file(filename: str, desc: str) -> File:
+    """An output of a :class:`StepInterface` saved as ``filename`` in the node's working directory."""
+    return File(exists=True, desc=desc, filename=filename)
 
 
 class StepInterface(SimpleInterface):
     """A Nipype interface that runs one step function and saves what it returns.
 
-    Subclasses declare ``input_spec``, ``output_spec`` and ``output_files`` (output name -> file name
-    in the node's working directory) and implement :meth:`_step`, which receives every defined input
-    by name and returns ``{output name: value}``. A value of an output listed in ``output_files`` is
-    saved there by :func:`save` and the output set to its absolute path (a ``str`` value is taken as
-    a path already, e.g. an input passed through); other outputs are set to the value.
+    Subclasses declare ``input_spec`` and ``output_spec`` (file outputs as :func:`saved_file`) and
+    implement :meth:`_step`, which receives every defined input by name and returns
+    ``{output name: value}``. The value of a file output is saved by :func:`save` under its file name
+    and the output set to that absolute path (a ``str`` value is a path already, e.g. an input passed
+    through); other outputs are set to the value.
     """
-
-    output_files: dict[str, str] = {}
 
     def _step(self, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError
 
     def _run_interface(self, runtime):
         inputs = {name: value for name, value in self.inputs.get().items() if isdefined(value)}
+        files = {name: trait.filename
+                 for name, trait in self.output_spec.class_traits(filename=lambda v: v is not None).items()}
         for name, value in self._step(**inputs).items():
-            if name in self.output_files and not isinstance(value, str):
-                value = save(value, os.path.abspath(self.output_files[name]))
+            if name in files and not isinstance(value, str):
+                value = save(value, os.path.abspath(files[name]))
             self._results[name] = value
         return runtime
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, TraitedSpec, traits
 
-from fmri_pain.preprocess.interfaces.base import StepInterface, native_image
+from fmri_pain.preprocess.interfaces.base import StepInterface, native_image, saved_file
 
 
 class _NonSteadyInputSpec(BaseInterfaceInputSpec):
@@ -43,10 +43,10 @@ class _RealignInputSpec(BaseInterfaceInputSpec):
 
 
 class _RealignOutputSpec(TraitedSpec):
-    out_motion = File(exists=True, desc="npz: matrices (t,4,4), params (t,6), center (3,), rmsd (t,)")
-    out_params = File(exists=True, desc="TSV of the six motion parameters")
-    out_boldref = File(exists=True, desc="mean realigned EPI (native)")
-    out_mask = File(exists=True, desc="EPI brain mask (native)")
+    out_motion = saved_file("motion.npz", "npz: matrices (t,4,4), params (t,6), center (3,), rmsd (t,)")
+    out_params = saved_file("motion_params.tsv", "TSV of the six motion parameters")
+    out_boldref = saved_file("boldref.nii.gz", "mean realigned EPI (native)")
+    out_mask = saved_file("boldref_mask.nii.gz", "EPI brain mask (native)")
 
 
 class Realign(StepInterface):
@@ -54,8 +54,6 @@ class Realign(StepInterface):
 
     input_spec = _RealignInputSpec
     output_spec = _RealignOutputSpec
-    output_files = {"out_motion": "motion.npz", "out_params": "motion_params.tsv",
-                    "out_boldref": "boldref.nii.gz", "out_mask": "boldref_mask.nii.gz"}
 
     def _step(self, in_file, n_dummy, n_iter):
         from nilearn.masking import compute_epi_mask
@@ -81,7 +79,7 @@ class _STCInputSpec(BaseInterfaceInputSpec):
 
 
 class _STCOutputSpec(TraitedSpec):
-    out_file = File(exists=True)
+    out_file = saved_file("bold_stc.nii", "slice-time corrected BOLD (the input when not corrected)")
     ref_time = traits.Either(None, traits.Float, desc="StartTime of the corrected series (s)")
     note = traits.Str()
 
@@ -95,7 +93,6 @@ class SliceTiming(StepInterface):
 
     input_spec = _STCInputSpec
     output_spec = _STCOutputSpec
-    output_files = {"out_file": "bold_stc.nii"}
 
     def _step(self, in_file, metadata, enabled):
         from fmri_pain.preprocess.slice_timing import AXES, slice_time_correct

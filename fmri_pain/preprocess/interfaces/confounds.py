@@ -5,7 +5,7 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, TraitedSpec, traits
 
-from fmri_pain.preprocess.interfaces.base import StepInterface, native_image
+from fmri_pain.preprocess.interfaces.base import StepInterface, native_image, saved_file
 
 
 class _ConfoundsInputSpec(BaseInterfaceInputSpec):
@@ -22,8 +22,8 @@ class _ConfoundsInputSpec(BaseInterfaceInputSpec):
 
 
 class _ConfoundsOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="confounds TSV (fMRIPrep columns)")
-    out_json = File(exists=True, desc="confounds JSON sidecar")
+    out_file = saved_file("confounds.tsv", "confounds TSV (fMRIPrep columns)")
+    out_json = saved_file("confounds.json", "confounds JSON sidecar")
 
 
 class Confounds(StepInterface):
@@ -31,7 +31,6 @@ class Confounds(StepInterface):
 
     input_spec = _ConfoundsInputSpec
     output_spec = _ConfoundsOutputSpec
-    output_files = {"out_file": "confounds.tsv", "out_json": "confounds.json"}
 
     def _step(self, in_file, mask, motion, tr, **options):
         from fmri_pain.preprocess.confounds import compute_confounds
@@ -57,10 +56,10 @@ class _QCInputSpec(BaseInterfaceInputSpec):
 
 
 class _QCOutputSpec(TraitedSpec):
-    out_tsnr = File(exists=True)
-    out_metrics = File(exists=True)
-    out_carpet = File(exists=True)
-    out_overlay = File(exists=True)
+    out_tsnr = saved_file("tsnr.nii.gz", "tSNR map (within the mask)")
+    out_metrics = saved_file("qc.json", "JSON: QC metrics")
+    out_carpet = saved_file("carpet.png", "carpet plot (PNG)")
+    out_overlay = saved_file("overlay.png", "mean EPI in MNI over the template's edges (PNG)")
 
 
 class QualityControl(StepInterface):
@@ -68,8 +67,6 @@ class QualityControl(StepInterface):
 
     input_spec = _QCInputSpec
     output_spec = _QCOutputSpec
-    output_files = {"out_tsnr": "tsnr.nii.gz", "out_metrics": "qc.json", "out_carpet": "carpet.png",
-                    "out_overlay": "overlay.png"}
 
     def _step(self, in_file, mask, boldref, confounds, tr, n_dummy, title):
         import matplotlib

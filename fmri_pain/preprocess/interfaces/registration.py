@@ -7,7 +7,14 @@ import nibabel as nib
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, TraitedSpec, traits
 
-from fmri_pain.preprocess.interfaces.base import StepInterface, mni_image, native_image, read_xfm, xfm_record
+from fmri_pain.preprocess.interfaces.base import (
+    StepInterface,
+    mni_image,
+    native_image,
+    read_xfm,
+    saved_file,
+    xfm_record,
+)
 
 
 def _array(path: str) -> np.ndarray:
@@ -21,10 +28,10 @@ class _AnatNormInputSpec(BaseInterfaceInputSpec):
 
 
 class _AnatNormOutputSpec(TraitedSpec):
-    out_brain = File(exists=True, desc="skull-stripped T1w (native)")
-    out_mask = File(exists=True, desc="T1w brain mask (native)")
-    out_xfm = File(exists=True, desc="JSON: MNI -> T1w pull transform")
-    out_std = File(exists=True, desc="T1w brain resampled to MNI (1 interpolation)")
+    out_brain = saved_file("t1w_brain.nii.gz", "skull-stripped T1w (native)")
+    out_mask = saved_file("t1w_mask.nii.gz", "T1w brain mask (native)")
+    out_xfm = saved_file("std_to_t1w.json", "JSON: MNI -> T1w pull transform")
+    out_std = saved_file("t1w_space-MNI.nii.gz", "T1w brain resampled to MNI (1 interpolation)")
 
 
 class AnatNormalize(StepInterface):
@@ -32,8 +39,6 @@ class AnatNormalize(StepInterface):
 
     input_spec = _AnatNormInputSpec
     output_spec = _AnatNormOutputSpec
-    output_files = {"out_brain": "t1w_brain.nii.gz", "out_mask": "t1w_mask.nii.gz",
-                    "out_xfm": "std_to_t1w.json", "out_std": "t1w_space-MNI.nii.gz"}
 
     def _step(self, in_file, kind, resolution):
         from fmri_pain.preprocess.normalize import normalize_t1w
@@ -59,7 +64,7 @@ class _CoregInputSpec(BaseInterfaceInputSpec):
 
 
 class _CoregOutputSpec(TraitedSpec):
-    out_xfm = File(exists=True, desc="JSON: T1w -> EPI reference (or MNI -> EPI reference) pull transform")
+    out_xfm = saved_file("coreg_xfm.json", "JSON: T1w -> EPI reference (or MNI -> EPI reference) pull transform")
     route = traits.Str(desc="'T1w' or 'EPI-template'")
 
 
@@ -72,7 +77,6 @@ class Coregister(StepInterface):
 
     input_spec = _CoregInputSpec
     output_spec = _CoregOutputSpec
-    output_files = {"out_xfm": "coreg_xfm.json"}
 
     def _step(self, boldref, kind, std_kind, resolution, t1w_brain=None, t1w_mask=None):
         from fmri_pain.preprocess.normalize import coregister_to_t1w, register_to_template
@@ -101,9 +105,10 @@ class _ResampleInputSpec(BaseInterfaceInputSpec):
 
 
 class _ResampleOutputSpec(TraitedSpec):
-    out_file = File(exists=True, desc="BOLD in MNI space at the BOLD resolution")
-    out_mask = File(exists=True, desc="brain mask in MNI space")
-    out_boldref = File(exists=True, desc="EPI reference in MNI space")
+    # the series uncompressed: gzip of a 4D series costs seconds
+    out_file = saved_file("bold_std.nii", "BOLD in MNI space at the BOLD resolution")
+    out_mask = saved_file("mask_std.nii.gz", "brain mask in MNI space")
+    out_boldref = saved_file("boldref_std.nii.gz", "EPI reference in MNI space")
 
 
 class ResampleToStd(StepInterface):
@@ -111,8 +116,6 @@ class ResampleToStd(StepInterface):
 
     input_spec = _ResampleInputSpec
     output_spec = _ResampleOutputSpec
-    # the series uncompressed: gzip of a 4D series costs seconds
-    output_files = {"out_file": "bold_std.nii", "out_boldref": "boldref_std.nii.gz", "out_mask": "mask_std.nii.gz"}
 
     def _step(self, in_file, motion, boldref, boldref_mask, coreg_xfm, order, std_xfm=None):
         from fmri_pain.preprocess.to_mni import run_to_mni
