@@ -122,10 +122,12 @@ class ResampleToStd(StepInterface):
 
         img = nib.load(in_file)
         zooms = img.header.get_zooms()
-        coreg, cdict = read_xfm(coreg_xfm)
-        if cdict.get("route") != "EPI-template" and std_xfm is None:
-            raise ValueError("T1w route needs the MNI -> T1w transform")
-        std = None if cdict.get("route") == "EPI-template" else read_xfm(std_xfm)[0]
+        coreg, record = read_xfm(coreg_xfm)
+        std = None
+        if record.get("route") != "EPI-template":
+            if std_xfm is None:
+                raise ValueError("T1w route needs the MNI -> T1w transform")
+            std = read_xfm(std_xfm)[0]
         ref, native_mask = nib.load(boldref), nib.load(boldref_mask)
         res = run_to_mni(np.asarray(img.dataobj, dtype=np.float32), img.affine, tuple(float(z) for z in zooms[:3]),
                          np.load(motion)["matrices"], coreg, std, np.asarray(ref.dataobj, dtype=np.float32),
