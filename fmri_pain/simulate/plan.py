@@ -14,6 +14,7 @@ from fmri_pain.simulate import model as M
 
 
 def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The random generator of one draw, keyed by the seed and the draw's keys."""
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 

@@ -23,7 +23,6 @@ TRANSFORM_CONVENTION = (
 )
 
 
-
 def write_roi_masks(truth_dir: Path, shape: tuple[int, int, int], affine: np.ndarray) -> None:
     """``roi-<name>_mask.nii.gz``: the voxels within each ROI's radius on the derivatives' grid."""
     ijk = np.indices(shape, dtype=np.float64).reshape(3, -1)
