@@ -9,15 +9,15 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "PreprocessSpec": "fmri_pain.config.preprocess",
-    "default_work_dir": "fmri_pain.preprocess.run",
-    "load_qc": "fmri_pain.preprocess.run",
-    "output_paths": "fmri_pain.preprocess.run",
-    "preprocess_subject": "fmri_pain.preprocess.run",
-    "preproc_report_section": "fmri_pain.preprocess.qc",
-    "init_anat_preproc_wf": "fmri_pain.preprocess.workflows",
-    "init_func_preproc_wf": "fmri_pain.preprocess.workflows",
-    "init_preproc_wf": "fmri_pain.preprocess.workflows",
+    "PreprocessSpec": "spec",
+    "default_work_dir": "run",
+    "load_qc": "run",
+    "output_paths": "run",
+    "preprocess_subject": "run",
+    "preproc_report_section": "qc",
+    "init_anat_preproc_wf": "workflows",
+    "init_func_preproc_wf": "workflows",
+    "init_preproc_wf": "workflows",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -25,5 +25,5 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
