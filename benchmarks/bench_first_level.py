@@ -58,7 +58,7 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
     import pandas as pd
     from nilearn.glm.first_level import make_first_level_design_matrix
 
-    from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+    from fmri_pain.simulate.confounds import motion_expansion
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,10 +85,8 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
         data[..., t] = (1000 * mask + 50) + drift[t] + 15 * active * regressor[t] + ar * mask
     nib.Nifti1Image(data, affine).to_filename(folder / BOLD)
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(folder / MASK)
-    cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(MOTION_COLUMNS):
-        cols.update(expand(motion[:, i], name).to_dict("series"))
+    cols = motion_expansion(motion)  # the simulator's truth, not the analysis' own expansion
     fd = np.abs(rng.standard_normal(n)) * 0.1
     fd[[n // 6, n // 2, n // 2 + 1]] = 0.9
     fd[0] = np.nan

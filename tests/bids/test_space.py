@@ -68,7 +68,7 @@ def test_nilearn_template_is_2009a_symmetric():
 
 
 def test_own_names_agree():
-    from fmri_pain.simulate import dataset as simulate
+    from fmri_pain.simulate import layout as simulate
     from fmri_pain.config.preprocess import TEMPLATE
 
     assert TEMPLATE == simulate.SPACE == SPACE

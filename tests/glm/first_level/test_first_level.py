@@ -20,7 +20,7 @@ from fmri_pain.glm.first_level.model import ar1_glm
 from fmri_pain.glm.first_level.subject import first_level_subject
 from fmri_pain.pipeline.participant import first_level_settings
 from fmri_pain.bids.layout import Run
-from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+from fmri_pain.simulate.confounds import motion_expansion
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.spec import load_spec, spec_from_dict
 
@@ -60,10 +60,8 @@ def _write_run(folder: Path, subject: str, session: str | None, seed: int,
     nib.Nifti1Image(data, affine).to_filename(bold)
     mask_path = folder / f"{stem}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(mask_path)
-    cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(MOTION_COLUMNS):
-        cols.update(expand(motion[:, i], name).to_dict("series"))
+    cols = motion_expansion(motion)  # the simulator's truth, not the analysis' own expansion
     fd = np.abs(rng.standard_normal(n)) * 0.05
     fd[list(SPIKES)] = 0.8
     fd[0] = np.nan
