@@ -33,7 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from fmri_pain.errors import InputError
-from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
+from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
+from fmri_pain.pathways.nodes import normalise_pain_side
 from fmri_pain.pathways.stats import add_fdr, fit_crossover, model_contrasts
 from fmri_pain.trial import CONDITIONS
 
