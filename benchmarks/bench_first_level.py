@@ -21,7 +21,8 @@ the process measured):
 Prints the time ratio (goal >= 2.5), the peak-memory ratio (goal <= 1) and the
 correlation of the two z maps inside the mask (must be >= 0.999).
 
-The stage limits BLAS to ``execution.threads_per_worker`` threads (default 1);
+The stage limits BLAS to its ``blas_threads`` (the participant level passes
+``execution.threads_per_worker``, default 1; 1 here);
 plain nilearn uses OpenBLAS's default, which on a busy 2-core machine makes its
 small per-bin pseudo-inverses very slow. Run with ``OPENBLAS_NUM_THREADS=1`` to
 compare both at one BLAS thread (the like-for-like figure).
@@ -57,7 +58,7 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
     import pandas as pd
     from nilearn.glm.first_level import make_first_level_design_matrix
 
-    from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+    from fmri_pain.simulate.confounds import motion_expansion
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,10 +85,8 @@ def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> N
         data[..., t] = (1000 * mask + 50) + drift[t] + 15 * active * regressor[t] + ar * mask
     nib.Nifti1Image(data, affine).to_filename(folder / BOLD)
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(folder / MASK)
-    cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(MOTION_COLUMNS):
-        cols.update(expand(motion[:, i], name).to_dict("series"))
+    cols = motion_expansion(motion)  # the simulator's truth, not the analysis' own expansion
     fd = np.abs(rng.standard_normal(n)) * 0.1
     fd[[n // 6, n // 2, n // 2 + 1]] = 0.9
     fd[0] = np.nan
@@ -105,6 +104,7 @@ def _child_project(folder: Path, out: Path) -> dict:
     from nilearn.plotting import plot_design_matrix  # noqa: F401
 
     from fmri_pain.glm.first_level.subject import first_level_subject
+    from fmri_pain.pipeline.participant import first_level_settings
     from fmri_pain.bids.runs import Run
     from fmri_pain.config.spec import spec_from_dict
 
@@ -113,7 +113,7 @@ def _child_project(folder: Path, out: Path) -> dict:
               confounds=folder / CONFOUNDS, metadata={"RepetitionTime": TR})
     spec = spec_from_dict({"first_level": {"confounds": {"strategy": "motion24"}}})
     t0, c0 = time.perf_counter(), time.process_time()
-    maps = first_level_subject([run], spec, out / "derivatives")
+    maps = first_level_subject([run], first_level_settings(spec), out / "derivatives")
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     path = maps.maps.query("contrast == 'stim' and stat == 'z'")["path"].iloc[0]
     return {"time": elapsed, "cpu": cpu, "z": str(path),

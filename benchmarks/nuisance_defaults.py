@@ -23,8 +23,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.glm.first_level import subject as fl
-from fmri_pain.glm.first_level.design import contrast_vector, frame_times, read_events, slice_time_reference
+from fmri_pain.glm.first_level.bold import load_masked_bold
+from fmri_pain.glm.first_level.design import contrast_vector, frame_times, slice_time_reference
+from fmri_pain.glm.first_level.events import read_events
+from fmri_pain.glm.first_level.fit import fit_run
+from fmri_pain.glm.first_level.model import ar1_glm
 from fmri_pain.bids.runs import Run
 from fmri_pain.simulate.dataset import simulate_trial
 from fmri_pain.config.spec import spec_from_dict
@@ -56,7 +59,7 @@ def _old_default_z(run: Run, spec) -> np.ndarray:
         conf, sample_mask = load_confounds(str(run.bold), strategy=("motion", "high_pass", "scrub"),
                                            motion="full", scrub=5, fd_threshold=0.5,
                                            std_dvars_threshold=1.5, demean=True)
-    Y, mask, _ = fl.load_masked_bold(run.bold, run.mask, f.smoothing_fwhm)
+    Y, mask, _ = load_masked_bold(run.bold, run.mask, f.smoothing_fwhm)
     tr = run.tr
     times = frame_times(Y.shape[0], tr, slice_time_reference(run.metadata, tr))
     design = make_first_level_design_matrix(times, read_events(run.events), hrf_model="spm",
@@ -65,14 +68,14 @@ def _old_default_z(run: Run, spec) -> np.ndarray:
     assert any(c.startswith("cosine") for c in design) and any(c.startswith("drift") for c in design)
     if sample_mask is not None:
         design, Y = design.iloc[sample_mask], Y[sample_mask]
-    res = fl.ar1_glm(Y, design.to_numpy(), signal_scaling=True)
+    res = ar1_glm(Y, design.to_numpy(), signal_scaling=True)
     z = np.zeros(mask.shape, np.float32)
     z[mask] = res.contrast(contrast_vector({"on": 1.0}, design.columns.tolist())).z
     return z
 
 
 def _fit_z(run: Run, spec) -> tuple[np.ndarray, dict]:
-    fit = fl.fit_run(run, spec)
+    fit = fit_run(run, spec.first_level, spec.events, spec.min_volumes)
     z = np.zeros(fit.mask.shape, np.float32)
     z[fit.mask] = fit.contrasts["stim"].z
     return z, fit.model

@@ -148,7 +148,7 @@ def _assert_input_error(exc: InputError, path: Path) -> None:
 @FUZZ
 @given(_TSV)
 def test_read_events_random_tsv_is_events_or_an_input_error(tmp_path, raw):
-    from fmri_pain.glm.first_level.design import read_events
+    from fmri_pain.glm.first_level.events import read_events
 
     path = tmp_path / "sub-01_task-stim_events.tsv"
     path.write_bytes(raw)

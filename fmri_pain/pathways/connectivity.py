@@ -34,7 +34,8 @@ from scipy import stats
 
 from fmri_pain.confound_names import CONNECTIVITY_CONFOUNDS as DEFAULT_CONFOUNDS
 from fmri_pain.errors import InputError
-from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
+from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
+from fmri_pain.pathways.nodes import normalise_pain_side
 from fmri_pain.pathways.stats import add_fdr, fit_crossover, model_contrasts
 from fmri_pain.trial import CONDITIONS
 
@@ -103,7 +104,7 @@ def resolve_on_trial_type(run, on_trial_type: str) -> str:
     InputError
         No events file, no trial_type column, or no unique ON trial type.
     """
-    from fmri_pain.glm.first_level.design import BASELINE_TRIAL_TYPES
+    from fmri_pain.glm.first_level.events import BASELINE_TRIAL_TYPES
 
     if run.events is None:
         raise InputError(f"no events.tsv for {run.bold}", subject=run.subject)

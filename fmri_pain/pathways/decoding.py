@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
+from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
+from fmri_pain.pathways.nodes import normalise_pain_side
 from fmri_pain.pathways.roi import load_map
 from fmri_pain.trial import CONDITIONS
 

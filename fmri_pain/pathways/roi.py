@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.errors import InputError
-from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid, normalise_pain_side
+from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
+from fmri_pain.pathways.nodes import normalise_pain_side
 
 ID_COLUMNS = ("subject", "session", "condition", "period", "sequence")
 REQUIRED_COLUMNS = ("subject", "condition", "effect")

@@ -17,10 +17,16 @@ from typing import Any
 from fmri_pain.bids.derivatives import SPACE
 from fmri_pain.errors import InputError
 from fmri_pain.execution.runner import ExecutionSummary, run_participants
-from fmri_pain.glm.first_level.subject import first_level_subject
+from fmri_pain.glm.first_level.subject import FirstLevelSettings, first_level_subject
 from fmri_pain.bids.runs import Run
 from fmri_pain.report.subject import write_subject_report
 from fmri_pain.config.spec import AnalysisSpec
+
+
+def first_level_settings(spec: AnalysisSpec) -> FirstLevelSettings:
+    """The sections and values of ``spec`` the first level reads."""
+    return FirstLevelSettings(first_level=spec.first_level, events=spec.events,
+                              conditions=tuple(spec.conditions), min_volumes=spec.min_volumes)
 
 
 def needs_preprocessing(runs: list[Run]) -> bool:
@@ -71,7 +77,8 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
         stages["preprocess"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    maps = first_level_subject(runs, spec, output_dir)
+    maps = first_level_subject(runs, first_level_settings(spec), output_dir,
+                               blas_threads=spec.execution.threads_per_worker)
     outputs.extend(Path(p) for p in maps.maps["path"])
     outputs.extend(maps.design_files)
     stages["first_level"] = time.perf_counter() - start

@@ -22,7 +22,7 @@ from typing import Any
 
 from fmri_pain._version import __version__
 from fmri_pain.bids.derivatives import dataset_root, software_versions, write_text
-from fmri_pain.glm.first_level.subject import AR_BINS
+from fmri_pain.glm.first_level.model import AR_BINS
 from fmri_pain.config.spec import AnalysisSpec
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")

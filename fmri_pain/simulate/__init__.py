@@ -2,7 +2,7 @@
 
 It is the independent truth the analysis is tested against, so it shares no code
 with the analysis: nothing here imports another ``fmri_pain`` subpackage (an
-import contract in the test suite keeps it so), and no analysis module imports it.
+import contract in pyproject.toml keeps it so), and no analysis module imports it.
 """
 
 from fmri_pain.simulate.dataset import SimulatedTrial, simulate_trial

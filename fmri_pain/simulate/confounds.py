@@ -6,9 +6,36 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+from fmri_pain.simulate.model import MOTION_COLUMNS, framewise_displacement
 
-from fmri_pain.simulate.model import framewise_displacement
+
+def friston_terms(signal: np.ndarray, name: str) -> dict[str, np.ndarray]:
+    """A signal and its derived regressors, named and ordered as fMRIPrep writes them.
+
+    ``name`` is the signal itself, ``name_derivative1`` its backward difference (undefined, NaN, at the
+    first volume, which fMRIPrep writes ``n/a``), then that difference squared (``name_derivative1_power2``)
+    and the signal squared (``name_power2``).
+    """
+    x = np.asarray(signal, dtype=np.float64)
+    step = np.full(x.shape, np.nan)
+    step[1:] = x[1:] - x[:-1]
+    return {name: x, f"{name}_derivative1": step, f"{name}_derivative1_power2": step * step,
+            f"{name}_power2": x * x}
+
+
+def motion_expansion(motion: np.ndarray) -> dict[str, np.ndarray]:
+    """Friston's 24 motion regressors of ``motion`` (T, 6): the 4 :func:`friston_terms` of each parameter.
+
+    Columns in fMRIPrep's order: ``trans_x, trans_x_derivative1, trans_x_derivative1_power2,
+    trans_x_power2, trans_y ...`` through ``rot_z``.
+    """
+    motion = np.asarray(motion, dtype=np.float64)
+    if motion.ndim != 2 or motion.shape[1] != len(MOTION_COLUMNS):
+        raise ValueError(f"motion must be (T, {len(MOTION_COLUMNS)}), got shape {motion.shape}")
+    columns: dict[str, np.ndarray] = {}
+    for j, name in enumerate(MOTION_COLUMNS):
+        columns.update(friston_terms(motion[:, j], name))
+    return columns
 
 
 def cosine_basis(n: int, tr: float, cutoff: float = 128.0) -> np.ndarray:
@@ -74,9 +101,9 @@ def compute_confounds(
         csf_mask = (csf_prob > 0.4) & brain
     cols: dict[str, np.ndarray] = {}
     mbrain = bold[brain]
-    cols.update(expand(mbrain.mean(axis=0), "global_signal").to_dict("series"))
-    cols.update(expand(bold[csf_mask].mean(axis=0), "csf").to_dict("series"))
-    cols.update(expand(bold[wm_mask].mean(axis=0), "white_matter").to_dict("series"))
+    cols.update(friston_terms(mbrain.mean(axis=0), "global_signal"))
+    cols.update(friston_terms(bold[csf_mask].mean(axis=0), "csf"))
+    cols.update(friston_terms(bold[wm_mask].mean(axis=0), "white_matter"))
     dvars, std_dvars = _dvars(mbrain)
     cols["std_dvars"] = np.concatenate([[np.nan], std_dvars])
     cols["dvars"] = np.concatenate([[np.nan], dvars])
@@ -104,8 +131,7 @@ def compute_confounds(
                       "VarianceExplained": float(ve[i]), "CumulativeVarianceExplained": float(ve[: i + 1].sum())}
     for i in range(hp.shape[1]):
         cols[f"cosine{i:02d}"] = hp[:, i]
-    for j, name in enumerate(MOTION_COLUMNS):
-        cols.update(expand(motion[:, j], name).to_dict("series"))
+    cols.update(motion_expansion(motion))
     outliers = np.flatnonzero((np.nan_to_num(cols["framewise_displacement"]) > 0.5)
                               | (np.nan_to_num(cols["std_dvars"]) > 1.5))
     for i, vol in enumerate(outliers):

@@ -26,6 +26,7 @@ import pytest
 from fmri_pain.bids.derivatives import SPACE, data_space, space_of
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level.subject import first_level_subject
+from fmri_pain.pipeline.participant import first_level_settings
 from fmri_pain.glm.second_level.group import run_group
 from fmri_pain.bids.layout import load_layout
 from fmri_pain.config.spec import AnalysisSpec, spec_from_dict
@@ -67,7 +68,7 @@ def test_nilearn_template_is_2009a_symmetric():
 
 
 def test_own_names_agree():
-    from fmri_pain.simulate import dataset as simulate
+    from fmri_pain.simulate import layout as simulate
     from fmri_pain.config.preprocess import TEMPLATE
 
     assert TEMPLATE == simulate.SPACE == SPACE
@@ -127,7 +128,7 @@ def test_maps_keep_the_input_space_and_the_group_refuses_a_mix(tiny, tmp_path):
     out = tmp_path / "out"
     for sub, space in (("01", "MNI152NLin2009cAsym"), ("02", "MNI152NLin6Asym")):
         runs = [r for r in layout.runs if r.subject == sub]
-        maps = first_level_subject(runs, spec, out)
+        maps = first_level_subject(runs, first_level_settings(spec), out)
         names = [Path(p).name for p in maps.maps["path"]]
         assert names and all(f"_space-{space}_" in n for n in names), names
         first = Path(maps.maps["path"].iloc[0])

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fmri_pain.config.contrast_expressions import MAX_DEPTH, ContrastExpressionError, parse_contrast
-from fmri_pain.glm.first_level.design import expression_weights
+from fmri_pain.glm.first_level.events import expression_weights
 
 FUZZ = settings(max_examples=int(os.environ.get("FMRI_PAIN_FUZZ_EXAMPLES", 300)), derandomize=True,
                 deadline=None, database=None,

@@ -318,7 +318,7 @@ def test_valid_contrast_loads():
 
 def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_the_events_file(tmp_path):
     from fmri_pain.errors import InputError
-    from fmri_pain.glm.first_level.subject import _run_contrast_weights
+    from fmri_pain.glm.first_level.events import contrast_weights
     from fmri_pain.bids.runs import Run
 
     events = tmp_path / "sub-01_task-stim_events.tsv"
@@ -326,10 +326,10 @@ def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_th
               bold=tmp_path / "bold.nii.gz", events=events, mask=None, confounds=None,
               metadata={"RepetitionTime": 2.0})
     spec = spec_from_dict({"first_level": {"contrasts": {"onMinusRating": "on - rating"}}})
-    weights = _run_contrast_weights(["on", "rating"], spec, run)
+    weights = contrast_weights(["on", "rating"], spec.events, spec.first_level.contrasts, run)
     assert weights["onMinusRating"] == {"on": 1.0, "rating": -1.0}
     with pytest.raises(InputError, match="onMinusRating.*'rating' not among") as info:
-        _run_contrast_weights(["on", "off"], spec, run)
+        contrast_weights(["on", "off"], spec.events, spec.first_level.contrasts, run)
     assert info.value.path == events and info.value.subject == "01"
 
 

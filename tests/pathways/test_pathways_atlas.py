@@ -7,13 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fmri_pain.pathways.atlas import (
-    atlas_from_masks,
-    build_atlas,
-    hemispheres_for,
-    read_node_table,
-    write_atlas,
-)
+from fmri_pain.pathways.atlas import atlas_from_masks, build_atlas, write_atlas
+from fmri_pain.pathways.nodes import hemispheres_for, read_node_table
 from fmri_pain.config.pathways import PathwaysSpec, atlas_path
 
 AFFINE_4MM = np.array([[4.0, 0, 0, -98], [0, 4, 0, -134], [0, 0, 4, -72], [0, 0, 0, 1]])

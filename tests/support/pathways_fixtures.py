@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from fmri_pain.bids.runs import Run
-from fmri_pain.simulate.dataset import SPACE as SIM_SPACE  # the template the simulator's derivatives are in
+from fmri_pain.simulate.layout import SPACE as SIM_SPACE  # the template the simulator's derivatives are in
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 

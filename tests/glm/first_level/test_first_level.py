@@ -12,11 +12,15 @@ import pandas as pd
 import pytest
 
 from fmri_pain.errors import InputError
-from fmri_pain.glm.first_level import subject as fl
-from fmri_pain.glm.first_level.design import load_run_confounds, read_events, stim_weights
+from fmri_pain.glm.first_level.bold import smooth_block, smoothing_sigmas
+from fmri_pain.glm.first_level.confounds import load_run_confounds
+from fmri_pain.glm.first_level.events import read_events, stim_weights
 from fmri_pain.glm.first_level.fixed_effects import fixed_effects, linear_combination
+from fmri_pain.glm.first_level.model import ar1_glm
+from fmri_pain.glm.first_level.subject import first_level_subject
+from fmri_pain.pipeline.participant import first_level_settings
 from fmri_pain.bids.runs import Run
-from fmri_pain.preprocess.confounds import MOTION_COLUMNS, expand
+from fmri_pain.simulate.confounds import motion_expansion
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.spec import load_spec, spec_from_dict
 
@@ -56,10 +60,8 @@ def _write_run(folder: Path, subject: str, session: str | None, seed: int,
     nib.Nifti1Image(data, affine).to_filename(bold)
     mask_path = folder / f"{stem}_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz"
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(mask_path)
-    cols = {}
     motion = rng.standard_normal((n, 6)).cumsum(0) * 0.01
-    for i, name in enumerate(MOTION_COLUMNS):
-        cols.update(expand(motion[:, i], name).to_dict("series"))
+    cols = motion_expansion(motion)  # the simulator's truth, not the analysis' own expansion
     fd = np.abs(rng.standard_normal(n)) * 0.05
     fd[list(SPIKES)] = 0.8
     fd[0] = np.nan
@@ -103,15 +105,15 @@ def test_ar1_glm_matches_nilearn_run_glm():
     con = np.array([1.0, -1.0, 0, 0, 0])
     labels, results = run_glm(Y, X, noise_model="ar1")
     ref = compute_contrast(labels, results, con)
-    ours = fl.ar1_glm(Y, X, dtype=np.float64).contrast(con)
+    ours = ar1_glm(Y, X, dtype=np.float64).contrast(con)
     assert len(results) > 20  # many AR bins really used
     np.testing.assert_allclose(ours.effect, ref.effect_size().ravel(), rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ours.variance, ref.effect_variance().ravel(), rtol=1e-9)
     np.testing.assert_allclose(ours.z, ref.z_score().ravel(), rtol=1e-7, atol=1e-9)
-    fast = fl.ar1_glm(Y.astype(np.float32), X).contrast(con)  # default float32 products
+    fast = ar1_glm(Y.astype(np.float32), X).contrast(con)  # default float32 products
     assert np.corrcoef(fast.z, ref.z_score().ravel())[0, 1] > 0.9999
     np.testing.assert_allclose(fast.effect, ref.effect_size().ravel(), rtol=1e-3, atol=1e-4)
-    ols = fl.ar1_glm(Y, X, noise_model="ols", dtype=np.float64).contrast(con)
+    ols = ar1_glm(Y, X, noise_model="ols", dtype=np.float64).contrast(con)
     labels, results = run_glm(Y, X, noise_model="ols")
     np.testing.assert_allclose(ols.z, compute_contrast(labels, results, con).z_score().ravel(),
                                rtol=1e-7, atol=1e-9)
@@ -125,7 +127,7 @@ def test_smooth_block_matches_nilearn_smooth_img():
     data[3, 4, 2, 1] = np.nan  # nilearn zeroes non-finite values before smoothing
     affine = np.diag([3.0, 2.5, 4.0, 1.0])
     ref = smooth_img(nib.Nifti1Image(data, affine), 6.0).get_fdata()
-    ours = fl.smooth_block(data, fl.smoothing_sigmas(affine, 6.0))
+    ours = smooth_block(data, smoothing_sigmas(affine, 6.0))
     np.testing.assert_allclose(ours.T, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -176,7 +178,7 @@ def test_first_level_run_matches_nilearn_and_censors(run01, tmp_path):
     # explicit motion24 (the default ``auto`` takes motion6 on this short run: see
     # test_first_level_nuisance.py); the TSV's cosines are not loaded, the spec's drift is the basis
     spec = spec_from_dict({"first_level": {"confounds": {"strategy": "motion24"}}})
-    out = fl.first_level_subject([run01], spec, tmp_path)
+    out = first_level_subject([run01], first_level_settings(spec), tmp_path)
     confounds, sample_mask = load_run_confounds(run01, spec.first_level.confounds, N_SCANS)
     assert sample_mask is not None and not set(SPIKES) & set(sample_mask)
     assert confounds.shape[1] == 24 and not any(c.startswith("cosine") for c in confounds)
@@ -218,7 +220,7 @@ def test_first_level_run_matches_nilearn_and_censors(run01, tmp_path):
 def test_spec_contrast_expression_written_under_its_name(run01, tmp_path):
     spec = spec_from_dict({"first_level": {"contrasts": {"onMinusRating": "on - rating"},
                                            "confounds": {"scrub": False}}})
-    out = fl.first_level_subject([run01], spec, tmp_path, write_design_png=False)
+    out = first_level_subject([run01], first_level_settings(spec), tmp_path, write_design_png=False)
     rows = out.maps.set_index(["contrast", "stat"])["path"]
     mask = np.asarray(nib.load(run01.mask).dataobj) > 0
     stim = _masked(rows["stim", "effect"], mask)
@@ -233,7 +235,8 @@ def test_spec_contrast_expression_written_under_its_name(run01, tmp_path):
 def test_subject_with_missing_session_gets_supported_contrasts(tmp_path):
     runs = [_write_run(tmp_path / "raw" / f"ses-{s}", "02", s, seed=i, amplitude=a)
             for i, (s, a) in enumerate([("scs", 2.0), ("dual", 4.0)])]
-    out = fl.first_level_subject(runs, load_spec(None), tmp_path / "out", write_design_png=False)
+    out = first_level_subject(runs, first_level_settings(load_spec(None)), tmp_path / "out",
+                              write_design_png=False)
     contrasts = set(out.maps["contrast"])
     assert {"stim", "scs", "dual", "dualMinusScs"} <= contrasts
     assert not contrasts & {"drgs", "drgsMinusScs", "dualMinusDrgs", "dualMinusMean", "conditionF"}
@@ -260,7 +263,7 @@ def test_unreadable_bold_names_subject_and_file(run01, tmp_path):
     empty.write_bytes(b"")
     bad = Run(**{**run01.__dict__, "subject": "09", "bold": empty})
     with pytest.raises(InputError) as err:
-        fl.first_level_subject([bad], load_spec(None), tmp_path / "out")
+        first_level_subject([bad], first_level_settings(load_spec(None)), tmp_path / "out")
     assert err.value.subject == "09" and "sub-09" in str(err.value)
     assert "bold" in str(err.value)
 
@@ -275,7 +278,7 @@ def test_haxby_one_condition_real_events(tmp_path):
               mask=HAXBY / "masks" / "25mm" / "brain.nii.gz", confounds=None,
               metadata={"RepetitionTime": 2.5})
     spec = spec_from_dict({"task": "objects", "first_level": {"contrasts": {"faceMinusHouse": "face - house"}}})
-    out = fl.first_level_subject([run], spec, tmp_path / "out", write_design_png=False)
+    out = first_level_subject([run], first_level_settings(spec), tmp_path / "out", write_design_png=False)
     rows = out.maps.set_index(["contrast", "stat"])["path"]
     mask = np.asarray(nib.load(run.mask).dataobj) > 0
     for name in ("stim", "faceMinusHouse"):

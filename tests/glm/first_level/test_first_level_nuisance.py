@@ -12,8 +12,13 @@ import pandas as pd
 import pytest
 
 from fmri_pain.errors import InputError
-from fmri_pain.glm.first_level import subject as fl
-from fmri_pain.glm.first_level.design import choose_motion_model, high_pass_bases, make_run_design, read_events
+from fmri_pain.glm.first_level.confounds import choose_motion_model
+from fmri_pain.glm.first_level.design import high_pass_bases, make_run_design
+from fmri_pain.glm.first_level.events import read_events
+from fmri_pain.glm.first_level.fit import fit_run
+from fmri_pain.glm.first_level.outputs import RUN_MODEL_KEYS
+from fmri_pain.glm.first_level.subject import first_level_subject
+from fmri_pain.pipeline.participant import first_level_settings
 from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import spec_from_dict
 from tests.glm.first_level.test_first_level import N_SCANS, SPIKES, TR, _write_run
@@ -22,6 +27,11 @@ from tests.glm.first_level.test_first_level import N_SCANS, SPIKES, TR, _write_r
 def _spec(**confounds):
     drift = confounds.pop("drift_model", "cosine")
     return spec_from_dict({"first_level": {"drift_model": drift, "confounds": confounds}})
+
+
+def _fit_run(run: Run, spec):
+    """fit_run with the sections of an AnalysisSpec."""
+    return fit_run(run, spec.first_level, spec.events, spec.min_volumes)
 
 
 def _with_confounds(run: Run, frame: pd.DataFrame, folder: Path, meta: dict | None = None) -> Run:
@@ -69,7 +79,7 @@ def test_no_design_has_two_high_pass_bases(source, drift_model, run01, raw_route
     assert bool(tsv_cosines) == (source != "no_cosines")
     strategies = ["auto", "motion24"] + (["acompcor"] if source == "raw_route" else [])
     for strategy in strategies:
-        fit = fl.fit_run(run, _spec(strategy=strategy, scrub=False, drift_model=drift_model))
+        fit = _fit_run(run, _spec(strategy=strategy, scrub=False, drift_model=drift_model))
         columns = fit.design.columns.tolist()
         assert not [c for c in columns if c.startswith("cosine")]
         n_drift = sum(c.startswith("drift_") for c in columns)
@@ -94,7 +104,7 @@ def test_cosine_drift_count_and_refusal_of_a_second_basis(run01):
         make_run_design(N_SCANS, TR, events, cosines, spec)
     # the spec's cut-off is the one applied, whatever the TSV's cosines encode (128 s)
     fast = spec_from_dict({"first_level": {"high_pass": 1 / 64}})
-    fit = fl.fit_run(run01, fast)
+    fit = _fit_run(run01, fast)
     assert fit.model["NuisanceRegressors"]["Drift"] == int(np.floor(2 * N_SCANS * TR / 64)) == 5
     assert fit.model["HighPass"] == 1 / 64 and "cut-off 64 s" in fit.model["HighPassBasis"]
     none = _spec(drift_model="none").first_level
@@ -127,7 +137,7 @@ def test_choose_motion_model_short_slow_and_long_fast():
 def test_nuisance_account_in_design_sidecar_and_warning(run01, tmp_path, caplog):
     spec = _spec(strategy="motion24")
     with caplog.at_level(logging.WARNING):
-        out = fl.first_level_subject([run01], spec, tmp_path, write_design_png=False)
+        out = first_level_subject([run01], first_level_settings(spec), tmp_path, write_design_png=False)
     text = out.design_files[0].with_suffix(".json").read_text()
     sidecar = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     design = pd.read_csv(out.design_files[0], sep="\t").drop(columns="frame_time")
@@ -152,20 +162,20 @@ def test_nuisance_account_in_design_sidecar_and_warning(run01, tmp_path, caplog)
     assert out.qc["nuisance_fraction"].iloc[0] == sidecar["NuisanceDofFraction"]
     z_path = out.maps.set_index(["contrast", "stat"]).loc[("stim", "z"), "path"]
     z_sidecar = json.loads(Path(str(z_path).replace(".nii.gz", ".json")).read_text())
-    assert z_sidecar["RunModels"] == {run01.label: {k: sidecar[k] for k in fl._RUN_MODEL_KEYS}}
+    assert z_sidecar["RunModels"] == {run01.label: {k: sidecar[k] for k in RUN_MODEL_KEYS}}
 
 
 def test_auto_takes_motion6_on_a_short_run_and_motion24_on_a_long_one(run01, tmp_path, caplog):
     spec = _spec()  # the default: auto
     assert spec.first_level.confounds.strategy == "auto"
     with caplog.at_level(logging.WARNING):
-        short = fl.fit_run(run01, spec)
+        short = _fit_run(run01, spec)
     assert short.model["ConfoundsStrategy"] == "motion6" and short.model["ConfoundsStrategyRequested"] == "auto"
     assert short.model["NuisanceRegressors"]["Motion"] == 6
     assert short.model["NuisanceDofFraction"] <= 0.25
     assert not [r for r in caplog.records if "nuisance model takes" in r.getMessage()]
     long_run = _write_run(tmp_path / "long", "03", None, seed=3, n=200)
-    fit = fl.fit_run(long_run, spec)
+    fit = _fit_run(long_run, spec)
     assert fit.model["ConfoundsStrategy"] == "motion24" and fit.model["NuisanceRegressors"]["Motion"] == 24
     n_drift = int(np.floor(2 * 200 * TR / 128))
     assert fit.model["NuisanceDofFraction"] == pytest.approx((24 + n_drift + 2) / (200 - 3), abs=1e-4)
@@ -176,10 +186,10 @@ def test_auto_does_not_censor_beyond_the_bound(run01, tmp_path):
     bad = np.arange(10, 31)  # 21 of 80 volumes (26 %) above the FD threshold
     frame.loc[bad, "framewise_displacement"] = 0.9
     run = _with_confounds(run01, frame, tmp_path)
-    auto = fl.fit_run(run, _spec())
+    auto = _fit_run(run, _spec())
     assert auto.n_censored == 0 and auto.model["Censoring"] is False
     assert any("censoring would remove" in w and "sub-01" in w for w in auto.warnings)
-    explicit = fl.fit_run(run, _spec(strategy="motion6"))
+    explicit = _fit_run(run, _spec(strategy="motion6"))
     assert explicit.model["Censoring"] is True
     assert explicit.n_censored >= len(bad) and not set(bad) & set(explicit.design.index / TR)
 
@@ -192,7 +202,7 @@ def test_constant_run_is_an_input_error_naming_the_file(run01, tmp_path):
     nib.Nifti1Image(data, img.affine).to_filename(bold)
     run = Run(**{**run01.__dict__, "bold": bold})
     with pytest.raises(InputError) as err:
-        fl.first_level_subject([run], _spec(), tmp_path / "out", write_design_png=False)
+        first_level_subject([run], first_level_settings(_spec()), tmp_path / "out", write_design_png=False)
     assert err.value.path == bold and "constant" in str(err.value) and err.value.subject == "01"
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("*_statmap.nii.gz"))
 
@@ -205,7 +215,7 @@ def test_constant_voxels_are_left_out_not_zero_responses(run01, tmp_path):
     nib.Nifti1Image(data, img.affine).to_filename(bold)
     run = Run(**{**run01.__dict__, "bold": bold})
     spec = spec_from_dict({"first_level": {"smoothing_fwhm": None}})
-    fit = fl.fit_run(run, spec)
+    fit = _fit_run(run, spec)
     brain = np.asarray(nib.load(run.mask).dataobj) > 0
     dead = brain.copy()
     dead[:, :, 3:] = False
@@ -223,7 +233,7 @@ def test_duplicated_events_warning_names_subject_and_file(run01, tmp_path, caplo
     events.to_csv(path, sep="\t", index=False)
     run = Run(**{**run01.__dict__, "events": path})
     with caplog.at_level(logging.WARNING):
-        out = fl.first_level_subject([run], _spec(), tmp_path / "out", write_design_png=False)
+        out = first_level_subject([run], first_level_settings(_spec()), tmp_path / "out", write_design_png=False)
     logged = [r.getMessage() for r in caplog.records if "duplicated events" in r.getMessage()]
     assert len(logged) == 1 and "sub-01" in logged[0] and str(path) in logged[0]
     sidecar = json.loads(out.design_files[0].with_suffix(".json").read_text())
@@ -235,7 +245,7 @@ def test_subject_report_states_dof_and_warnings(run01, tmp_path):
     from fmri_pain.report.subject import write_subject_report
 
     spec = _spec(strategy="motion24")
-    out = fl.first_level_subject([run01], spec, tmp_path, write_design_png=False)
+    out = first_level_subject([run01], first_level_settings(spec), tmp_path, write_design_png=False)
     html = write_subject_report("01", [run01], out, spec, tmp_path).read_text()
     n_drift = int(np.floor(2 * N_SCANS * TR / 128))
     resid = N_SCANS - len(SPIKES) - (2 + 24 + n_drift + 1)

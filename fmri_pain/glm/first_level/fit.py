@@ -1,0 +1,127 @@
+"""One run's fit: BOLD, design, nuisance model, AR(1) GLM, contrast maps over the run's mask."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fmri_pain.bids.runs import Run
+from fmri_pain.config.events import EventsSpec
+from fmri_pain.config.first_level import FirstLevelSpec
+from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level.bold import drop_constant_voxels, load_masked_bold
+from fmri_pain.glm.first_level.confounds import run_nuisance_model
+from fmri_pain.glm.first_level.design import (
+    contrast_vector,
+    design_column_kinds,
+    make_run_design,
+    run_model_record,
+    slice_time_reference,
+)
+from fmri_pain.glm.first_level.events import contrast_weights, read_events
+from fmri_pain.glm.first_level.fixed_effects import EffectMaps
+from fmri_pain.glm.first_level.model import ar1_glm
+
+LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class RunFit:
+    """Contrast maps of one run (over the run's mask) and what produced them."""
+
+    run: Run
+    mask: np.ndarray
+    affine: np.ndarray
+    design: pd.DataFrame
+    contrasts: dict[str, EffectMaps]
+    weights: dict[str, dict[str, float]]
+    n_volumes: int
+    n_censored: int
+    dof: float
+    model: dict[str, Any] = field(default_factory=dict)
+    """Sidecar facts of the run's model (``DriftModel``, ``NuisanceDofFraction`` ...)."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_volumes: int) -> RunFit:
+    """Fit one run: load + smooth + mask, design, confounds, censoring, AR(1) GLM, contrasts.
+
+    Parameters
+    ----------
+    run : Run
+    first_level : FirstLevelSpec
+        Design, noise model, smoothing, nuisance model and extra contrasts.
+    events_spec : EventsSpec
+        The ON / OFF trial types (the ``stim`` contrast).
+    min_volumes : int
+        Fewest volumes a run may keep after censoring.
+
+    Returns
+    -------
+    RunFit
+
+    Raises
+    ------
+    InputError
+        Unreadable inputs, too few volumes after censoring.
+    """
+    fl = first_level
+    try:
+        tr = run.tr
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("RepetitionTime missing from the BOLD metadata",
+                         subject=run.subject, path=run.bold) from exc
+    events = read_events(run.events, run.subject, default_trial_type=events_spec.on_trial_type)
+    Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject)
+    messages: list[str] = []
+    Y, mask, constant = drop_constant_voxels(Y, mask, run)
+    if constant:
+        messages.append(constant)
+    n_scans = Y.shape[0]
+    st_ref = slice_time_reference(run.metadata, tr, fl.slice_time_ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the full design below reports what matters
+        kinds = design_column_kinds(make_run_design(n_scans, tr, events, None, fl, st_ref,
+                                                    messages=[]).columns)
+    n_task = sum(k == "task" for k in kinds.values())
+    n_drift = sum(k == "drift" for k in kinds.values())
+    nuisance = run_nuisance_model(run, fl.confounds, n_scans, n_task=n_task, n_drift=n_drift)
+    messages += nuisance.warnings
+    confounds, sample_mask = nuisance.confounds, nuisance.sample_mask
+    design = make_run_design(n_scans, tr, events, confounds, fl, slice_time_ref=st_ref,
+                             subject=run.subject, events_path=run.events, messages=messages)
+    if sample_mask is not None:
+        design = design.iloc[sample_mask]
+        Y = Y[sample_mask]
+    n_kept = Y.shape[0]
+    if n_kept < max(min_volumes, design.shape[1] + 1):
+        raise InputError(f"only {n_kept} of {n_scans} volumes left after censoring "
+                         f"(minimum {min_volumes}, {design.shape[1]} regressors)",
+                         subject=run.subject, path=run.confounds or run.bold)
+    results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True)
+    del Y
+    columns = design.columns.tolist()
+    conf_names = [] if confounds is None else confounds.columns.tolist()
+    model = run_model_record(design, conf_names, nuisance, fl, n_scans, n_scans - n_kept,
+                             results.df_residuals)
+    budget = fl.confounds.max_nuisance_fraction
+    if model["NuisanceDofFraction"] > budget:
+        messages.append(
+            f"sub-{run.subject} {run.bold}: the nuisance model takes {model['NuisanceDegreesOfFreedom']} "
+            f"of the run's {model['RunDegreesOfFreedom']} degrees of freedom "
+            f"({model['NuisanceDofFraction']:.0%} > first_level.confounds.max_nuisance_fraction "
+            f"{budget:g}; {model['ResidualDegreesOfFreedom']:g} left)")
+    for message in messages:
+        LOGGER.warning(message)
+    model["Warnings"] = list(messages)
+    trial_types = sorted(events["trial_type"].unique())
+    weights = contrast_weights(trial_types, events_spec, fl.contrasts, run)
+    contrasts = {name: results.contrast(contrast_vector(w, columns)) for name, w in weights.items()}
+    return RunFit(run=run, mask=mask, affine=affine, design=design, contrasts=contrasts,
+                  weights=weights, n_volumes=n_scans, n_censored=n_scans - n_kept,
+                  dof=results.df_residuals, model=model, warnings=messages)
