@@ -33,7 +33,7 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fmri_pain.glm.inference.maps import (  # noqa: E402
+from fmri_pain.glm.inference.permutation import (  # noqa: E402
     fwe_threshold,
     nilearn_rearrangements,
     permutation_test,

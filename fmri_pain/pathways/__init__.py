@@ -10,7 +10,7 @@ import importlib
 
 _EXPORTS = {
     "PathwayAtlas": "atlas", "atlas_from_masks": "atlas", "build_atlas": "atlas", "write_atlas": "atlas",
-    "run_pathway_analysis": "run", "pathway_report_section": "run",
+    "run_pathway_analysis": "run",
     "PathwaysSpec": "spec", "atlas_path": "spec",
 }
 
