@@ -34,6 +34,12 @@ def _description(path: Path) -> str:
         return ""
 
 
+def _described_table(path: Path, heading: str, query, columns: list[str]) -> list[str]:
+    """A heading, the table's sidecar description (the model that ran) and the table."""
+    return [f"<h3>{heading}</h3>", f"<p>{html.escape(_description(path))}.</p>",
+            _table(path, query, columns)]
+
+
 def pathway_report_section(outputs: dict[str, Path]) -> str:
     """The Pathways section of ``group.html`` (tables and base64-embedded figures).
 
@@ -60,26 +66,23 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
     for key in sorted(k for k in outputs if k.startswith("forest_")):
         parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
     if "connectivity_ppi_stats" in outputs:
-        parts.append("<h3>Condition-dependent connectivity (gPPI)</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['connectivity_ppi_stats']))}.</p>")
-        parts.append(_table(outputs["connectivity_ppi_stats"],
-                            lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
-                            ["seed", "target", "contrast", "estimate", "ci_low", "ci_high", "stat", "df",
-                             "p", "p_fdr"]))
+        parts += _described_table(outputs["connectivity_ppi_stats"],
+                                  "Condition-dependent connectivity (gPPI)",
+                                  lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
+                                  ["seed", "target", "contrast", "estimate", "ci_low", "ci_high",
+                                   "stat", "df", "p", "p_fdr"])
         for key in sorted(k for k in outputs if k.startswith("connectome_")):
             parts.append(_img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
     if "connectivity_correlation_stats" in outputs:
-        parts.append("<h3>Residual correlations</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['connectivity_correlation_stats']))}.</p>")
-        parts.append(_table(outputs["connectivity_correlation_stats"],
-                            lambda d: d.sort_values("p").head(20),
-                            ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p", "p_fdr"]))
+        parts += _described_table(outputs["connectivity_correlation_stats"], "Residual correlations",
+                                  lambda d: d.sort_values("p").head(20),
+                                  ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p",
+                                   "p_fdr"])
     if "behaviour" in outputs:
-        parts.append("<h3>Brain-behaviour</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['behaviour']))}.</p>")
-        parts.append(_table(outputs["behaviour"], lambda d: d[d["level"] == "pathway"],
-                            ["node", "covariate", "term", "estimate", "ci_low", "ci_high", "stat", "df",
-                             "p", "p_fdr", "n_subjects", "n_obs", "model"]))
+        parts += _described_table(outputs["behaviour"], "Brain-behaviour",
+                                  lambda d: d[d["level"] == "pathway"],
+                                  ["node", "covariate", "term", "estimate", "ci_low", "ci_high",
+                                   "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model"])
         for key in sorted(k for k in outputs if k.startswith("behaviour_")):
             parts.append(_img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
     if "decoding" in outputs:
