@@ -45,7 +45,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from fmri_pain import execution  # noqa: E402
+from fmri_pain.execution.backends import open_client  # noqa: E402
+from fmri_pain.execution.runner import run_participants  # noqa: E402
 from fmri_pain.bids.derivatives import atomic_write, write_json  # noqa: E402
 from fmri_pain.bids.layout import Run  # noqa: E402
 from fmri_pain.config.spec import AnalysisSpec  # noqa: E402
@@ -133,13 +134,13 @@ def run_once(label: str, runs, spec: AnalysisSpec, out: Path, task, *, malloc_tr
     shutil.rmtree(out, ignore_errors=True)
     if spec.execution.scheduler == "none":
         start = time.perf_counter()
-        summary = execution.run_participants(runs, spec, out, task=task, verbosity=0)
+        summary = run_participants(runs, spec, out, task=task, verbosity=0)
         wall = time.perf_counter() - start
     else:
-        with execution.open_client(spec.execution, verbosity=0, malloc_trim=malloc_trim) as client:
+        with open_client(spec.execution, verbosity=0, malloc_trim=malloc_trim) as client:
             _warm_up(client)
             start = time.perf_counter()
-            summary = execution.run_participants(runs, spec, out, task=task, verbosity=0,
+            summary = run_participants(runs, spec, out, task=task, verbosity=0,
                                                  client=client)
             wall = time.perf_counter() - start
     if summary.exit_code:

@@ -93,7 +93,8 @@ CHILD_PREPROC = r"""
 import json, sys, time, resource
 from pathlib import Path
 from fmri_pain.bids.layout import Run
-from fmri_pain.preprocess import PreprocessSpec, preprocess_subject
+from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.preprocess import preprocess_subject
 info = json.loads(Path(sys.argv[1]).read_text())
 run = Run(subject="01", session=None, condition="bench", period=None, task="bench", run=None,
           bold=Path(info["bold"]), events=None, mask=None, confounds=None, metadata=info["metadata"],

@@ -9,6 +9,8 @@ from pathlib import Path
 BENCHMARKS = [
     ["bench_first_level.py"],
     ["bench_inference.py"],
+    ["bench_tfce.py"],
+    ["bench_tail.py"],
     ["bench_preprocess.py"],
     ["bench_execution.py", "--workload", "pipeline"],
 ]

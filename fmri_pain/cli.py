@@ -1,4 +1,4 @@
-"""Command line: a BIDS App plus ``simulate``, ``demo`` and ``atlas``.
+"""Command line: a BIDS App plus ``simulate``, ``demo``, ``atlas`` and ``permute``; all argparse lives here.
 
 ::
 
@@ -17,11 +17,16 @@ import logging
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmri_pain._version import __version__
 from fmri_pain.errors import InputError
 from fmri_pain.config.fields import SpecError
+
+if TYPE_CHECKING:
+    from fmri_pain.config.spec import AnalysisSpec
 
 LOGGER = logging.getLogger("fmri_pain")
 
@@ -104,8 +109,6 @@ def _save_traceback(output_dir: Path | None) -> Path | None:
 
 
 def _bids_app_parser() -> argparse.ArgumentParser:
-    from fmri_pain.execution.runner import add_execution_arguments
-
     parser = argparse.ArgumentParser(
         prog="fmri-pain", description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,6 +126,67 @@ def _bids_app_parser() -> argparse.ArgumentParser:
                         help="Nipype working directory (default: OUTPUT_DIR/../work)")
     add_execution_arguments(parser)
     return parser
+
+
+def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the execution options (all default to the analysis spec's values)."""
+    from fmri_pain.execution.backends import BACKENDS, AddressBackend, describe_schedulers
+
+    g = parser.add_argument_group("execution", "where participant tasks run "
+                                  "(defaults: the spec's `execution` section)")
+    g.add_argument("--scheduler", metavar="{" + ",".join([*BACKENDS, AddressBackend.name]) + "}",
+                   help=describe_schedulers())
+    g.add_argument("--n-workers", type=int, help="local workers / batch jobs (default: machine size)")
+    g.add_argument("--threads-per-worker", type=int, help="threads (and BLAS threads) per local worker")
+    g.add_argument("--memory", dest="memory_per_worker", help="memory limit per local worker, e.g. 4GiB")
+    g.add_argument("--retries", type=int, help="retries after infrastructure failures (input errors never)")
+    g.add_argument("--queue", help="batch queue / SLURM partition")
+    g.add_argument("--account", help="batch account / project")
+    g.add_argument("--walltime", help="batch job wall time, e.g. 02:00:00")
+    g.add_argument("--job-cores", type=int, help="cores per batch job (one worker per job)")
+    g.add_argument("--job-memory", help="memory per batch job, e.g. 8GiB")
+    g.add_argument("--job-extra", dest="job_extra_directives", action="append", metavar="DIRECTIVE",
+                   help="extra batch directive, repeatable (e.g. --job-extra=--gres=gpu:0)")
+    g.add_argument("--max-jobs", type=int, help="maximum concurrent batch jobs")
+    g.add_argument("--worker-python", help="python command of batch workers, "
+                                           "e.g. 'apptainer exec fmri-pain.sif python'")
+    g.add_argument("--force", action="store_true", default=False,
+                   help="re-run subjects whose outputs are up to date")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="per-subject and per-stage lines (repeat for debug logging)")
+    g.add_argument("-q", "--quiet", action="count", default=0,
+                   help="no progress; only failures and errors")
+
+
+_ARG_FIELDS = ("scheduler", "n_workers", "threads_per_worker", "memory_per_worker", "retries",
+               "queue", "account", "walltime", "job_cores", "job_memory",
+               "job_extra_directives", "max_jobs", "worker_python")
+
+
+def verbosity_from_args(args: argparse.Namespace) -> int:
+    """0 quiet, 1 progress (default), 2 verbose, from ``--verbose``/``--quiet`` counts."""
+    return 1 + int(getattr(args, "verbose", 0) or 0) - int(getattr(args, "quiet", 0) or 0)
+
+
+def execution_spec_from_args(spec: AnalysisSpec, args: argparse.Namespace) -> AnalysisSpec:
+    """``spec`` with the execution options given on the command line applied (validated)."""
+    from fmri_pain.execution.backends import validate_scheduler
+
+    changes = {name: getattr(args, name) for name in _ARG_FIELDS
+               if getattr(args, name, None) is not None}
+    if "scheduler" in changes:
+        changes["scheduler"] = validate_scheduler(changes["scheduler"])
+    if "job_extra_directives" in changes:
+        changes["job_extra_directives"] = list(changes["job_extra_directives"])
+    for name in ("n_workers", "threads_per_worker", "job_cores", "max_jobs"):
+        if name in changes and changes[name] < 1:
+            raise SpecError(f"--{name.replace('_', '-')} must be at least 1, got {changes[name]}")
+    if "retries" in changes and changes["retries"] < 0:
+        raise SpecError(f"--retries must be >= 0, got {changes['retries']}")
+    if not changes:
+        return spec
+    execution = {**asdict(spec.execution), **changes}
+    return spec.replace(execution=execution)
 
 
 def _command_parser(command: str) -> argparse.ArgumentParser:
@@ -177,6 +241,9 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
                             help="cluster-forming p (uncorrected) for cluster extent/mass")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--n-jobs", type=int, default=1)
+        parser.add_argument("--accel", choices=["none", "tail"], default="none",
+                            help="tail: FWE p-values from a generalised Pareto fit to the tail of "
+                                 "the permutation null (PALM's -accel tail), below 1/n-perm")
         parser.add_argument("--space", default=None, metavar="LABEL",
                             help="template of the maps, for the output names (default: the "
                                  "maps' common space- entity, else none)")
@@ -196,7 +263,6 @@ def _setup_logging(verbosity: int) -> None:
 
 def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.bids.derivatives import has_own_preprocessing
-    from fmri_pain.execution.runner import execution_spec_from_args
     from fmri_pain.bids.derivatives import remove_orphaned_temporaries
     from fmri_pain.bids.layout import load_layout
     from fmri_pain.bids.output_lock import OutputLock
@@ -314,16 +380,16 @@ def _prepare_output_dir(output_dir: Path) -> None:
 
 def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:
     from fmri_pain.bids.derivatives import write_dataset_description
-    from fmri_pain.execution.runner import run_participants
+    from fmri_pain.pipeline.participant import run_participant_level
 
     write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
     write_dataset_notes(output_dir, layout)
     for error in layout.errors:
         LOGGER.error("%s", error)
     runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
-    summary = run_participants(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
-                               force=args.force, verbosity=1 + args.verbose - args.quiet,
-                               input_errors=layout.failed_subjects, notes=layout.notes)
+    summary = run_participant_level(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
+                                    force=args.force, verbosity=verbosity_from_args(args),
+                                    input_errors=layout.failed_subjects, notes=layout.notes)
     return summary.exit_code or (1 if layout.errors else 0)
 
 
@@ -425,7 +491,7 @@ def _permute(args: argparse.Namespace) -> int:
                 args.maps, args.mask, args.output_dir, design=args.design, contrast=args.contrast,
                 blocks=args.blocks, name=args.name, n_perm=args.n_perm, two_sided=args.two_sided,
                 tfce=args.tfce, cluster_threshold=args.cluster_p, seed=args.seed,
-                n_jobs=args.n_jobs, space=args.space)
+                n_jobs=args.n_jobs, space=args.space, accel=args.accel)
     except BaseException:
         if created:  # refused inputs leave no OUT behind (it held nothing but the lock's files)
             _remove_lock_only_folder(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from fmri_pain.config.fields import bounded
 
@@ -23,3 +24,8 @@ class InferenceSpec:
     """Seed of the random rearrangements (results are reproducible)."""
     n_jobs: int = bounded(1, 1, 1024, also=(-1,))
     """Threads of the permutation engine (voxel ranges for max-t; chunks of permutations with TFCE or clusters)."""
+    accel: Literal["none", "tail"] = "none"
+    """``tail``: FWE p-values of max-t, TFCE and cluster mass from a generalised Pareto fit to the upper tail of
+    their permutation nulls (PALM's ``-accel tail``, Winkler et al. 2016), so they can go below 1 / n_perm; the
+    plain permutation p-value stays where no fit passes its goodness-of-fit test. The fits are recorded in the
+    sidecars (``TailAcceleration``, ``TailFits``)."""

@@ -1,1 +1,1 @@
-"""Execution of participant-level work: serial, local dask, dask-jobqueue or a scheduler address; resume and progress."""
+"""Execution of participant-level work: backends (serial, local dask, dask-jobqueue, a scheduler address), runner, task wrapper, resume, progress."""

@@ -10,15 +10,16 @@ import time
 from pathlib import Path
 
 from fmri_pain.bids.derivatives import write_dataset_description
-from fmri_pain.execution.runner import run_participants
 from fmri_pain.pipeline.group import run_group_level
+from fmri_pain.pipeline.participant import run_participant_level
 from fmri_pain.bids.layout import load_layout
 from fmri_pain.simulate.dataset import simulate_trial
 from fmri_pain.config.spec import load_spec
 
-DEMO_SPEC = Path(__file__).resolve().parent.parent / "pipelines" / "demo.yaml"
+_PACKAGE = Path(__file__).resolve().parents[1]
+DEMO_SPEC = _PACKAGE.parent / "pipelines" / "demo.yaml"
 if not DEMO_SPEC.is_file():  # installed (non-editable): pyproject maps pipelines/ into the package
-    DEMO_SPEC = Path(__file__).resolve().parent / "pipelines" / "demo.yaml"
+    DEMO_SPEC = _PACKAGE / "pipelines" / "demo.yaml"
 
 
 def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volumes: int = 200,
@@ -41,7 +42,8 @@ def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volum
     spec = spec.replace(execution={**spec.to_dict()["execution"], "scheduler": scheduler})
     layout = load_layout(sim.bids_dir, sim.derivatives_dir, spec=spec)
     write_dataset_description(output_dir, sim.bids_dir, sim.derivatives_dir)
-    summary = run_participants({s: layout.runs_for(s) for s in layout.subjects}, spec, output_dir)
+    summary = run_participant_level({s: layout.runs_for(s) for s in layout.subjects}, spec,
+                                    output_dir)
     print(f"[demo] participant level done at {time.perf_counter() - start:.0f} s")
     result = run_group_level(output_dir, layout.runs, spec)
     stages = ", ".join(f"{k} {v:.0f} s" for k, v in result.timings.items())

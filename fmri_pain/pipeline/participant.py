@@ -1,18 +1,22 @@
-"""One participant's unit of work: (runs, spec) -> files.
+"""One participant's unit of work, (runs, spec) -> files, and the participant level that runs it.
 
-A pure function of its arguments so a scheduler can ship it anywhere, retry
-it, and skip it when its outputs exist: preprocessing when the runs are raw,
-the first level, the within-subject contrasts and the subject report.
+:func:`run_participant` is a pure function of its arguments so a scheduler can
+ship it anywhere, retry it, and skip it when its outputs exist: preprocessing
+when the runs are raw, the first level, the within-subject contrasts and the
+subject report. :func:`run_participant_level` hands it to the execution layer
+for every subject.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fmri_pain.bids.derivatives import SPACE
 from fmri_pain.errors import InputError
+from fmri_pain.execution.runner import ExecutionSummary, run_participants
 from fmri_pain.glm.first_level.subject import first_level_subject
 from fmri_pain.bids.layout import Run
 from fmri_pain.report.subject import write_subject_report
@@ -77,3 +81,18 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
     stages["report"] = time.perf_counter() - start
     return {"outputs": [str(p) for p in outputs], "stages": stages,
             "preprocessed": preproc_section is not None}
+
+
+def run_participant_level(runs_by_subject: Mapping[str, Sequence[Run]], spec: AnalysisSpec,
+                          output_dir: Path | str, *, work_dir: Path | str | None = None,
+                          force: bool = False, verbosity: int = 1, client: Any = None,
+                          input_errors: Mapping[str, Sequence[InputError]] | None = None,
+                          notes: Sequence[Mapping[str, Any]] | None = None) -> ExecutionSummary:
+    """The participant level of every subject: :func:`run_participant` as the execution layer's task.
+
+    Isolated, retried and resumable on the backend ``spec.execution`` names; the
+    arguments are those of :func:`fmri_pain.execution.runner.run_participants`.
+    """
+    return run_participants(runs_by_subject, spec, output_dir, task=run_participant,
+                            work_dir=work_dir, force=force, verbosity=verbosity, client=client,
+                            input_errors=input_errors, notes=notes)

@@ -25,12 +25,9 @@ from fmri_pain.bids.derivatives import provenance, statmap_path, write_nifti
 from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.errors import InputError
 from fmri_pain.glm.inference.maps import permutation_maps, write_permutation_maps
-from fmri_pain.glm.inference.permutation import (
-    PermutationResult,
-    ResourceError,
-    ZeroVarianceError,
-    permutation_test,
-)
+from fmri_pain.glm.inference.permutation import ZeroVarianceError, permutation_test
+from fmri_pain.glm.inference.resources import ResourceError
+from fmri_pain.glm.inference.result import PermutationResult
 
 __all__ = ["read_design", "parse_contrast", "resolve_space", "check_grid", "permute_maps"]
 
@@ -155,7 +152,7 @@ def permute_maps(maps: Sequence[Path | str], mask: Path | str, output_dir: Path 
                  two_sided: bool = False, tfce: bool = False,
                  cluster_threshold: float | None = None, seed: int | None = 0,
                  n_jobs: int = 1, alpha: float = 0.05, space: str | None = None,
-                 ) -> tuple[PermutationResult, dict[str, Path]]:
+                 accel: str = "none") -> tuple[PermutationResult, dict[str, Path]]:
     """Test one contrast on maps by permutation and write the maps.
 
     Returns the result and the written paths (keys of
@@ -205,7 +202,7 @@ def permute_maps(maps: Sequence[Path | str], mask: Path | str, output_dir: Path 
         result = permutation_test(
             Y, table.to_numpy(), weights, mask=mask_bool, n_perm=n_perm, blocks=labels,
             two_sided=two_sided, tfce=tfce, cluster_threshold=cluster_threshold,
-            random_state=seed, n_jobs=n_jobs)
+            random_state=seed, n_jobs=n_jobs, accel=accel)
     except ResourceError as exc:
         raise InputError(f"--n-perm {n_perm}: {exc}") from None
     except ZeroVarianceError as exc:

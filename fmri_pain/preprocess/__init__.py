@@ -1,7 +1,8 @@
 """Preprocessing from raw BIDS: realignment, slice timing, registration to MNI, confounds, QC.
 
-Public entry points: :func:`preprocess_subject`, :class:`PreprocessSpec`, the
-``init_*_wf`` workflow factories and :func:`preproc_report_section`. They are
+Public entry points: :func:`preprocess_subject`, the ``init_*_wf`` workflow factories
+and :func:`preproc_report_section` (the options are
+:class:`fmri_pain.config.preprocess.PreprocessSpec`). They are
 imported lazily so that reading the analysis spec does not load Nipype.
 """
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "PreprocessSpec": "spec",
     "default_work_dir": "run",
     "load_qc": "run",
     "output_paths": "run",

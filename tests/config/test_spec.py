@@ -172,7 +172,7 @@ def test_range_describe():
 def test_command_line_execution_options_are_range_checked_too():
     import argparse
 
-    from fmri_pain.execution.runner import execution_spec_from_args
+    from fmri_pain.cli import execution_spec_from_args
 
     args = argparse.Namespace(retries=99)
     with pytest.raises(SpecError, match=r"execution.retries = 99 is out of range \(0 ≤ x ≤ 10\)"):

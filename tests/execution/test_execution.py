@@ -23,7 +23,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fmri_pain.cli import add_execution_arguments, execution_spec_from_args, verbosity_from_args
 from fmri_pain.execution import runner as execution
+from fmri_pain.execution.backends import open_client, validate_scheduler
+from fmri_pain.execution.failures import is_infrastructure_failure
+from fmri_pain.execution.resume import subject_fingerprint
 from fmri_pain.bids.derivatives import atomic_write, write_json
 from fmri_pain.errors import InputError
 from fmri_pain.bids.layout import Run
@@ -180,7 +184,7 @@ def spec_with(**execution_changes) -> AnalysisSpec:
 def client():
     """One 2-worker LocalCluster for the module (configured like the real runs)."""
     spec = spec_with(scheduler="local", n_workers=2, threads_per_worker=1)
-    with execution.open_client(spec.execution, verbosity=0) as c:
+    with open_client(spec.execution, verbosity=0) as c:
         yield c
 
 
@@ -203,7 +207,7 @@ def test_serial_run_computes_outputs_and_records(dataset):
     for (sub, ses), beta in truth.items():
         np.testing.assert_allclose(betas[f"sub-{sub}_ses-{ses}_beta.npy"], beta, atol=0.02)
     record = json.loads((out / "logs" / "sub-01_participant.json").read_text())
-    assert record["fingerprint"] == execution.subject_fingerprint(runs["01"], spec_with())
+    assert record["fingerprint"] == subject_fingerprint(runs["01"], spec_with())
     assert "sub-01/func/sub-01_ses-scs_beta.npy" in record["outputs"]
     table = pd.read_csv(out / "logs" / "participant_latest.tsv", sep="\t")
     assert list(table["subject"]) == [1, 2, 3, 4]
@@ -268,7 +272,7 @@ def test_deterministic_errors_fail_once(dataset):
     (EOFError("truncated"), False),
 ])
 def test_which_failures_are_retried(exc, retried):
-    assert execution.is_infrastructure_failure(exc) is retried
+    assert is_infrastructure_failure(exc) is retried
 
 
 def test_unparseable_file_is_an_input_error(dataset):
@@ -412,11 +416,11 @@ def test_fingerprint_hashes_each_file_once(dataset, monkeypatch):
     real = derivatives._hash_file
     monkeypatch.setattr(derivatives, "_hash_file", lambda p: calls.append(p) or real(p))
     monkeypatch.setattr(derivatives, "_HASH_CACHE", {})
-    a = execution.subject_fingerprint(runs["01"], spec_with())
+    a = subject_fingerprint(runs["01"], spec_with())
     n = len(calls)
-    b = execution.subject_fingerprint(runs["01"], spec_with())
+    b = subject_fingerprint(runs["01"], spec_with())
     assert a == b and len(calls) == n == 6  # bold, events, confounds of 2 runs, hashed once
-    assert execution.subject_fingerprint(runs["02"], spec_with()) != a
+    assert subject_fingerprint(runs["02"], spec_with()) != a
 
 
 # --------------------------------------------------------------------------- progress and CLI
@@ -442,29 +446,29 @@ def test_quiet_prints_only_failures(dataset, capsys):
 
 def test_cli_arguments_override_spec():
     parser = argparse.ArgumentParser()
-    execution.add_execution_arguments(parser)
+    add_execution_arguments(parser)
     args = parser.parse_args(["--scheduler", "SLURM", "--queue", "short", "--account", "pain",
                               "--walltime", "04:00:00", "--job-cores", "4", "--job-memory", "16GiB",
                               "--job-extra=--gres=gpu:0", "--job-extra=--exclusive",
                               "--worker-python", "apptainer exec fmri.sif python",
                               "--retries", "3", "-q", "--force"])
-    spec = execution.execution_spec_from_args(AnalysisSpec(), args)
+    spec = execution_spec_from_args(AnalysisSpec(), args)
     ex = spec.execution
     assert (ex.scheduler, ex.queue, ex.account, ex.walltime, ex.job_cores, ex.job_memory) == (
         "slurm", "short", "pain", "04:00:00", 4, "16GiB")
     assert ex.job_extra_directives == ("--gres=gpu:0", "--exclusive")
     assert ex.worker_python == "apptainer exec fmri.sif python" and ex.retries == 3
-    assert execution.verbosity_from_args(args) == 0 and args.force
-    assert execution.verbosity_from_args(parser.parse_args(["-v"])) == 2
+    assert verbosity_from_args(args) == 0 and args.force
+    assert verbosity_from_args(parser.parse_args(["-v"])) == 2
     # untouched options keep the spec's values
     assert ex.threads_per_worker == 1 and spec.first_level == AnalysisSpec().first_level
-    unchanged = execution.execution_spec_from_args(AnalysisSpec(), parser.parse_args([]))
+    unchanged = execution_spec_from_args(AnalysisSpec(), parser.parse_args([]))
     assert unchanged == AnalysisSpec()
     with pytest.raises(SpecError, match="scheduler"):
-        execution.execution_spec_from_args(AnalysisSpec(), parser.parse_args(["--scheduler", "lsf"]))
+        execution_spec_from_args(AnalysisSpec(), parser.parse_args(["--scheduler", "lsf"]))
     with pytest.raises(SpecError, match="n-workers"):
-        execution.execution_spec_from_args(AnalysisSpec(), parser.parse_args(["--n-workers", "0"]))
-    assert execution.validate_scheduler("tcp://10.0.0.1:8786") == "tcp://10.0.0.1:8786"
+        execution_spec_from_args(AnalysisSpec(), parser.parse_args(["--n-workers", "0"]))
+    assert validate_scheduler("tcp://10.0.0.1:8786") == "tcp://10.0.0.1:8786"
 
 
 def test_example_specs_load():
@@ -478,7 +482,7 @@ def test_example_specs_load():
 
 
 def test_slurm_job_script_from_spec(tmp_path):
-    from fmri_pain.execution import clusters as _cluster
+    from fmri_pain.execution import backends as _cluster
 
     spec = spec_with(scheduler="slurm", queue="short", account="pain", walltime="00:30:00",
                      job_cores=2, job_memory="3GiB", job_extra_directives=["--exclusive"],
@@ -556,10 +560,10 @@ def test_local_input_error_isolated(client, dataset):
 
 
 def test_open_client_none_and_local_sizes():
-    with execution.open_client(spec_with(scheduler="none").execution) as c:
+    with open_client(spec_with(scheduler="none").execution) as c:
         assert c is None
     with pytest.raises(SpecError):
-        with execution.open_client(spec_with(scheduler="htcondor").execution):
+        with open_client(spec_with(scheduler="htcondor").execution):
             pass
 
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from fmri_pain.preprocess import PreprocessSpec, init_func_preproc_wf, preproc_report_section
+from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.preprocess import init_func_preproc_wf, preproc_report_section
 from fmri_pain.preprocess.confounds import compute_confounds, dvars
 from fmri_pain.preprocess.motion import framewise_displacement, realign
 from fmri_pain.preprocess.slice_timing import slice_time_correct

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from fmri_pain.bids.layout import load_layout
-from fmri_pain.preprocess import PreprocessSpec, load_qc, preproc_report_section, preprocess_subject
+from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.preprocess import load_qc, preproc_report_section, preprocess_subject
 from fmri_pain.preprocess.registration import Registration, map_points
 from fmri_pain.preprocess.templates import on_grid, output_grid
 from fmri_pain.preprocess.transforms import apply_affine, grid_points, rigid_params

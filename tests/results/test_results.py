@@ -13,7 +13,7 @@ from nilearn.glm import threshold_stats_img  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
 from fmri_pain.results.api import Results, load_results, parse_bids_name  # noqa: E402
-from tests import fake_outputs as fake  # noqa: E402
+from tests.support import fake_outputs as fake  # noqa: E402
 
 
 GROUP = "task-stim_space-MNI152NLin2009cAsym"

@@ -20,15 +20,10 @@ from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.glm.inference.maps import write_permutation_maps
-from fmri_pain.glm.inference.permutation import (
-    PermutationResult,
-    ResourceError,
-    auto_scheme,
-    check_resources,
-    count_rearrangements,
-    estimate_resources,
-    permutation_test,
-)
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.rearrangements import auto_scheme, count_rearrangements
+from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
+from fmri_pain.glm.inference.result import PermutationResult
 from fmri_pain.glm.second_level.outputs import GroupMap, GroupResult, model_record, section_record
 from fmri_pain.glm.second_level.thresholds import cluster_table
 
@@ -88,7 +83,7 @@ def _blocks(entry: GroupMap) -> np.ndarray | None:
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: InferenceSpec) -> None:
     """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
 
-    Every contrast is estimated (:func:`~fmri_pain.glm.inference.permutation.estimate_resources`,
+    Every contrast is estimated (:func:`~fmri_pain.glm.inference.resources.estimate_resources`,
     after exhaustive enumeration when the distinct rearrangements are few);
     the estimate is logged. Raises :class:`~fmri_pain.config.fields.SpecError` naming
     ``inference.n_perm``.
@@ -124,7 +119,8 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     result = permutation_test(
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=spec.n_perm,
         blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
-        cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs)
+        cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs,
+        accel=spec.accel)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
     sidecar = provenance(entry.images, {"inference": section_record(spec)},
                          dataset=group.output_dir,

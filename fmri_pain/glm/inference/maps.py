@@ -25,7 +25,8 @@ import nibabel as nib
 import numpy as np
 from scipy import stats
 
-from fmri_pain.glm.inference.permutation import PermutationResult, permutation_test
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.result import PermutationResult
 
 __all__ = ["stat_to_z", "MAP_ENTITIES", "permutation_maps", "write_permutation_maps",
            "permutation_inference"]

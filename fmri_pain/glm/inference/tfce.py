@@ -12,7 +12,10 @@ and each component's contribution is added lazily when its size changes
 weight), so one map costs O(n log n) instead of one connected-component
 labelling per threshold. The threshold-loop implementation (what nilearn
 does) is kept as :func:`tfce_reference` for testing and as the fallback when
-numba is not installed.
+numba is not installed. At discrete heights the permutation engine runs the
+level-bucket kernel of :mod:`fmri_pain.glm.inference.tfce_buckets` (no sort,
+the same maps to rounding); this sorted kernel does the exact integral and is
+that kernel's reference.
 """
 from __future__ import annotations
 
@@ -112,6 +115,33 @@ if _HAVE_NUMBA:
         return root
 
     @numba.njit(cache=True, nogil=True)
+    def size_powers(n, E):
+        """``s**E`` for sizes ``s`` = 0..n."""
+        spow = np.empty(n + 1)
+        for s in range(n + 1):
+            spow[s] = s ** E
+        return spow
+
+    @numba.njit(cache=True, nogil=True, inline="always")
+    def merge(ru, rv, k, parent, size, pend, acc, rel, cum, spow):
+        """Join the components of roots ``ru`` and ``rv`` at level ``k``; returns the new root.
+
+        Each component's score is first brought down to level ``k`` with its old
+        size (``acc += size**E * (cum[pending level] - cum[k])``, ``spow[s] = s**E``);
+        the absorbed root keeps its score's offset to the new root in ``rel``.
+        """
+        acc[ru] += spow[size[ru]] * (cum[pend[ru]] - cum[k])
+        pend[ru] = k
+        acc[rv] += spow[size[rv]] * (cum[pend[rv]] - cum[k])
+        pend[rv] = k
+        if size[ru] < size[rv]:
+            ru, rv = rv, ru
+        parent[rv] = ru
+        rel[rv] = acc[rv] - acc[ru]
+        size[ru] += size[rv]
+        return ru
+
+    @numba.njit(cache=True, nogil=True)
     def _tfce_pass(values, nbrs, levels, use_levels, H, E, out, sign):
         """Add ``sign * TFCE`` of the positive part of ``values`` into ``out``."""
         n = values.shape[0]
@@ -138,6 +168,7 @@ if _HAVE_NUMBA:
                 cum[rank] = values[v] ** (H + 1.0) / (H + 1.0)
         parent = np.full(n, -1, dtype=np.int64)
         size = np.zeros(n, dtype=np.int64)
+        spow = size_powers(m, E)
         acc = np.zeros(n)
         rel = np.zeros(n)
         pend = np.zeros(n, dtype=np.int64)
@@ -157,23 +188,12 @@ if _HAVE_NUMBA:
                 if u < 0 or parent[u] < 0:
                     continue
                 ru = _find(u, parent, rel, stack)
-                if ru == rv:
-                    continue
-                # each component's old size held for heights above level k
-                acc[ru] += size[ru] ** E * (cum[pend[ru]] - cum[k])
-                pend[ru] = k
-                acc[rv] += size[rv] ** E * (cum[pend[rv]] - cum[k])
-                pend[rv] = k
-                if size[ru] < size[rv]:
-                    ru, rv = rv, ru
-                parent[rv] = ru
-                rel[rv] = acc[rv] - acc[ru]
-                size[ru] += size[rv]
-                rv = ru
+                if ru != rv:
+                    rv = merge(ru, rv, k, parent, size, pend, acc, rel, cum, spow)
         for r in range(m):
             v = idx[order[r]]
             if parent[v] == v:
-                acc[v] += size[v] ** E * cum[pend[v]]
+                acc[v] += spow[size[v]] * cum[pend[v]]
         for r in range(m):
             v = idx[order[r]]
             if parent[v] < 0:
@@ -185,23 +205,31 @@ if _HAVE_NUMBA:
             out[v] += sign * val
 
     @numba.njit(cache=True, nogil=True)
-    def _tfce_one(values, nbrs, mode, dh, H, E, two_sided, out):
-        """TFCE of one map into ``out`` (zeroed). mode 0: exact, 1: 100 steps, 2: steps of dh."""
+    def heights(values, mode, dh, two_sided):
+        """The discrete TFCE heights of a map, up to its maximum (of ``|values|`` when
+        two-sided): mode 1: 100 steps, 2: steps of about ``dh``; mode 0 (exact
+        integral): one placeholder. Empty when the map has nothing above 0."""
         h_max = 0.0
         for v in values:
             a = abs(v) if two_sided else v
             if a > h_max:
                 h_max = a
-        out[:] = 0.0
         if h_max <= 0.0:
-            return
+            return np.zeros(0)
         if mode == 0:
-            levels = np.zeros(1)
-        else:
-            n_steps = 100
-            if mode == 2:
-                n_steps = int(min(max(round(h_max / dh), 10), 1000))
-            levels = np.linspace(0.0, h_max, n_steps + 1)[1:]
+            return np.zeros(1)
+        n_steps = 100
+        if mode == 2:
+            n_steps = int(min(max(round(h_max / dh), 10), 1000))
+        return np.linspace(0.0, h_max, n_steps + 1)[1:]
+
+    @numba.njit(cache=True, nogil=True)
+    def _tfce_one(values, nbrs, mode, dh, H, E, two_sided, out):
+        """TFCE of one map into ``out`` (zeroed). mode 0: exact, 1: 100 steps, 2: steps of dh."""
+        out[:] = 0.0
+        levels = heights(values, mode, dh, two_sided)
+        if levels.shape[0] == 0:
+            return
         _tfce_pass(values, nbrs, levels, mode != 0, H, E, out, 1.0)
         if two_sided:
             _tfce_pass(-values, nbrs, levels, mode != 0, H, E, out, -1.0)

@@ -19,12 +19,9 @@ from fmri_pain.glm.inference.maps import (
     stat_to_z,
     write_permutation_maps,
 )
-from fmri_pain.glm.inference.permutation import (
-    draw_rearrangements,
-    fwe_threshold,
-    nilearn_rearrangements,
-    permutation_test,
-)
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.rearrangements import draw_rearrangements, nilearn_rearrangements
+from fmri_pain.glm.inference.result import fwe_threshold
 from fmri_pain.glm.inference.tfce import neighbour_table, tfce_scores
 from fmri_pain.glm.second_level.thresholds import bonferroni_threshold, fdr_threshold
 
@@ -464,7 +461,7 @@ def _one_sample_t(Y):
 
 
 def test_count_and_enumerate_rearrangements():
-    from fmri_pain.glm.inference.permutation import count_rearrangements, enumerate_rearrangements
+    from fmri_pain.glm.inference.rearrangements import count_rearrangements, enumerate_rearrangements
 
     blocks = np.repeat(np.arange(3), 3)
     treated = np.tile([0.0, 1.0, 1.0], 3)  # two tied rows in every block
@@ -663,7 +660,7 @@ def test_resource_estimate_and_refusal_before_any_permutation():
     import pandas as pd
 
     from fmri_pain.glm.inference.group_contrasts import check_permutation_resources
-    from fmri_pain.glm.inference.permutation import ResourceError, check_resources, estimate_resources
+    from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
     from fmri_pain.config.fields import SpecError
     from fmri_pain.config.spec import AnalysisSpec
 

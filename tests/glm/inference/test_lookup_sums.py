@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fmri_pain.glm.inference import lookup_sums as lk
-from fmri_pain.glm.inference.permutation import draw_rearrangements
+from fmri_pain.glm.inference.rearrangements import draw_rearrangements
 
 
 def _rearranged(basis, index, signs):

@@ -1,0 +1,89 @@
+"""The level-bucket TFCE kernel against the sorted (reference) engine: same maps, same nulls."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fmri_pain.glm.inference import tfce as tf
+from fmri_pain.glm.inference import tfce_buckets as tb
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.result import fwe_threshold
+
+def test_voxel_grid_has_the_neighbour_table_neighbours():
+    rng = np.random.default_rng(0)
+    mask = rng.random((7, 6, 5)) > 0.3
+    for connectivity in (6, 18, 26):
+        grid = tb.voxel_grid(mask, connectivity)
+        table = tf.neighbour_table(mask, connectivity)
+        box_index = np.full(grid.size, -1)
+        box_index[grid.pos] = np.arange(grid.pos.size)
+        via_grid = box_index[grid.pos[:, None] + grid.offsets[None]]
+        np.testing.assert_array_equal(np.sort(via_grid, 1), np.sort(table, 1))
+
+
+@st.composite
+def _maps(draw):
+    shape = tuple(draw(st.integers(2, 7)) for _ in range(3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    mask = rng.random(shape) > draw(st.sampled_from([0.0, 0.3, 0.6]))
+    if not mask.any():
+        mask[0, 0, 0] = True
+    values = rng.standard_normal(int(mask.sum())) * draw(st.sampled_from([1e-3, 1.0, 50.0]))
+    if draw(st.booleans()):  # tied values, some exactly on a height
+        values = np.round(values * 4) / 4
+    return mask, values, rng
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_maps(), st.sampled_from([6, 18, 26]), st.booleans(), st.sampled_from(["auto", 0.1, 0.37]),
+       st.sampled_from([(2.0, 0.5), (1.0, 1.0)]))
+def test_bucket_kernel_equals_sorted_kernel(case, connectivity, two_sided, dh, he):
+    mask, values, rng = case
+    H, E = he
+    nbrs = tf.neighbour_table(mask, connectivity)
+    grid = tb.voxel_grid(mask, connectivity)
+    ref = tf.tfce_masked(values, nbrs, H=H, E=E, dh=dh, two_sided=two_sided)
+    fast = tb.tfce_grid(values, grid, H=H, E=E, dh=dh, two_sided=two_sided)
+    np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(ref).max()))
+    # batch maxima and exceedance counts (thresholds away from the values: no rounding ties)
+    stats = np.vstack([values, -values, rng.permutation(values)])
+    thr = np.abs(ref) * rng.uniform(0.5, 1.5, ref.size)
+    m_ref, c_ref = tf.tfce_max_count(stats, nbrs, thr, H=H, E=E, dh=dh, two_sided=two_sided)
+    m_fast, c_fast = tb.tfce_grid_max_count(stats, grid, thr, H=H, E=E, dh=dh, two_sided=two_sided)
+    np.testing.assert_allclose(m_fast, m_ref, rtol=1e-10, atol=1e-300)
+    np.testing.assert_array_equal(c_fast, c_ref)
+    assert tb.tfce_grid_max_count(stats, grid, None, H=H, E=E, dh=dh, two_sided=two_sided)[1] is None
+
+
+def test_bucket_kernel_refuses_the_exact_integral():
+    grid = tb.voxel_grid(np.ones((3, 3, 3), bool))
+    with pytest.raises(ValueError, match="discrete heights"):
+        tb.tfce_grid(np.ones(27), grid, dh=None)
+    assert not tb.buckets_apply(None) and not tb.buckets_apply(0) and tb.buckets_apply("auto")
+
+
+@pytest.mark.parametrize("two_sided", [False, True])
+def test_pain21_tfce_maps_and_fwe_thresholds_equal_the_sorted_engine(pain21, two_sided):
+    """193k voxels, 26-connectivity, H 2, E 0.5: the engine's TFCE (bucket kernel) against
+    the sorted kernel on the very same rearranged t maps."""
+    Y, mask = pain21
+    n = Y.shape[0]
+    rng = np.random.default_rng(3)
+    signs = rng.choice([-1.0, 1.0], size=(24, n))
+    res = permutation_test(Y, np.ones((n, 1)), [1.0], mask=mask, tfce=True, two_sided=two_sided,
+                           permutations=(np.tile(np.arange(n), (24, 1)), signs))
+    nbrs = tf.neighbour_table(mask, 26)
+    ref_obs = tf.tfce_masked(res.stat, nbrs, two_sided=two_sided)
+    np.testing.assert_allclose(res.tfce, ref_obs, rtol=1e-10, atol=0)
+    t_null = np.empty((24, Y.shape[1]))  # one-sample t of the sign-flipped maps
+    for p, s in enumerate(signs):
+        y = s[:, None] * Y
+        t_null[p] = y.mean(0) / (y.std(0, ddof=1) / np.sqrt(n))
+    ref_null = tf.tfce_max(t_null, nbrs, two_sided=two_sided)
+    np.testing.assert_allclose(res.tfce_max_null, ref_null, rtol=1e-10)
+    for alpha in (0.05, 0.1, 0.5):
+        assert fwe_threshold(res.tfce_max_null, alpha) == pytest.approx(
+            fwe_threshold(ref_null, alpha), rel=1e-10)
