@@ -33,11 +33,9 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fmri_pain.glm.inference.maps import (  # noqa: E402
-    fwe_threshold,
-    nilearn_rearrangements,
-    permutation_test,
-)
+from fmri_pain.glm.inference.permutation import permutation_test  # noqa: E402
+from fmri_pain.glm.inference.rearrangements import nilearn_rearrangements  # noqa: E402
+from fmri_pain.glm.inference.result import fwe_threshold  # noqa: E402
 
 PAIN21 = ROOT / ".." / "shared" / "data" / "pain21"
 

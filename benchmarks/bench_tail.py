@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from bench_inference import load, pain21_dataset  # noqa: E402
 
 from fmri_pain.glm.inference import tail  # noqa: E402
-from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test  # noqa: E402
+from fmri_pain.glm.inference.permutation import permutation_test  # noqa: E402
+from fmri_pain.glm.inference.result import fwe_threshold  # noqa: E402
 
 BANDS = ((1e-2, 1.0), (1e-3, 1e-2), (1e-4, 1e-3))
 

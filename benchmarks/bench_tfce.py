@@ -39,11 +39,9 @@ from bench_inference import load, pain21_dataset  # noqa: E402
 
 from fmri_pain.glm.inference import tfce as tf  # noqa: E402
 from fmri_pain.glm.inference import tfce_buckets as tb  # noqa: E402
-from fmri_pain.glm.inference.maps import (  # noqa: E402
-    fwe_threshold,
-    nilearn_rearrangements,
-    permutation_test,
-)
+from fmri_pain.glm.inference.permutation import permutation_test  # noqa: E402
+from fmri_pain.glm.inference.rearrangements import nilearn_rearrangements  # noqa: E402
+from fmri_pain.glm.inference.result import fwe_threshold  # noqa: E402
 
 FSL_RANDOMISE_MS = 61.0  # published TFCE cost per permutation of FSL randomise
 

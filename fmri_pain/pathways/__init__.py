@@ -1,7 +1,7 @@
 """Pain-pathway analysis: atlas, ROI effects, mixed models, connectivity, behaviour, decoding.
 
-Exports are lazy so that ``fmri_pain.config.pathways`` (imported by the analysis
-spec) does not pull in statsmodels, scikit-learn or matplotlib.
+Exports are lazy so that importing one module does not pull in statsmodels,
+scikit-learn or matplotlib. The section's options are :class:`fmri_pain.config.pathways.PathwaysSpec`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ import importlib
 
 _EXPORTS = {
     "PathwayAtlas": "atlas", "atlas_from_masks": "atlas", "build_atlas": "atlas", "write_atlas": "atlas",
-    "run_pathway_analysis": "run", "pathway_report_section": "run",
-    "PathwaysSpec": "spec", "atlas_path": "spec",
+    "run_pathway_analysis": "run",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +10,8 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
+from fmri_pain.config.events import EventsSpec
+from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
@@ -24,7 +23,6 @@ from fmri_pain.pathways.connectivity import (
 )
 from fmri_pain.pathways.decoding import run_decoding
 from fmri_pain.pathways.roi import extract_roi_effects
-from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
 
@@ -169,10 +167,9 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 
 
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
-                         spec: PathwaysSpec | None = None, *,
+                         spec: PathwaysSpec | None = None, events: EventsSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None,
-                         on_trial_type: str = "on") -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -186,6 +183,11 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     output_dir : path
         The derivatives root.
     spec : PathwaysSpec
+        The ``pathways`` section (default: its defaults).
+    events : EventsSpec, optional
+        The ``events`` section (default: its defaults): ``on_trial_type`` is the
+        ``trial_type`` of stimulator-ON blocks for connectivity; a run without it
+        but with one active trial type uses that one.
     conditions : tuple of str
         Condition names in contrast order; those absent from ``maps`` are dropped.
         Maps whose single condition is none of them (a one-condition study, whose
@@ -194,10 +196,6 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
-    on_trial_type : str
-        Events ``trial_type`` of stimulator-ON blocks (connectivity); the analysis
-        spec's ``events.on_trial_type``; a run without it but with one active
-        trial type uses that one.
 
     Returns
     -------
@@ -210,6 +208,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         Empty maps table, conditions outside ``conditions``, unreadable maps.
     """
     spec = spec or PathwaysSpec()
+    on_trial_type = (events or EventsSpec()).on_trial_type
     out = Path(output_dir).joinpath(*PATHWAYS_DIR)
     out.mkdir(parents=True, exist_ok=True)
     if maps is None or len(maps) == 0:
@@ -363,83 +362,3 @@ def _behaviour(effects: pd.DataFrame, spec: PathwaysSpec, out: Path, outputs: di
         fig = plot_behaviour(effects, cov)
         outputs[f"behaviour_{cov}"] = write_figure(fig, out / f"behaviour_covariate-{cov}.png")
         plt.close(fig)
-
-
-def _img_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
-           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
-
-
-def _table(path: Path, query=None, columns=None, max_rows: int = 60) -> str:
-    df = pd.read_csv(path, sep="\t", na_values="n/a")
-    if query is not None:
-        df = query(df)
-    if columns:
-        df = df[[c for c in columns if c in df.columns]]
-    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="",
-                                     classes="table pathways", border=0)
-
-
-def _description(path: Path) -> str:
-    sidecar = Path(path).with_suffix(".json")
-    try:
-        return str(json.loads(sidecar.read_text()).get("Description", ""))
-    except (OSError, ValueError):
-        return ""
-
-
-def pathway_report_section(outputs: dict[str, Path]) -> str:
-    """The Pathways section of ``group.html`` (tables and base64-embedded figures).
-
-    The methods sentences are the sidecar descriptions of the tables that were
-    written, so they state the model that ran; parts not computed are listed with
-    their reason.
-    """
-    parts = ['<div class="pathways"><h2>Pain pathways</h2>']
-    if "roi_effects" in outputs:
-        parts.append(f"<p>Node effects: {html.escape(_description(outputs['roi_effects']))}.</p>")
-    if "roi_stats" in outputs:
-        parts.append(f"<p>Statistics: {html.escape(_description(outputs['roi_stats']))}. Every table "
-                     "gives the degrees of freedom (df) of its t or F reference.</p>")
-    if "skipped" in outputs:
-        skipped = pd.read_csv(outputs["skipped"], sep="\t", na_values="n/a")
-        parts.append("<h3>Not computed</h3><ul>" + "".join(
-            f"<li><b>{html.escape(str(r.part))}</b>: {html.escape(str(r.reason))}</li>"
-            for r in skipped.itertuples()) + "</ul>")
-    cols = ["level", "node", "pathway", "contrast", "estimate", "ci_low", "ci_high", "stat", "df", "p",
-            "p_fdr", "model"]
-    if "roi_stats" in outputs:
-        parts.append("<h3>ROI statistics</h3>")
-        parts.append(_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
-    for key in sorted(k for k in outputs if k.startswith("forest_")):
-        parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
-    if "connectivity_ppi_stats" in outputs:
-        parts.append("<h3>Condition-dependent connectivity (gPPI)</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['connectivity_ppi_stats']))}.</p>")
-        parts.append(_table(outputs["connectivity_ppi_stats"],
-                            lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
-                            ["seed", "target", "contrast", "estimate", "ci_low", "ci_high", "stat", "df",
-                             "p", "p_fdr"]))
-        for key in sorted(k for k in outputs if k.startswith("connectome_")):
-            parts.append(_img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
-    if "connectivity_correlation_stats" in outputs:
-        parts.append("<h3>Residual correlations</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['connectivity_correlation_stats']))}.</p>")
-        parts.append(_table(outputs["connectivity_correlation_stats"],
-                            lambda d: d.sort_values("p").head(20),
-                            ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p", "p_fdr"]))
-    if "behaviour" in outputs:
-        parts.append("<h3>Brain-behaviour</h3>")
-        parts.append(f"<p>{html.escape(_description(outputs['behaviour']))}.</p>")
-        parts.append(_table(outputs["behaviour"], lambda d: d[d["level"] == "pathway"],
-                            ["node", "covariate", "term", "estimate", "ci_low", "ci_high", "stat", "df",
-                             "p", "p_fdr", "n_subjects", "n_obs", "model"]))
-        for key in sorted(k for k in outputs if k.startswith("behaviour_")):
-            parts.append(_img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
-    if "decoding" in outputs:
-        parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
-        parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
-                                                          "accuracy", "chance", "p_perm"]))
-    parts.append("</div>")
-    return "\n".join(parts)

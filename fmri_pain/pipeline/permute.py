@@ -22,16 +22,12 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import provenance, statmap_path, write_nifti
-from fmri_pain.errors import InputError
-from fmri_pain.glm.inference.maps import (
-    PermutationResult,
-    ResourceError,
-    ZeroVarianceError,
-    permutation_maps,
-    permutation_test,
-    write_permutation_maps,
-)
 from fmri_pain.bids.nifti import masked_maps
+from fmri_pain.errors import InputError
+from fmri_pain.glm.inference.maps import permutation_maps, write_permutation_maps
+from fmri_pain.glm.inference.permutation import ZeroVarianceError, permutation_test
+from fmri_pain.glm.inference.resources import ResourceError
+from fmri_pain.glm.inference.result import PermutationResult
 
 __all__ = ["read_design", "parse_contrast", "resolve_space", "check_grid", "permute_maps"]
 

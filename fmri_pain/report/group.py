@@ -1,16 +1,27 @@
-"""``group.html``: methods, designs, group maps, cluster tables, inference, pathways."""
+"""``group.html`` and the methods of the group level: designs, group maps, cluster tables,
+permutation inference, pathways, from what each stage wrote (nothing is computed here)."""
 
 from __future__ import annotations
 
+import html
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
-from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, group_section,
-                                      reference_list, render_citations, software_section)
-from fmri_pain.report.render import html_table, markup, render_report
+from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
+from fmri_pain.glm.inference.group_contrasts import (PermutationOutput, inference_summary,
+                                                     inference_warnings)
+from fmri_pain.glm.second_level.outputs import GroupResult
+from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
+from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, first_level_section,
+                                      group_section, inference_section, pathways_section,
+                                      preprocessing_section, reference_list, render_citations,
+                                      software_section)
+from fmri_pain.report.pathways import pathway_report_section
+from fmri_pain.report.render import html_table, markup, render_report
 from fmri_pain.trial import trial_contrasts
 
 _ROUTE_NOTE = {
@@ -20,14 +31,27 @@ _ROUTE_NOTE = {
 }
 
 
-def write_group_report(group, spec: AnalysisSpec, output_dir: Path,
-                       inference_section: str | None = None,
-                       pathways_section: str | None = None,
+def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
+                       permutations: list[PermutationOutput] | None = None,
+                       pathways: dict[str, Path] | None = None,
                        methods: list[MethodsSection] | None = None) -> Path:
-    """Write ``OUTPUT_DIR/group.html`` from a :class:`~fmri_pain.glm.second_level.group.GroupResult`.
+    """Write ``OUTPUT_DIR/group.html`` from what the group level's stages wrote.
 
-    ``methods``: the boilerplate of the stages that ran (default: the group
-    paragraph and software only); the group level's warnings are listed first.
+    Parameters
+    ----------
+    group : GroupResult
+        The parametric group level's maps, designs, thresholds and warnings
+        (listed first).
+    spec : AnalysisSpec
+        The run's spec (contrast descriptions, alpha of the permutation maps).
+    output_dir : path
+    permutations : list of PermutationOutput, optional
+        The permutation stage's outputs; None: it did not run (no section).
+    pathways : dict, optional
+        The pathway stage's outputs; None: it did not run (no section).
+    methods : list of MethodsSection, optional
+        The boilerplate of the stages that ran (default: the group paragraph and
+        software only).
     """
     output_dir = Path(output_dir)
     methods = methods or boilerplate([group_section(group, spec), software_section()])
@@ -79,7 +103,9 @@ def write_group_report(group, spec: AnalysisSpec, output_dir: Path,
         methods=[{"stage": m.stage.capitalize(), "text": render_citations(m.text)} for m in methods],
         references=reference_list(keys), designs=designs,
         summary_table=html_table(pd.DataFrame(summary)), contrasts=contrasts,
-        inference_section=markup(inference_section), pathways_section=markup(pathways_section),
+        inference_section=markup(None if permutations is None
+                                 else _inference_html(permutations, spec.group.fwe_alpha)),
+        pathways_section=markup(None if pathways is None else pathway_report_section(pathways)),
         dataset_notes=_dataset_notes(output_dir))
 
 
@@ -91,3 +117,57 @@ def _dataset_notes(output_dir: Path):
     except (OSError, ValueError):
         return None
     return html_table(notes) if not notes.empty else None
+
+
+def _inference_html(outputs: list[PermutationOutput], alpha: float) -> str:
+    """The permutation section: summary table, warnings, FWE glass brains and cluster tables."""
+    parts = [str(html_table(inference_summary(outputs, alpha)))]
+    notes = inference_warnings(outputs)
+    if notes:
+        parts.append("<ul class='warnings'>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes)
+                     + "</ul>")
+    for out in outputs:
+        z_fwe = out.paths.get("z_tfce_fwe") or out.paths.get("z_fwe")
+        if z_fwe is None:
+            continue
+        label = "TFCE" if "z_tfce_fwe" in out.paths else "max-t"
+        parts.append(f"<h3>{out.contrast} <span class='small'>({out.route}, {label} FWE p &lt; "
+                     f"{alpha:g})</span></h3>")
+        parts.append(f"<img src='{glass_brain_uri(z_fwe, f'{out.contrast}: {label} FWE', 1e-3, out.result.two_sided)}' "
+                     f"alt='{out.contrast} permutation map'>")
+        if not out.clusters.empty:
+            parts.append(str(html_table(out.clusters.head(10))))
+    return "\n".join(parts)
+
+
+def methods_boilerplate(output_dir: Path, runs: list[Run], spec: AnalysisSpec, group: GroupResult,
+                        permutations: list[PermutationOutput],
+                        pathways: dict[str, Path] | None) -> list[MethodsSection]:
+    """The methods paragraphs of every stage that ran, from what each recorded.
+
+    Parameters
+    ----------
+    output_dir : path
+    runs : list of Run
+        The dataset's runs (their BOLD files name the preprocessing input).
+    spec : AnalysisSpec
+    group : GroupResult
+    permutations : list of PermutationOutput
+        Empty when permutation inference did not run.
+    pathways : dict or None
+        The pathway stage's outputs; None when it did not run.
+    """
+    designs: list[dict[str, Any]] = [
+        json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("sub-*/**/*_design.json"))
+        if p.name.split("_")[0][4:] in group.subjects]
+    condition_labels = {c.lower() for c in spec.conditions}
+    trial_mode = bool(condition_labels & set(group.subject_maps["contrast"]))
+    return boilerplate([
+        preprocessing_section(output_dir, group.subjects,
+                              [r.bold for r in runs if r.subject in group.subjects]),
+        first_level_section(group.first_level, spec, designs, trial_mode=trial_mode),
+        group_section(group, spec),
+        inference_section(permutations, spec),
+        pathways_section(pathways),
+        software_section(),
+    ])

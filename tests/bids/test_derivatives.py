@@ -176,15 +176,15 @@ def test_empty_thresholded_map_has_null_threshold_with_a_reason(tmp_path):
     """FDR on a null z map finds nothing: the sidecar says null and why (strict JSON)."""
     from types import SimpleNamespace
 
-    from fmri_pain.glm.second_level.group import _Decisions, _GroupWriter
-    from fmri_pain.config.spec import AnalysisSpec
+    from fmri_pain.config.group import GroupSpec
+    from fmri_pain.glm.second_level.fit import threshold_and_write
 
     rng = np.random.default_rng(0)
     z = rng.uniform(-1.0, 1.0, size=(6, 6, 6)).astype(np.float32)  # p > 0.15 everywhere
     mask = nib.Nifti1Image(np.ones((6, 6, 6), np.uint8), np.eye(4))
-    writer = _GroupWriter(tmp_path, "stim", AnalysisSpec(), mask, _Decisions(), "MNI152NLin2009aSym")
     entry = SimpleNamespace(contrast="scs", stat_type="t", paths={}, thresholds={}, clusters={})
-    writer._threshold(entry, nib.Nifti1Image(z, np.eye(4)), {"Description": "test"})
+    threshold_and_write(entry, nib.Nifti1Image(z, np.eye(4)), mask, GroupSpec(), {"Description": "test"},
+                        output_dir=tmp_path, task="stim", space="MNI152NLin2009aSym")
     fdr = _strict_loads(entry.paths["z_fdr"].with_name(
         entry.paths["z_fdr"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
     assert fdr["ZThreshold"] is None and "no voxel survives" in fdr["Description"]

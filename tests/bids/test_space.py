@@ -27,7 +27,7 @@ from fmri_pain.bids.derivatives import SPACE, data_space, space_of
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level.subject import first_level_subject
 from fmri_pain.pipeline.participant import first_level_settings
-from fmri_pain.glm.second_level.group import run_group
+from tests.support.group import run_group_glm
 from fmri_pain.bids.layout import load_layout
 from fmri_pain.config.spec import AnalysisSpec, spec_from_dict
 from tests.bids.test_layout import write_trial
@@ -136,7 +136,7 @@ def test_maps_keep_the_input_space_and_the_group_refuses_a_mix(tiny, tmp_path):
         assert side["SpatialReference"]["Space"] == space
     with pytest.raises(InputError, match=r"different template spaces \(MNI152NLin2009cAsym: sub-01; "
                                          r"MNI152NLin6Asym: sub-02\)"):
-        run_group(out, layout.runs, spec)
+        run_group_glm(out, layout.runs, spec)
 
 
 # --------------------------------------------------------------------------- our preprocessing, from raw

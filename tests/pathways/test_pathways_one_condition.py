@@ -21,7 +21,8 @@ from scipy import stats
 
 from fmri_pain.bids.runs import Run
 from fmri_pain.pathways.atlas import atlas_from_masks
-from fmri_pain.pathways.run import pathway_report_section, run_pathway_analysis
+from fmri_pain.pathways.run import run_pathway_analysis
+from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.config.pathways import PathwaysSpec
 
 N_SUBJECTS, N_SCANS, TR = 5, 60, 2.0

@@ -16,7 +16,8 @@ from scipy import stats as scipy_stats
 
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.roi import extract_roi_effects
-from fmri_pain.pathways.run import AtlasCache, pathway_report_section, run_pathway_analysis
+from fmri_pain.pathways.run import AtlasCache, run_pathway_analysis
+from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.pathways.stats import roi_statistics
 from fmri_pain.simulate.dataset import simulate_trial

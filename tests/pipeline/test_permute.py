@@ -11,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from fmri_pain.cli import main
-from fmri_pain.glm.inference.maps import permutation_test
+from fmri_pain.glm.inference.permutation import permutation_test
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 

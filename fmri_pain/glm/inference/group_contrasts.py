@@ -16,21 +16,16 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import provenance, space_of, statmap_path, write_tsv
-from fmri_pain.glm.second_level.group import GroupMap, GroupResult, model_record
-from fmri_pain.glm.inference.maps import (
-    PermutationResult,
-    ResourceError,
-    auto_scheme,
-    check_resources,
-    count_rearrangements,
-    estimate_resources,
-    permutation_test,
-    write_permutation_maps,
-)
-from fmri_pain.glm.second_level.thresholds import cluster_table
 from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.config.fields import SpecError
-from fmri_pain.config.spec import AnalysisSpec
+from fmri_pain.config.inference import InferenceSpec
+from fmri_pain.glm.inference.maps import write_permutation_maps
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.rearrangements import auto_scheme, count_rearrangements
+from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
+from fmri_pain.glm.inference.result import PermutationResult
+from fmri_pain.glm.second_level.outputs import GroupMap, GroupResult, model_record, section_record
+from fmri_pain.glm.second_level.thresholds import cluster_table
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,15 +41,19 @@ class PermutationOutput:
     clusters: pd.DataFrame
 
 
-def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[PermutationOutput]:
+def run_permutation_inference(group: GroupResult, spec: InferenceSpec, *,
+                              alpha: float) -> list[PermutationOutput]:
     """Permutation maps (max-t, cluster extent/mass, TFCE) for the group's primary contrasts.
 
     Parameters
     ----------
     group : GroupResult
         The parametric group level's output (designs, input maps, mask).
-    spec : AnalysisSpec
-        ``spec.inference`` sets permutations, TFCE, cluster-forming p and seed.
+    spec : InferenceSpec
+        The ``inference`` section: permutations, TFCE, cluster-forming p, seed, threads.
+    alpha : float
+        FWE level of the thresholded ``z`` maps and of the logged summary (the spec's
+        ``group.fwe_alpha``).
 
     Returns
     -------
@@ -70,9 +69,9 @@ def run_permutation_inference(group: GroupResult, spec: AnalysisSpec) -> list[Pe
         key = tuple(zip(map(str, entry.images), entry.flips))
         if key not in cache:
             cache[key] = masked_maps(entry.load_images(), mask_img)
-        outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec))
+        outputs.append(_permute_one(entry, cache[key], mask, mask_img, group, spec, alpha))
         LOGGER.info("permutation inference %s: %s", entry.contrast,
-                    outputs[-1].result.summary(spec.group.fwe_alpha))
+                    outputs[-1].result.summary(alpha))
     return outputs
 
 
@@ -81,15 +80,14 @@ def _blocks(entry: GroupMap) -> np.ndarray | None:
     return design.rows["subject"].to_numpy() if design.route == "repeated" else None
 
 
-def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: AnalysisSpec) -> None:
+def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: InferenceSpec) -> None:
     """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
 
     Every contrast is estimated (:func:`~fmri_pain.glm.inference.resources.estimate_resources`,
     after exhaustive enumeration when the distinct rearrangements are few);
-    the estimate is logged. Raises :class:`~fmri_pain.config.spec.SpecError` naming
+    the estimate is logged. Raises :class:`~fmri_pain.config.fields.SpecError` naming
     ``inference.n_perm``.
     """
-    inf = spec.inference
     total = 0.0
     for entry in entries:
         x = entry.design.design.to_numpy(dtype=float)
@@ -99,33 +97,32 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: An
             scheme = auto_scheme(x, rows, blocks)
             n_distinct = count_rearrangements(x.shape[0], scheme, blocks=blocks, design=x)
         except ValueError:  # the test itself will report it
-            n_distinct = inf.n_perm + 1
-        n_eval = min(inf.n_perm, n_distinct - 1)
+            n_distinct = spec.n_perm + 1
+        n_eval = min(spec.n_perm, n_distinct - 1)
         estimate = estimate_resources(
-            x.shape[0], n_voxels, n_eval, n_basis=rows.shape[0], tfce=inf.tfce,
-            clusters=inf.cluster_forming_p is not None, n_jobs=inf.n_jobs)
+            x.shape[0], n_voxels, n_eval, n_basis=rows.shape[0], tfce=spec.tfce,
+            clusters=spec.cluster_forming_p is not None, n_jobs=spec.n_jobs)
         total += estimate.seconds
         try:
             check_resources(estimate)
         except ResourceError as exc:
-            raise SpecError(f"inference.n_perm = {inf.n_perm}: contrast {entry.contrast} "
+            raise SpecError(f"inference.n_perm = {spec.n_perm}: contrast {entry.contrast} "
                             f"({x.shape[0]} maps x {n_voxels} voxels): {exc}") from None
     LOGGER.info("permutation stage: %d contrasts, about %.0f s estimated", len(entries), total)
 
 
 def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib.Nifti1Image,
-                 group: GroupResult, spec: AnalysisSpec) -> PermutationOutput:
-    inf = spec.inference
+                 group: GroupResult, spec: InferenceSpec, alpha: float) -> PermutationOutput:
     design = entry.design
     blocks = _blocks(entry)
     two_sided = entry.stat_type == "t"
     result = permutation_test(
-        Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=inf.n_perm,
-        blocks=blocks, two_sided=two_sided, mask=mask, tfce=inf.tfce,
-        cluster_threshold=inf.cluster_forming_p, random_state=inf.seed, n_jobs=inf.n_jobs,
-        accel=inf.accel)
+        Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=spec.n_perm,
+        blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
+        cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs,
+        accel=spec.accel)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
-    sidecar = provenance(entry.images, {"inference": spec.to_dict()["inference"]},
+    sidecar = provenance(entry.images, {"inference": section_record(spec)},
                          dataset=group.output_dir,
                          **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
                             "Description": f"Permutation inference on the {design.route} model "
@@ -133,7 +130,7 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     task = group.task
     space = space_of(group.mask)  # the group mask is named by the space of the subject maps
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
-                                   task=task, alpha=spec.group.fwe_alpha, sidecar=sidecar, space=space)
+                                   task=task, alpha=alpha, sidecar=sidecar, space=space)
     z_fwe = nib.load(paths["z_fwe"]) if "z_fwe" in paths else None
     clusters = (cluster_table(z_fwe, 1e-6, 0, two_sided) if z_fwe is not None
                 and np.any(np.asanyarray(z_fwe.dataobj)) else cluster_table(z_fwe, np.inf))

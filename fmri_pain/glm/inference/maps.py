@@ -1,10 +1,9 @@
-"""Group-level inference: nonparametric (permutation, TFCE) and simple parametric thresholds.
+"""Images in, maps out for the permutation engine: masked maps to a test, results to NIfTI maps.
 
-The permutation engine lives in :mod:`fmri_pain.glm.inference.permutation` (Freedman-Lane
-for t and F contrasts; sign flips, free and within-block permutations, whole-
-block sign flips), TFCE and clusters in :mod:`fmri_pain.glm.inference.tfce`. This module
-re-exports their public API and adds the thin image layer: maps as NIfTI
-images named after the output contract (``desc-perm``, ``desc-tfce``, ...).
+The engine itself (Freedman-Lane for t and F contrasts; sign flips, free and within-block
+permutations, whole-block sign flips) is :mod:`fmri_pain.glm.inference.permutation`, TFCE and
+clusters :mod:`fmri_pain.glm.inference.tfce`. This module is the thin image layer: maps as
+NIfTI images named after the output contract (``desc-perm``, ``desc-tfce``, ...).
 
 Examples
 --------
@@ -26,47 +25,11 @@ import nibabel as nib
 import numpy as np
 from scipy import stats
 
-from fmri_pain.glm.inference.design import partition_design
-from fmri_pain.glm.inference.permutation import ZeroVarianceError, permutation_test
-from fmri_pain.glm.inference.rearrangements import (
-    SCHEMES,
-    auto_scheme,
-    count_rearrangements,
-    draw_rearrangements,
-    enumerate_rearrangements,
-    nilearn_rearrangements,
-)
-from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
-from fmri_pain.glm.inference.result import PermutationResult, fwe_threshold
-from fmri_pain.glm.inference.tfce import cluster_measures, neighbour_table, tfce_masked, tfce_scores
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.result import PermutationResult
 
-__all__ = [
-    "SCHEMES",
-    "PermutationResult",
-    "ResourceError",
-    "ZeroVarianceError",
-    "permutation_test",
-    "draw_rearrangements",
-    "auto_scheme",
-    "count_rearrangements",
-    "enumerate_rearrangements",
-    "estimate_resources",
-    "check_resources",
-    "nilearn_rearrangements",
-    "partition_design",
-    "fwe_threshold",
-    "tfce_scores",
-    "tfce_masked",
-    "neighbour_table",
-    "cluster_measures",
-    "fdr_threshold",
-    "bonferroni_threshold",
-    "stat_to_z",
-    "MAP_ENTITIES",
-    "permutation_maps",
-    "write_permutation_maps",
-    "permutation_inference",
-]
+__all__ = ["stat_to_z", "MAP_ENTITIES", "permutation_maps", "write_permutation_maps",
+           "permutation_inference"]
 
 # map key -> (desc, stat) entities of the output file name
 MAP_ENTITIES: dict[str, tuple[str, str]] = {
@@ -79,33 +42,6 @@ MAP_ENTITIES: dict[str, tuple[str, str]] = {
     "logp_cluster_extent_fwe": ("clusterExtent", "logp"),
     "logp_cluster_mass_fwe": ("clusterMass", "logp"),
 }
-
-
-def fdr_threshold(z: np.ndarray, q: float = 0.05, two_sided: bool = True) -> float:
-    """Benjamini-Hochberg threshold on z (on ``|z|`` when two-sided).
-
-    Voxels with a score at or above the returned value are declared; ``inf``
-    when nothing survives.
-    """
-    z = np.asarray(z, dtype=float).ravel()
-    z = z[np.isfinite(z)]
-    if two_sided:
-        z = np.abs(z)
-    if z.size == 0:
-        return np.inf
-    z = np.sort(z)[::-1]
-    p = stats.norm.sf(z) * (2 if two_sided else 1)
-    ok = np.flatnonzero(p <= q * np.arange(1, p.size + 1) / p.size)
-    if ok.size == 0:
-        return np.inf
-    return float(z[ok[-1]])
-
-
-def bonferroni_threshold(n_voxels: int, alpha: float = 0.05, two_sided: bool = True) -> float:
-    """Bonferroni threshold on z (on ``|z|`` when two-sided) for ``n_voxels`` tests."""
-    if n_voxels < 1:
-        raise ValueError("n_voxels must be positive")
-    return float(stats.norm.isf(alpha / ((2 if two_sided else 1) * n_voxels)))
 
 
 def stat_to_z(stat: np.ndarray, stat_type: str, df: tuple[float, float]) -> np.ndarray:

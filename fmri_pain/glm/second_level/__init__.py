@@ -1,1 +1,2 @@
-"""Second level: crossover group designs, their fits and parametric thresholds."""
+"""Second level: subject maps collected and checked, crossover group designs and fits, parametric
+thresholds, the group maps written (``collect``, ``models``, ``thresholds``, ``outputs``, ``fit``)."""

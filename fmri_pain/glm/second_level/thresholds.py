@@ -1,4 +1,9 @@
-"""Parametric thresholds (FDR, Bonferroni-FWE, cluster extent) and labelled cluster tables."""
+"""Parametric thresholds (FDR, Bonferroni-FWE, cluster extent) and labelled cluster tables.
+
+The one home of FDR and Bonferroni in the package: on images (:func:`threshold_map`, nilearn's
+semantics, what the group maps use) and on arrays of z (:func:`fdr_threshold`,
+:func:`bonferroni_threshold`).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,37 @@ import numpy as np
 import pandas as pd
 from nilearn.glm import threshold_stats_img
 from nilearn.reporting import get_clusters_table
+from scipy import stats
 
 from fmri_pain.anatomy.labels import PEAK_ATLASES, label_coordinates
 from fmri_pain.bids.naming import THRESHOLD_DESCS as HEIGHT_CONTROLS
+
+
+def fdr_threshold(z: np.ndarray, q: float = 0.05, two_sided: bool = True) -> float:
+    """Benjamini-Hochberg threshold on z (on ``|z|`` when two-sided).
+
+    Voxels with a score at or above the returned value are declared; ``inf``
+    when nothing survives.
+    """
+    z = np.asarray(z, dtype=float).ravel()
+    z = z[np.isfinite(z)]
+    if two_sided:
+        z = np.abs(z)
+    if z.size == 0:
+        return np.inf
+    z = np.sort(z)[::-1]
+    p = stats.norm.sf(z) * (2 if two_sided else 1)
+    ok = np.flatnonzero(p <= q * np.arange(1, p.size + 1) / p.size)
+    if ok.size == 0:
+        return np.inf
+    return float(z[ok[-1]])
+
+
+def bonferroni_threshold(n_voxels: int, alpha: float = 0.05, two_sided: bool = True) -> float:
+    """Bonferroni threshold on z (on ``|z|`` when two-sided) for ``n_voxels`` tests."""
+    if n_voxels < 1:
+        raise ValueError("n_voxels must be positive")
+    return float(stats.norm.isf(alpha / ((2 if two_sided else 1) * n_voxels)))
 
 
 def threshold_map(z_img: nib.Nifti1Image, mask_img: nib.Nifti1Image | None, method: str,

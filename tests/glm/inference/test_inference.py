@@ -14,19 +14,16 @@ from scipy import linalg, ndimage, stats
 from fmri_pain.glm.inference import tfce as tf
 from fmri_pain.glm.inference.maps import (
     MAP_ENTITIES,
-    bonferroni_threshold,
-    draw_rearrangements,
-    fdr_threshold,
-    fwe_threshold,
-    neighbour_table,
-    nilearn_rearrangements,
-    permutation_maps,
     permutation_inference,
-    permutation_test,
+    permutation_maps,
     stat_to_z,
-    tfce_scores,
     write_permutation_maps,
 )
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.rearrangements import draw_rearrangements, nilearn_rearrangements
+from fmri_pain.glm.inference.result import fwe_threshold
+from fmri_pain.glm.inference.tfce import neighbour_table, tfce_scores
+from fmri_pain.glm.second_level.thresholds import bonferroni_threshold, fdr_threshold
 
 PAIN21 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "pain21"
 
@@ -464,7 +461,7 @@ def _one_sample_t(Y):
 
 
 def test_count_and_enumerate_rearrangements():
-    from fmri_pain.glm.inference.maps import count_rearrangements, enumerate_rearrangements
+    from fmri_pain.glm.inference.rearrangements import count_rearrangements, enumerate_rearrangements
 
     blocks = np.repeat(np.arange(3), 3)
     treated = np.tile([0.0, 1.0, 1.0], 3)  # two tied rows in every block
@@ -629,7 +626,7 @@ def _small_designs(draw):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_small_designs())
 def test_p_values_obey_their_own_logic(case):
-    from fmri_pain.glm.inference.maps import ZeroVarianceError
+    from fmri_pain.glm.inference.permutation import ZeroVarianceError
 
     Y, x, c, blocks, two_sided, n_perm, seed = case
     try:
@@ -663,7 +660,7 @@ def test_resource_estimate_and_refusal_before_any_permutation():
     import pandas as pd
 
     from fmri_pain.glm.inference.group_contrasts import check_permutation_resources
-    from fmri_pain.glm.inference.maps import ResourceError, check_resources, estimate_resources
+    from fmri_pain.glm.inference.resources import ResourceError, check_resources, estimate_resources
     from fmri_pain.config.fields import SpecError
     from fmri_pain.config.spec import AnalysisSpec
 
@@ -687,10 +684,10 @@ def test_resource_estimate_and_refusal_before_any_permutation():
                             design=SimpleNamespace(design=x, rows=rows, route="repeated",
                                                    contrasts={"dualMinusScs": np.eye(14)[-1]}))
     spec = AnalysisSpec()
-    check_permutation_resources([entry], 50000, spec)  # the default spec fits
+    check_permutation_resources([entry], 50000, spec.inference)  # the default spec fits
     huge = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=10**9))
     with pytest.raises(SpecError, match=r"inference.n_perm = 1000000000: contrast dualMinusScs"):
-        check_permutation_resources([entry], 50000, huge)
+        check_permutation_resources([entry], 50000, huge.inference)
 
 
 def test_two_group_swap_ties_with_the_data_at_a_huge_t():
@@ -713,7 +710,7 @@ def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(
 
     import pandas as pd
 
-    from fmri_pain.glm.second_level.group import GroupMap, GroupResult
+    from fmri_pain.glm.second_level.outputs import GroupMap, GroupResult
     from fmri_pain.glm.inference.group_contrasts import inference_summary, run_permutation_inference
     from fmri_pain.glm.second_level.models import GroupDesign
     from fmri_pain.config.spec import AnalysisSpec
@@ -735,7 +732,7 @@ def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(
                         mask_path, {}, pd.DataFrame())
     spec = AnalysisSpec()
     spec = dataclasses.replace(spec, inference=dataclasses.replace(spec.inference, n_perm=1000))
-    (out,) = run_permutation_inference(group, spec)
+    (out,) = run_permutation_inference(group, spec.inference, alpha=spec.group.fwe_alpha)
     assert out.result.exhaustive and out.result.n_rearrangements == 256
     name = out.paths["logp_fwe"].name
     assert name == "task-stim_space-MNI152NLin2009aAsym_contrast-dual_desc-perm_stat-logp_statmap.nii.gz"

@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage, stats
 
 from fmri_pain.glm.inference import tail
-from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.result import fwe_threshold
 
 
 def test_fit_recovers_a_generalised_pareto_tail():

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from fmri_pain.glm.inference import tfce as tf
 from fmri_pain.glm.inference import tfce_buckets as tb
-from fmri_pain.glm.inference.maps import fwe_threshold, permutation_test
+from fmri_pain.glm.inference.permutation import permutation_test
+from fmri_pain.glm.inference.result import fwe_threshold
 
 def test_voxel_grid_has_the_neighbour_table_neighbours():
     rng = np.random.default_rng(0)

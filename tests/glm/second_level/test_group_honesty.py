@@ -16,13 +16,14 @@ import pytest
 from scipy import stats
 
 from fmri_pain.errors import InputError
-from fmri_pain.glm.second_level.group import collect_subject_maps, first_level_fingerprint, run_group
+from fmri_pain.glm.second_level.collect import collect_subject_maps, first_level_fingerprint
 from fmri_pain.bids.runs import Run
 from fmri_pain.report.group import write_group_report
 from fmri_pain.report.methods import (MethodsSection, bibliography, cited_keys, citation_bibtex,
                                       first_level_section, group_section)
 from fmri_pain.config.spec import AnalysisSpec, spec_from_dict
 from fmri_pain.trial import williams_sequences
+from tests.support.group import run_group_glm
 
 SPACE = "MNI152NLin2009cAsym"
 SHAPE = (6, 6, 6)
@@ -101,7 +102,7 @@ def test_one_condition_study_with_complete_integer_covariates(tmp_path):
     runs = make_one_condition(tmp_path, 5, spec, age=ages)
     maps = collect_subject_maps(tmp_path, runs, "stim")
     assert maps.sort_values("subject")["age"].tolist() == ages
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     assert [m.contrast for m in group.maps] == ["stim"]
 
 
@@ -119,11 +120,9 @@ def _group_spec(**group) -> AnalysisSpec:
 @pytest.fixture
 def no_figures(monkeypatch):
     """Reports without glass-brain plots (seconds each; not what these tests check)."""
-    import fmri_pain.pipeline.group
     import fmri_pain.report.group
 
-    for module in (fmri_pain.pipeline.group, fmri_pain.report.group):
-        monkeypatch.setattr(module, "glass_brain_uri", lambda *a, **k: "data:,")
+    monkeypatch.setattr(fmri_pain.report.group, "glass_brain_uri", lambda *a, **k: "data:,")
     monkeypatch.setattr(fmri_pain.report.group, "design_matrix_uri", lambda *a, **k: "data:,")
 
 
@@ -131,7 +130,7 @@ def test_two_subjects_on_one_sequence_period_dropped_and_reported(tmp_path, no_f
     spec = _group_spec()
     seq = williams_sequences()[0]
     runs = make_trial(tmp_path, 2, spec, sequences=[seq, seq])
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     repeated = [m for m in group.maps if m.route == "repeated"]
     assert repeated, "the repeated-measures model should still be fitted"
     design = repeated[0].design
@@ -155,7 +154,7 @@ def test_two_subjects_on_one_sequence_period_dropped_and_reported(tmp_path, no_f
 def test_two_sequences_keep_the_period_terms(tmp_path):
     spec = _group_spec()
     runs = make_trial(tmp_path, 3, spec, sequences=williams_sequences()[:3])
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     repeated = next(m for m in group.maps if m.route == "repeated")
     assert repeated.design.terms == "condition + subject + period"
     assert not any("dropped" in w for w in group.warnings)
@@ -165,7 +164,7 @@ def test_covariate_with_missing_values_is_left_out_and_reported(tmp_path):
     spec = _group_spec(covariates=["pain_relief"])
     runs = make_trial(tmp_path, 5, spec,
                       covariate=lambda s, c: float("nan") if (s, c) == ("03", "DUAL") else 10.0 * int(s) + len(c))
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     by_name = {(m.route, m.contrast): m for m in group.maps}
     dual, scs = by_name["one-sample", "dual"], by_name["one-sample", "scs"]
     assert dual.design.covariates == [] and scs.design.covariates == ["pain_relief"]
@@ -186,11 +185,11 @@ def test_contrast_removed_from_the_spec_is_not_analysed(tmp_path):
     old = spec_from_dict({"first_level": {"contrasts": {"onMinusRating": "on - rating"}},
                           "inference": {"enabled": False}, "pathways": {"enabled": False}})
     runs = make_trial(tmp_path, 4, old, extra_contrasts=["onMinusRating"])
-    group = run_group(tmp_path, runs, old)
+    group = run_group_glm(tmp_path, runs, old)
     assert "onMinusRating" in {m.contrast for m in group.maps}
 
     current = _group_spec()
-    group = run_group(tmp_path, runs, current)
+    group = run_group_glm(tmp_path, runs, current)
     assert "onMinusRating" not in {m.contrast for m in group.maps}
     assert any("onMinusRating" in w and "not defined by the current spec" in w for w in group.warnings)
     # the maps were made with a contrast the current spec lacks: said as well
@@ -203,7 +202,7 @@ def test_subjects_fitted_with_different_first_level_parameters_are_refused(tmp_p
     runs = make_trial(tmp_path, 4, spec,
                       params_of=lambda s: _recorded(four if s == "03" else spec))
     with pytest.raises(InputError) as err:
-        run_group(tmp_path, runs, spec)
+        run_group_glm(tmp_path, runs, spec)
     message = str(err.value)
     assert "\n" not in message
     assert "first_level.smoothing_fwhm" in message
@@ -216,7 +215,7 @@ def test_maps_made_with_another_spec_are_described_by_their_own_parameters(tmp_p
     made_with = spec_from_dict({"first_level": {"smoothing_fwhm": 4.0}})
     runs = make_trial(tmp_path, 4, made_with)
     spec = _group_spec()
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     assert group.first_level["first_level"]["smoothing_fwhm"] == 4.0
     assert any("first_level.smoothing_fwhm" in w for w in group.warnings)
     text = first_level_section(group.first_level, spec).text
@@ -227,7 +226,7 @@ def test_maps_made_with_another_spec_are_described_by_their_own_parameters(tmp_p
 def test_group_sidecars_describe_their_maps(tmp_path):
     spec = _group_spec()
     runs = make_trial(tmp_path, 6, spec)
-    group = run_group(tmp_path, runs, spec)
+    group = run_group_glm(tmp_path, runs, spec)
     by_name = {(m.route, m.contrast): m for m in group.maps}
     scs = by_name["one-sample", "scs"]
     side = _sidecar(scs.paths["t"])
@@ -279,8 +278,8 @@ def test_methods_of_a_one_condition_study_claim_no_crossover_mirroring_or_pain_s
     spec = spec_from_dict({"events": {"on": "stim"}, "inference": {"enabled": False},
                            "pathways": {"enabled": False}})
     runs = make_one_condition(tmp_path, 5, spec)
-    group = run_group(tmp_path, runs, spec)
-    from fmri_pain.pipeline.group import methods_boilerplate
+    group = run_group_glm(tmp_path, runs, spec)
+    from fmri_pain.report.group import methods_boilerplate
 
     sections = methods_boilerplate(tmp_path, runs, spec, group, [], None)
     text = " ".join(s.text for s in sections)

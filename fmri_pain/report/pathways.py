@@ -1,0 +1,93 @@
+"""The Pain pathways section of ``group.html``: the pathway stage's tables and figures, as written."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
+           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+
+
+def _table(path: Path, query=None, columns=None, max_rows: int = 60) -> str:
+    df = pd.read_csv(path, sep="\t", na_values="n/a")
+    if query is not None:
+        df = query(df)
+    if columns:
+        df = df[[c for c in columns if c in df.columns]]
+    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="",
+                                     classes="table pathways", border=0)
+
+
+def _description(path: Path) -> str:
+    sidecar = Path(path).with_suffix(".json")
+    try:
+        return str(json.loads(sidecar.read_text()).get("Description", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def _described_table(path: Path, heading: str, query, columns: list[str]) -> list[str]:
+    """A heading, the table's sidecar description (the model that ran) and the table."""
+    return [f"<h3>{heading}</h3>", f"<p>{html.escape(_description(path))}.</p>",
+            _table(path, query, columns)]
+
+
+def pathway_report_section(outputs: dict[str, Path]) -> str:
+    """The Pathways section of ``group.html`` (tables and base64-embedded figures).
+
+    The methods sentences are the sidecar descriptions of the tables that were
+    written, so they state the model that ran; parts not computed are listed with
+    their reason.
+    """
+    parts = ['<div class="pathways"><h2>Pain pathways</h2>']
+    if "roi_effects" in outputs:
+        parts.append(f"<p>Node effects: {html.escape(_description(outputs['roi_effects']))}.</p>")
+    if "roi_stats" in outputs:
+        parts.append(f"<p>Statistics: {html.escape(_description(outputs['roi_stats']))}. Every table "
+                     "gives the degrees of freedom (df) of its t or F reference.</p>")
+    if "skipped" in outputs:
+        skipped = pd.read_csv(outputs["skipped"], sep="\t", na_values="n/a")
+        parts.append("<h3>Not computed</h3><ul>" + "".join(
+            f"<li><b>{html.escape(str(r.part))}</b>: {html.escape(str(r.reason))}</li>"
+            for r in skipped.itertuples()) + "</ul>")
+    cols = ["level", "node", "pathway", "contrast", "estimate", "ci_low", "ci_high", "stat", "df", "p",
+            "p_fdr", "model"]
+    if "roi_stats" in outputs:
+        parts.append("<h3>ROI statistics</h3>")
+        parts.append(_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
+    for key in sorted(k for k in outputs if k.startswith("forest_")):
+        parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
+    if "connectivity_ppi_stats" in outputs:
+        parts += _described_table(outputs["connectivity_ppi_stats"],
+                                  "Condition-dependent connectivity (gPPI)",
+                                  lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
+                                  ["seed", "target", "contrast", "estimate", "ci_low", "ci_high",
+                                   "stat", "df", "p", "p_fdr"])
+        for key in sorted(k for k in outputs if k.startswith("connectome_")):
+            parts.append(_img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
+    if "connectivity_correlation_stats" in outputs:
+        parts += _described_table(outputs["connectivity_correlation_stats"], "Residual correlations",
+                                  lambda d: d.sort_values("p").head(20),
+                                  ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p",
+                                   "p_fdr"])
+    if "behaviour" in outputs:
+        parts += _described_table(outputs["behaviour"], "Brain-behaviour",
+                                  lambda d: d[d["level"] == "pathway"],
+                                  ["node", "covariate", "term", "estimate", "ci_low", "ci_high",
+                                   "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model"])
+        for key in sorted(k for k in outputs if k.startswith("behaviour_")):
+            parts.append(_img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
+    if "decoding" in outputs:
+        parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
+        parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
+                                                          "accuracy", "chance", "p_perm"]))
+    parts.append("</div>")
+    return "\n".join(parts)
