@@ -7,6 +7,9 @@ the run are left out of its fit.
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +21,7 @@ from scipy.ndimage import gaussian_filter1d
 from fmri_pain.bids.layout import Run
 from fmri_pain.bids.nifti import igzip as _igzip
 from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level import timing
 
 _BLOCK_VOLUMES = 16
 
@@ -95,18 +99,70 @@ def _open_bold(path: Path | str, subject: str | None):
     return _load_img(path, subject, "BOLD", keep_open=True), None
 
 
-def _iter_blocks(img, path, subject) -> Iterator[tuple[int, np.ndarray]]:
+def _read_blocks(img, path, subject) -> Iterator[tuple[int, np.ndarray]]:
     n = img.shape[3]
     try:
         for start in range(0, n, _BLOCK_VOLUMES):
+            t0 = time.perf_counter()
             block = np.asarray(img.dataobj[..., start:start + _BLOCK_VOLUMES])
             if block.dtype.kind in "iub":
                 block = block.astype(np.float32)
+            timing.add("decompress", time.perf_counter() - t0)
             yield start, block
     except InputError:
         raise
     except Exception as exc:  # truncated gzip, short file ...
         raise InputError(f"cannot read BOLD data: {exc}", subject=subject, path=path) from exc
+
+
+def _iter_blocks(img, path, subject, prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """The BOLD's blocks of volumes in order, the next one read in a thread meanwhile.
+
+    Decompression (zlib or ISA-L) and the smoothing's BLAS release the GIL, so
+    reading block ``k + 1`` overlaps the processing of block ``k``: the same
+    blocks, one more in memory. ``prefetch=False`` reads in the caller's thread.
+    """
+    if not prefetch:
+        yield from _read_blocks(img, path, subject)
+        return
+    slots: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def reader() -> None:
+        try:
+            for item in _read_blocks(img, path, subject):
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = done
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=reader, name="bold-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()  # the file is closed by the caller: never while the reader reads
 
 
 def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | None,
@@ -178,9 +234,14 @@ def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray
     for start, block in _iter_blocks(img, bold, subject):
         if Y is None:  # float32 holds int16 data exactly and fMRI far below its precision
             Y = np.empty((img.shape[3], index.size), dtype=np.float32)
+        t0 = time.perf_counter()
         smoothed = smooth_block(np.asarray(block, dtype=Y.dtype), sigmas)
-        k = smoothed.shape[0]
-        np.take(smoothed.reshape(k, -1), index, axis=1, out=Y[start:start + k])
+        t1 = time.perf_counter()
+        # one gather per volume: 2-3x faster than np.take(axis=1) over the block
+        for i, volume in enumerate(smoothed.reshape(smoothed.shape[0], -1)):
+            np.take(volume, index, out=Y[start + i])
+        timing.add("smooth", t1 - t0)
+        timing.add("mask", time.perf_counter() - t1)
     return Y, mask_bool, affine
 
 
