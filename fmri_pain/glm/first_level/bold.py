@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,6 +74,24 @@ def smooth_block(block: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(A)
 
 
+def gather_rows(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = src[i, index]`` for every row (the mask's voxels of each smoothed volume).
+
+    One ``np.take`` per row: 2-3x faster than ``np.take(src, index, axis=1, out=out)``
+    over the whole block; the same values (a copy). (A numba loop is faster still,
+    but loading it from numba's cache costs more per process than it saves.)
+
+    Parameters
+    ----------
+    src : ndarray, shape (k, n)
+    index : ndarray of int, shape (m,)
+        Positions in ``[0, n)``.
+    out : ndarray, shape (k, m), same dtype as ``src``
+    """
+    for row, dst in zip(src, out):
+        np.take(row, index, out=dst)
+
+
 def _load_img(path: Path | str, subject: str | None, what: str, keep_open: bool = False):
     try:
         img = nib.load(str(path), keep_file_open=keep_open) if keep_open else nib.load(str(path))
@@ -103,11 +120,11 @@ def _read_blocks(img, path, subject) -> Iterator[tuple[int, np.ndarray]]:
     n = img.shape[3]
     try:
         for start in range(0, n, _BLOCK_VOLUMES):
-            t0 = time.perf_counter()
+            t0 = timing.clocks()
             block = np.asarray(img.dataobj[..., start:start + _BLOCK_VOLUMES])
             if block.dtype.kind in "iub":
                 block = block.astype(np.float32)
-            timing.add("decompress", time.perf_counter() - t0)
+            timing.add("decompress", t0)
             yield start, block
     except InputError:
         raise
@@ -234,14 +251,13 @@ def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray
     for start, block in _iter_blocks(img, bold, subject):
         if Y is None:  # float32 holds int16 data exactly and fMRI far below its precision
             Y = np.empty((img.shape[3], index.size), dtype=np.float32)
-        t0 = time.perf_counter()
+        t0 = timing.clocks()
         smoothed = smooth_block(np.asarray(block, dtype=Y.dtype), sigmas)
-        t1 = time.perf_counter()
-        # one gather per volume: 2-3x faster than np.take(axis=1) over the block
-        for i, volume in enumerate(smoothed.reshape(smoothed.shape[0], -1)):
-            np.take(volume, index, out=Y[start + i])
-        timing.add("smooth", t1 - t0)
-        timing.add("mask", time.perf_counter() - t1)
+        timing.add("smooth", t0)
+        t0 = timing.clocks()
+        k = smoothed.shape[0]
+        gather_rows(smoothed.reshape(k, -1), index, Y[start:start + k])
+        timing.add("mask", t0)
     return Y, mask_bool, affine
 
 
