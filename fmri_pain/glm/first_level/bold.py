@@ -7,6 +7,8 @@ the run are left out of its fit.
 
 from __future__ import annotations
 
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from scipy.ndimage import gaussian_filter1d
 from fmri_pain.bids.runs import Run
 from fmri_pain.bids.nifti import igzip as _igzip
 from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level import timing
 
 _BLOCK_VOLUMES = 16
 
@@ -71,6 +74,24 @@ def smooth_block(block: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(A)
 
 
+def gather_rows(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
+    """``out[i] = src[i, index]`` for every row (the mask's voxels of each smoothed volume).
+
+    One ``np.take`` per row: 2-3x faster than ``np.take(src, index, axis=1, out=out)``
+    over the whole block; the same values (a copy). (A numba loop is faster still,
+    but loading it from numba's cache costs more per process than it saves.)
+
+    Parameters
+    ----------
+    src : ndarray, shape (k, n)
+    index : ndarray of int, shape (m,)
+        Positions in ``[0, n)``.
+    out : ndarray, shape (k, m), same dtype as ``src``
+    """
+    for row, dst in zip(src, out):
+        np.take(row, index, out=dst)
+
+
 def _load_img(path: Path | str, subject: str | None, what: str, keep_open: bool = False):
     try:
         img = nib.load(str(path), keep_file_open=keep_open) if keep_open else nib.load(str(path))
@@ -95,18 +116,70 @@ def _open_bold(path: Path | str, subject: str | None):
     return _load_img(path, subject, "BOLD", keep_open=True), None
 
 
-def _iter_blocks(img, path, subject) -> Iterator[tuple[int, np.ndarray]]:
+def _read_blocks(img, path, subject) -> Iterator[tuple[int, np.ndarray]]:
     n = img.shape[3]
     try:
         for start in range(0, n, _BLOCK_VOLUMES):
+            t0 = timing.clocks()
             block = np.asarray(img.dataobj[..., start:start + _BLOCK_VOLUMES])
             if block.dtype.kind in "iub":
                 block = block.astype(np.float32)
+            timing.add("decompress", t0)
             yield start, block
     except InputError:
         raise
     except Exception as exc:  # truncated gzip, short file ...
         raise InputError(f"cannot read BOLD data: {exc}", subject=subject, path=path) from exc
+
+
+def _iter_blocks(img, path, subject, prefetch: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+    """The BOLD's blocks of volumes in order, the next one read in a thread meanwhile.
+
+    Decompression (zlib or ISA-L) and the smoothing's BLAS release the GIL, so
+    reading block ``k + 1`` overlaps the processing of block ``k``: the same
+    blocks, one more in memory. ``prefetch=False`` reads in the caller's thread.
+    """
+    if not prefetch:
+        yield from _read_blocks(img, path, subject)
+        return
+    slots: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    done = object()
+
+    def reader() -> None:
+        try:
+            for item in _read_blocks(img, path, subject):
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            item = done
+        except BaseException as exc:  # handed to the consumer, raised there
+            item = exc
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    thread = threading.Thread(target=reader, name="bold-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()  # the file is closed by the caller: never while the reader reads
 
 
 def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | None,
@@ -178,9 +251,13 @@ def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray
     for start, block in _iter_blocks(img, bold, subject):
         if Y is None:  # float32 holds int16 data exactly and fMRI far below its precision
             Y = np.empty((img.shape[3], index.size), dtype=np.float32)
+        t0 = timing.clocks()
         smoothed = smooth_block(np.asarray(block, dtype=Y.dtype), sigmas)
+        timing.add("smooth", t0)
+        t0 = timing.clocks()
         k = smoothed.shape[0]
-        np.take(smoothed.reshape(k, -1), index, axis=1, out=Y[start:start + k])
+        gather_rows(smoothed.reshape(k, -1), index, Y[start:start + k])
+        timing.add("mask", t0)
     return Y, mask_bool, affine
 
 

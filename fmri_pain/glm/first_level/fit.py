@@ -14,6 +14,7 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level import timing
 from fmri_pain.glm.first_level.bold import drop_constant_voxels, load_masked_bold
 from fmri_pain.glm.first_level.confounds import run_nuisance_model
 from fmri_pain.glm.first_level.design import (
@@ -83,6 +84,7 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
     if constant:
         messages.append(constant)
     n_scans = Y.shape[0]
+    t_design = timing.clocks()  # design + nuisance model + censoring
     st_ref = slice_time_reference(run.metadata, tr, fl.slice_time_ref)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the full design below reports what matters
@@ -98,12 +100,14 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
     if sample_mask is not None:
         design = design.iloc[sample_mask]
         Y = Y[sample_mask]
+    timing.add("design", t_design)
     n_kept = Y.shape[0]
     if n_kept < max(min_volumes, design.shape[1] + 1):
         raise InputError(f"only {n_kept} of {n_scans} volumes left after censoring "
                          f"(minimum {min_volumes}, {design.shape[1]} regressors)",
                          subject=run.subject, path=run.confounds or run.bold)
-    results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True)
+    with timing.step("fit"):
+        results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True)
     del Y
     columns = design.columns.tolist()
     conf_names = [] if confounds is None else confounds.columns.tolist()
@@ -121,7 +125,9 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
     model["Warnings"] = list(messages)
     trial_types = sorted(events["trial_type"].unique())
     weights = contrast_weights(trial_types, events_spec, fl.contrasts, run)
-    contrasts = {name: results.contrast(contrast_vector(w, columns)) for name, w in weights.items()}
+    with timing.step("contrasts"):
+        contrasts = {name: results.contrast(contrast_vector(w, columns))
+                     for name, w in weights.items()}
     return RunFit(run=run, mask=mask, affine=affine, design=design, contrasts=contrasts,
                   weights=weights, n_volumes=n_scans, n_censored=n_scans - n_kept,
                   dof=results.df_residuals, model=model, warnings=messages)

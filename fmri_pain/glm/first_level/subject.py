@@ -22,6 +22,7 @@ from fmri_pain.bids.runs import Run, subject_of
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.errors import InputError
+from fmri_pain.glm.first_level import timing
 from fmri_pain.glm.first_level.events import STIM
 from fmri_pain.glm.first_level.fit import RunFit, fit_run
 from fmri_pain.glm.first_level.fixed_effects import EffectMaps, fixed_effects, linear_combination
@@ -152,29 +153,30 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     with threadpool_limits(limits=max(1, int(blas_threads)), user_api="blas"):
         fits = [fit_run(run, settings.first_level, settings.events, settings.min_volumes)
                 for run in runs]
-    # maps are named by the template space of the BOLD they come from, never a constant
-    try:
-        space = drv.data_space([r.bold for r in runs], "the runs")
-    except ValueError as exc:
-        raise InputError(str(exc), subject=subject) from None
-    writer = SubjectWriter(output_dir, settings.first_level, settings.events, subject, task, space,
-                           models={f.run: f.model for f in fits})
-    design_files: list[Path] = []
-    for fit in fits:
-        design_files += write_design(fit, output_dir, writer, png=write_design_png)
-    names = list(dict.fromkeys(n for f in fits for n in f.contrasts))
-    first_weights = {n: next(f.weights[n] for f in fits if n in f.weights) for n in names}
-    _write_sessions(writer, fits, names, first_weights)
-    in_trial = _write_conditions(writer, fits, tuple(settings.conditions), first_weights)
-    # subject level over all runs: stim for one-condition studies, spec contrasts always
-    for name in [n for n in names if n != STIM or not in_trial]:
-        combined = _combine(fits, name)
-        if combined is None:
-            continue
-        writer.write(combined[0], combined[1], fits[0].affine, contrast=name, level="subject",
-                     runs=[f.run for f in fits if name in f.contrasts],
-                     condition=_unique([f.run.condition for f in fits]),
-                     weights=first_weights[name])
+    with timing.step("write"):  # design TSV / PNG, fixed effects, maps and sidecars
+        # maps are named by the template space of the BOLD they come from, never a constant
+        try:
+            space = drv.data_space([r.bold for r in runs], "the runs")
+        except ValueError as exc:
+            raise InputError(str(exc), subject=subject) from None
+        writer = SubjectWriter(output_dir, settings.first_level, settings.events, subject, task, space,
+                               models={f.run: f.model for f in fits})
+        design_files: list[Path] = []
+        for fit in fits:
+            design_files += write_design(fit, output_dir, writer, png=write_design_png)
+        names = list(dict.fromkeys(n for f in fits for n in f.contrasts))
+        first_weights = {n: next(f.weights[n] for f in fits if n in f.weights) for n in names}
+        _write_sessions(writer, fits, names, first_weights)
+        in_trial = _write_conditions(writer, fits, tuple(settings.conditions), first_weights)
+        # subject level over all runs: stim for one-condition studies, spec contrasts always
+        for name in [n for n in names if n != STIM or not in_trial]:
+            combined = _combine(fits, name)
+            if combined is None:
+                continue
+            writer.write(combined[0], combined[1], fits[0].affine, contrast=name, level="subject",
+                         runs=[f.run for f in fits if name in f.contrasts],
+                         condition=_unique([f.run.condition for f in fits]),
+                         weights=first_weights[name])
     return SubjectMaps(subject=subject, maps=writer.table(), design_files=design_files,
                        qc=_qc_table(subject, fits), warnings=[w for f in fits for w in f.warnings])
 
