@@ -13,6 +13,7 @@ BENCHMARKS = [
     ["bench_tail.py"],
     ["bench_preprocess.py"],
     ["bench_execution.py", "--workload", "pipeline"],
+    ["bench_trial.py", "--subjects", "8", "16"],
 ]
 
 
