@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids import derivatives as drv
+from fmri_pain.bids.naming import bids_filename
 from fmri_pain.bids.runs import Run
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
@@ -113,7 +114,7 @@ class SubjectWriter:
                                         subject=self.subject, session=session, task=self.task,
                                         space=self.space)
             else:
-                name = drv.bids_filename(
+                name = bids_filename(
                     {"sub": self.subject, "ses": session, "task": self.task, "run": run,
                      "space": self.space, "contrast": contrast, "stat": stat},
                     "statmap", ".nii.gz")
@@ -137,7 +138,7 @@ def write_design(fit: RunFit, output_dir: Path, writer: SubjectWriter, png: bool
     """Design matrix TSV (rows kept after censoring) with sidecar, and its plot."""
     run = fit.run
     folder = drv.subject_dir(output_dir, run.subject, run.session)
-    stem = drv.bids_filename(dict(run.entities), "design", "")
+    stem = bids_filename(dict(run.entities), "design", "")
     tsv = folder / f"{stem}.tsv"
     sidecar = writer.provenance([run])
     sidecar.update({"Parameters": writer.parameters(), "NumberOfVolumes": fit.n_volumes,
