@@ -139,8 +139,11 @@ def _sections(cls: type, prefix: str) -> list[tuple[str, type]]:
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         tp = hints[field.name]
+        key = f"{prefix}.{field.name}" if prefix else field.name
         if dataclasses.is_dataclass(tp):
-            out.extend(_sections(tp, f"{prefix}.{field.name}" if prefix else field.name))
+            out.extend(_sections(tp, key))
+        elif typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out.extend(_sections(typing.get_args(tp)[0], f"{key}[]"))  # the keys of each item
     return out
 
 

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
+from fmri_pain.config.equivalence import EquivalenceSpec, check_equivalence
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.execution import ExecutionSpec
 from fmri_pain.config.fields import HRF_MODELS, LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, shown
@@ -62,6 +63,7 @@ class AnalysisSpec:
     group: GroupSpec = field(default_factory=GroupSpec)
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     pathways: PathwaysSpec = field(default_factory=PathwaysSpec)
+    equivalence: EquivalenceSpec = field(default_factory=EquivalenceSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -262,6 +264,7 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
         if unknown:
             raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
                             f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
+    check_equivalence(spec.equivalence, spec.conditions, source)
     fl = spec.first_level
     if fl.hrf_model == "fir" and (not fl.fir_delays or len(set(fl.fir_delays)) != len(fl.fir_delays)):
         raise SpecError(f"{source}: first_level.fir_delays must list distinct delays (at least one) "
