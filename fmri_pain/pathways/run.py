@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
+from fmri_pain.config.equivalence import EquivalenceSpec
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.errors import InputError
@@ -22,6 +23,7 @@ from fmri_pain.pathways.connectivity import (
     run_connectivity,
 )
 from fmri_pain.pathways.decoding import run_decoding
+from fmri_pain.pathways.equivalence import write_equivalence
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
@@ -34,6 +36,7 @@ PART_FILES = {
     "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png"),
     "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
     "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
+    "equivalence": ("equivalence.tsv", "equivalence.json", "equivalence_contrast-*.png"),
     "decoding": ("decoding.tsv", "decoding.json", "decoding_task-*_weights.nii.gz",
                  "decoding_task-*_weights.json"),
 }
@@ -110,7 +113,7 @@ class _Parts:
             return None
         return write_tsv(pd.DataFrame(self.skipped, columns=["part", "reason"]), path, sidecar={
             "Description": "parts of the pain-pathway analysis that were not computed, and why",
-            "part": {"Description": "roi_stats, connectivity, behaviour or decoding"},
+            "part": {"Description": "roi_stats, equivalence, connectivity, behaviour or decoding"},
             "reason": {"Description": "why the part was not computed"}})
 
 
@@ -169,7 +172,8 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
                          spec: PathwaysSpec | None = None, events: EventsSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None,
+                         equivalence: EquivalenceSpec | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -196,6 +200,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
+    equivalence : EquivalenceSpec, optional
+        The ``equivalence`` section: its tests are run per node and pathway
+        (``equivalence.tsv`` and one margin figure per test; None or no tests: not run).
 
     Returns
     -------
@@ -264,6 +271,15 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
             fig = plot_forest(stats, contrast, spec.alpha)
             outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
             plt.close(fig)
+    if equivalence is not None and equivalence.tests:
+        if "roi_stats" in outputs:
+            outputs.update(write_equivalence(effects, equivalence, out, conditions=conditions,
+                                             parameters=params))
+        else:
+            parts.skip("equivalence", "no group statistics (see roi_stats)")
+    else:  # no tests asked: no file of an earlier run stays
+        for stale in (f for pattern in PART_FILES["equivalence"] for f in out.glob(pattern)):
+            stale.unlink()
 
     if not spec.connectivity:
         parts.skip("connectivity", "disabled in the spec (pathways.connectivity: false)")
