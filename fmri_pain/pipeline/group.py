@@ -31,6 +31,8 @@ class GroupLevelResult:
     pathways: dict[str, Path] | None
     report: Path
     timings: dict[str, float] = field(default_factory=dict)
+    equivalence_maps: list = field(default_factory=list)
+    """Voxelwise margin tests (``glm.inference.equivalence.EquivalenceMapOutput``)."""
 
     @property
     def left_out(self) -> list[str]:
@@ -74,6 +76,14 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         permutations = run_permutation_inference(group, spec.inference, alpha=spec.group.fwe_alpha)
         timings["permutation"] = time.perf_counter() - start
 
+    equivalence_maps = []
+    if spec.equivalence.tests and spec.equivalence.maps:
+        from fmri_pain.glm.inference.equivalence import run_equivalence_maps
+
+        start = time.perf_counter()
+        equivalence_maps = run_equivalence_maps(group, spec.equivalence, spec.inference)
+        timings["equivalence_maps"] = time.perf_counter() - start
+
     pathways = None
     if spec.pathways.enabled:
         from fmri_pain.pathways.run import run_pathway_analysis
@@ -89,7 +99,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
     start = time.perf_counter()
     methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways)
     write_citation_files(output_dir, methods)
-    report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods)
+    report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
+                                equivalence_maps=equivalence_maps)
     timings["report"] = time.perf_counter() - start
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
-    return GroupLevelResult(group, permutations or [], pathways, report, timings)
+    return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps)
