@@ -20,6 +20,7 @@ from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, f
                                       group_section, inference_section, pathways_section,
                                       preprocessing_section, reference_list, render_citations,
                                       software_section)
+from fmri_pain.report.equivalence import equivalence_report_section
 from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.report.render import html_table, markup, render_report
 from fmri_pain.trial import trial_contrasts
@@ -34,7 +35,8 @@ _ROUTE_NOTE = {
 def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
                        permutations: list[PermutationOutput] | None = None,
                        pathways: dict[str, Path] | None = None,
-                       methods: list[MethodsSection] | None = None) -> Path:
+                       methods: list[MethodsSection] | None = None,
+                       equivalence_maps: list | None = None) -> Path:
     """Write ``OUTPUT_DIR/group.html`` from what the group level's stages wrote.
 
     Parameters
@@ -52,6 +54,9 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
     methods : list of MethodsSection, optional
         The boilerplate of the stages that ran (default: the group paragraph and
         software only).
+    equivalence_maps : list of EquivalenceMapOutput, optional
+        The voxelwise margin tests; with the pathways' ``equivalence`` table, the
+        margin-tests section (none when neither ran).
     """
     output_dir = Path(output_dir)
     methods = methods or boilerplate([group_section(group, spec), software_section()])
@@ -106,6 +111,7 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
         inference_section=markup(None if permutations is None
                                  else _inference_html(permutations, spec.group.fwe_alpha)),
         pathways_section=markup(None if pathways is None else pathway_report_section(pathways)),
+        equivalence_section=markup(equivalence_report_section(pathways, equivalence_maps)),
         dataset_notes=_dataset_notes(output_dir))
 
 

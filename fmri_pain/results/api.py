@@ -346,6 +346,10 @@ class Results(Rethresholding, Plotting):
         """Brain-behaviour table (``behaviour.tsv``)."""
         return self.pathway_table("behaviour")
 
+    def equivalence(self) -> pd.DataFrame:
+        """Non-inferiority, superiority and TOST tests per node and pathway (``equivalence.tsv``)."""
+        return self.pathway_table("equivalence")
+
     def decoding(self) -> pd.DataFrame:
         """Decoding results (``decoding.tsv``)."""
         return self.pathway_table("decoding")
