@@ -97,7 +97,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         timings["pathways"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways)
+    methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways,
+                                  equivalence_maps)
     write_citation_files(output_dir, methods)
     report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
                                 equivalence_maps=equivalence_maps)

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from fmri_pain.report.figures import file_to_uri, glass_brain_uri
+from fmri_pain.report.methods import MethodsSection
 from fmri_pain.report.render import html_table
 
 TABLE_COLUMNS = ["level", "node", "contrast", "kind", "unit", "margin", "estimate_unit", "ci_low",
@@ -89,3 +90,41 @@ def equivalence_report_section(pathways: dict[str, Path] | None,
         parts += images
     parts.append("</div>")
     return "\n".join(parts)
+
+
+def equivalence_methods(pathways: dict[str, Path] | None,
+                        maps: Sequence[Any] | None = None) -> MethodsSection | None:
+    """The methods paragraph of the margin tests that ran, from the table and the map sidecars."""
+    pathways = pathways or {}
+    written = [out for out in (maps or []) if out.paths]
+    if "equivalence" not in pathways and not written:
+        return None
+    sentences = []
+    if "equivalence" in pathways:
+        meta = _sidecar(pathways["equivalence"])
+        params = meta.get("Parameters", {})
+        alpha = float(params.get("alpha", 0.05))
+        tests = "; ".join(f"{t['kind']} of {t['contrast']} (margin {t['margin']:g} {t['unit']})"
+                          for t in params.get("tests", []))
+        table = pd.read_csv(pathways["equivalence"], sep="\t", na_values="n/a", keep_default_na=False)
+        methods = sorted(set(table["method"].dropna().astype(str)) - {""})
+        how = {"t": "t tests of the estimate against the margin with Satterthwaite df",
+               "noncentral-t": "for d_z margins on complete data, the exact noncentral t",
+               "t-plugin-sd": "for d_z margins with missing data, the margin times the estimated "
+                              "within-subject SD of the contrast"}
+        sentences.append(
+            f"Margin tests per pain-pathway node, pathway mean and lateral-medial index ({tests}) used "
+            "the crossover mixed model of the ROI statistics: " + "; ".join(how[m] for m in methods if m in how)
+            + f", one-sided at alpha = {alpha:g}, equivalence as two one-sided tests [@schuirmann1987], "
+            f"with {100 * (1 - 2 * alpha):g}% confidence intervals drawn against the margin as in "
+            "CONSORT's extension for non-inferiority and equivalence trials [@piaggio2012].")
+    if written:
+        counts = sorted({int(_sidecar(out.paths["logp_fwe"]).get("NumberOfPermutations") or 0)
+                         for out in written})
+        listed = ", ".join(f"{out.test.kind} of {out.test.contrast}" for out in written)
+        sentences.append(
+            f"Voxelwise ({listed}), each one-sided test was a sign-flip permutation test "
+            f"({counts[0] if len(counts) == 1 else f'{counts[0]} to {counts[-1]}'} rearrangements, the observed "
+            "data included) of the group maps shifted by the margin, with max-t family-wise error "
+            "control [@nichols2002]; the TOST p value of a voxel is the larger of its two tests'.")
+    return MethodsSection("margin tests", " ".join(sentences))

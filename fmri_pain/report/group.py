@@ -20,7 +20,7 @@ from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, f
                                       group_section, inference_section, pathways_section,
                                       preprocessing_section, reference_list, render_citations,
                                       software_section)
-from fmri_pain.report.equivalence import equivalence_report_section
+from fmri_pain.report.equivalence import equivalence_methods, equivalence_report_section
 from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.report.render import html_table, markup, render_report
 from fmri_pain.trial import trial_contrasts
@@ -148,7 +148,8 @@ def _inference_html(outputs: list[PermutationOutput], alpha: float) -> str:
 
 def methods_boilerplate(output_dir: Path, runs: list[Run], spec: AnalysisSpec, group: GroupResult,
                         permutations: list[PermutationOutput],
-                        pathways: dict[str, Path] | None) -> list[MethodsSection]:
+                        pathways: dict[str, Path] | None,
+                        equivalence_maps: list | None = None) -> list[MethodsSection]:
     """The methods paragraphs of every stage that ran, from what each recorded.
 
     Parameters
@@ -162,6 +163,8 @@ def methods_boilerplate(output_dir: Path, runs: list[Run], spec: AnalysisSpec, g
         Empty when permutation inference did not run.
     pathways : dict or None
         The pathway stage's outputs; None when it did not run.
+    equivalence_maps : list of EquivalenceMapOutput, optional
+        The voxelwise margin tests that ran.
     """
     designs: list[dict[str, Any]] = [
         json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("sub-*/**/*_design.json"))
@@ -175,5 +178,6 @@ def methods_boilerplate(output_dir: Path, runs: list[Run], spec: AnalysisSpec, g
         group_section(group, spec),
         inference_section(permutations, spec),
         pathways_section(pathways),
+        equivalence_methods(pathways, equivalence_maps),
         software_section(),
     ])

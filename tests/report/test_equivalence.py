@@ -11,7 +11,7 @@ from fmri_pain.config.equivalence import EquivalenceSpec, EquivalenceTest
 from fmri_pain.glm.inference.equivalence import (EquivalenceMapOutput, margin_permutation_test,
                                                  write_margin_maps)
 from fmri_pain.pathways.equivalence import write_equivalence
-from fmri_pain.report.equivalence import equivalence_report_section
+from fmri_pain.report.equivalence import equivalence_methods, equivalence_report_section
 from fmri_pain.results.api import Results
 from fmri_pain.trial import CONDITIONS
 from tests.support.pathways_fixtures import null_effects, williams_design
@@ -49,5 +49,10 @@ def test_section_shows_table_figures_and_maps(tmp_path):
     assert ">57<" in html and ">256<" in html  # voxels declared and 2^8 sign flips, from the sidecar
     assert "no paired or one-sample group map of dualMinusScs" in html
     assert equivalence_report_section(None, []) is None
+    text = equivalence_methods(outputs, maps).text
+    assert "(non-inferiority of drgsMinusScs (margin 0.5 psc))" in text and "[@schuirmann1987]" in text
+    assert "t tests of the estimate against the margin with Satterthwaite df" in text
+    assert "noncentral" not in text and "Voxelwise (equivalence of drgsMinusScs)" in text
+    assert "(256 rearrangements" in text and equivalence_methods(None, maps[1:]) is None
     read = Results(tmp_path).equivalence()
     assert list(read["conclusion"]) == list(table["conclusion"])
