@@ -223,3 +223,46 @@ def test_a_contrast_the_unit_cannot_estimate_is_noted_not_dropped():
     row = _one(fit_crossover(data, conditions=("SCS", "DRGS")), data, contrast="dualMinusScs",
                kind="equivalence", margin=0.5)
     assert row["conclusion"] == "not tested" and "dualMinusScs cannot be estimated" in row["note"]
+
+
+def test_pathway_stage_writes_the_table_and_removes_it_when_no_test_is_asked(tmp_path):
+    """run_pathway_analysis with the ``equivalence`` section, on 12 subjects' condition maps
+    whose S1 node has DRGS = SCS and whose ACC node has DRGS - SCS = -1 (margin 0.5)."""
+    import nibabel as nib
+
+    from fmri_pain.config.pathways import PathwaysSpec
+    from fmri_pain.pathways.atlas import atlas_from_masks
+    from fmri_pain.pathways.run import run_pathway_analysis
+
+    shape, affine = (6, 6, 6), np.diag([4.0, 4.0, 4.0, 1.0])
+    masks = {}
+    for name, sl in (("S1", np.s_[1:3, 1:3, 1:3]), ("ACC", np.s_[3:5, 3:5, 3:5])):
+        data = np.zeros(shape, np.uint8)
+        data[sl] = 1
+        masks[name] = tmp_path / f"mask_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), masks[name])
+    atlas = atlas_from_masks(masks, {"S1": "lateral", "ACC": "medial"})
+    design = williams_design(12)
+    rng = np.random.default_rng(7)
+    rows = []
+    for i, row in design.iterrows():
+        effect = np.full(shape, 1.0 + rng.normal(0, 0.2), np.float32)
+        if row["condition"] == "DRGS":
+            effect[3:5, 3:5, 3:5] -= 1.0
+        effect += rng.normal(0, 0.05, shape).astype(np.float32)
+        path = tmp_path / f"sub-{row['subject']}_ses-{row['session']}_effect.nii.gz"
+        nib.save(nib.Nifti1Image(effect, affine), path)
+        rows.append({**row.to_dict(), "effect": str(path), "variance": np.nan})
+    maps = pd.DataFrame(rows)
+    spec = PathwaysSpec(connectivity=False, decoding=False, behaviour_covariates=())
+    section = EquivalenceSpec(tests=(EquivalenceTest("drgsMinusScs", "non-inferiority", 0.5),),
+                              maps=False)
+    outputs = run_pathway_analysis(maps, None, tmp_path, spec, atlas=atlas, equivalence=section)
+    table = pd.read_csv(outputs["equivalence"], sep="\t").set_index("node")
+    assert table.loc["S1", "conclusion"] == "non-inferior"
+    assert table.loc["ACC", "conclusion"] == "non-inferiority not shown"
+    assert table.loc["ACC", "estimate"] == pytest.approx(-1.0, abs=0.05)
+    assert outputs["equivalence_drgsMinusScs_noninferiority"].is_file()
+    outputs = run_pathway_analysis(maps, None, tmp_path, spec, atlas=atlas)
+    assert "equivalence" not in outputs
+    assert not list((tmp_path / "group" / "pathways").glob("equivalence*"))

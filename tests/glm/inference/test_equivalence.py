@@ -65,15 +65,20 @@ def test_tost_declares_the_equivalent_region_and_not_the_other():
     assert sub_res.tests[1].p_uncorrected == pytest.approx(_brute_force_p(10 * MARGIN - sub))
 
 
-def test_non_inferiority_at_the_margin_rejects_at_alpha():
-    """Null at D = -margin: 500 single-voxel sets at n = 8 (256 flips, exact), rejections inside
-    the binomial 95 % interval of 5 % (16, 35)."""
-    rng = np.random.default_rng(1)
-    Y = -MARGIN + rng.normal(0, 1.0, (8, 500))
-    res = margin_permutation_test(Y, np.ones((8, 1)), np.array([1.0]), "non-inferiority", MARGIN,
-                                  n_perm=1000)
+@pytest.mark.parametrize("n", [8, 20])
+def test_margin_tests_at_the_margin_reject_at_alpha(n):
+    """Null at D = -margin: 500 single-voxel sets (n = 8: all 256 flips; n = 20: 999 random),
+    non-inferiority rejections (uncorrected p <= 0.05) inside the binomial 95 % interval of 5 %
+    (16, 35); TOST at D = +margin rejects at most that often."""
+    rng = np.random.default_rng(n)
     low, high = stats.binom.interval(0.95, 500, 0.05)
-    assert low <= np.sum(res.tests[0].p_uncorrected <= 0.05) <= high
+    Y = -MARGIN + rng.normal(0, 1.0, (n, 500))
+    res = margin_permutation_test(Y, np.ones((n, 1)), np.array([1.0]), "non-inferiority", MARGIN,
+                                  n_perm=999, random_state=0)
+    assert low <= np.sum(res.p_uncorrected <= 0.05) <= high
+    res = margin_permutation_test(MARGIN + rng.normal(0, 1.0, (n, 500)), np.ones((n, 1)),
+                                  np.array([1.0]), "equivalence", MARGIN, n_perm=999, random_state=0)
+    assert np.sum(res.p_uncorrected <= 0.05) <= high
 
 
 def test_the_shift_moves_the_intercept_only_with_a_nuisance_column():
