@@ -19,18 +19,19 @@ Units. ``psc`` margins are used as given (node effects are percent signal change
 margin is standardised by the within-subject SD of the contrast, ``sd = sqrt(s2_e w'w +
 s2_u (sum w)^2)`` with the model's REML residual (``s2_e``) and subject (``s2_u``) variances and
 contrast weights ``w``: the SD of a subject's contrast value net of period effects (for a
-difference ``sum w = 0``, so ``sqrt(2) s_e``; Cohen's d_z of a paired comparison). Two routes
-(the ``method`` column):
+difference, ``sum w = 0``: ``s_e sqrt(w'w)``, ``sqrt(2) s_e`` for a pair of conditions; Cohen's
+d_z of a paired comparison). Two routes (the ``method`` column):
 
 - ``noncentral-t`` (exact): when the data are a complete comparison (every subject has one
-  observation of every condition present and the same periods) and the contrast is a
-  difference, or with one observation per subject (OLS), ``D / se`` follows a noncentral t with
-  ``df`` and noncentrality ``delta * sd / sd(D)``, and ``sd / se`` is a known design constant
-  (``sqrt(n)`` for a paired comparison without periods, as ``ncp = margin_dz * sqrt(n)``). The
-  p values come from that noncentral t at ``delta = -m`` (``+m``) and the interval for
-  ``delta`` inverts it, so decision and interval agree.
-- ``t-plugin-sd`` (approximate): otherwise (drop-outs, a condition's own mean) the margin is
-  converted to percent signal change with the estimated ``sd`` and treated as known.
+  observation of every condition present, and the same periods), the contrast is a difference
+  and REML's subject variance is positive, or with one observation per subject (OLS), ``D / se``
+  follows a noncentral t with ``df`` and noncentrality ``delta * sd / sd(D)``, and ``sd / se``
+  is a known design constant (``sqrt(n)`` for a paired comparison without periods, as
+  ``ncp = margin_dz * sqrt(n)``). The p values come from that noncentral t at ``delta = -m``
+  (``+m``) and the interval for ``delta`` inverts it, so decision and interval agree.
+- ``t-plugin-sd`` (approximate): otherwise (drop-outs, a condition's own mean, REML at the
+  boundary) the margin is converted to percent signal change with the estimated ``sd`` and
+  treated as known.
 
 ``psc`` tests have ``method`` ``t``. p values are per unit; ``p_fdr`` is Benjamini-Hochberg over
 the units of a level for each test.
@@ -204,8 +205,10 @@ def fit_tests(fit: dict, data: pd.DataFrame, tests: tuple[EquivalenceTest, ...] 
         else:
             if complete is None:
                 complete = _complete(data, value, list(fit["present"]))
+            # REML at its boundary (subject variance 0) pools the strata: no longer exact
             exact = (fit["n_obs"] == fit["n_subjects"] if fit["model"] == "ols" else
-                     complete and abs(w.sum()) < 1e-12 and ct["df_method"] == "satterthwaite")
+                     complete and abs(w.sum()) < 1e-12 and ct["df_method"] == "satterthwaite"
+                     and group_var > 0)
             row.update(sd_contrast=sd, margin_psc=test.margin * sd, estimate_unit=ct["estimate"] / sd)
             if exact:
                 res = noncentral_margin_tests(ct["stat"], ct["df"], sd / ct["se"], test.kind,
