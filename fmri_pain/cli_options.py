@@ -66,11 +66,13 @@ def add_fmriprep_arguments(parser: argparse.ArgumentParser) -> None:
                         "absent) or \"*\" (present); exact matches, no regular expressions. "
                         "Queries of files fmri-pain never reads (fmap, sbref, t2w ...) are "
                         "ignored with a warning; anything else is an error. Give the same "
-                        "file to the group level")
+                        "file to the group level, and a fresh OUTPUT_DIR when narrowing an "
+                        "earlier selection (maps made from left-out runs are not removed)")
     g.add_argument("--session-label", "--session_label", nargs="+", default=None,
                    metavar="LABEL",
                    help="sessions to analyse (with or without 'ses-'); the others are left "
-                        "out, not counted as drop-outs. Give the same labels to the group level")
+                        "out, not counted as drop-outs. Give the same labels to the group "
+                        "level (and see --bids-filter-file on narrowing a selection)")
     g.add_argument("--stop-on-first-crash", action="store_true", default=False,
                    help="start no further subject after the first one fails (subjects already "
                         "running finish); the summary is still printed and the exit code is 1. "
