@@ -324,7 +324,8 @@ def _bids_app(args: argparse.Namespace) -> int:
             LOGGER.warning("%s: queries %s ignored: fmri-pain reads no such files",
                            selection.source, ", ".join(selection.ignored))
         if args.boilerplate:
-            return _boilerplate(layout, spec, output_dir, derivatives is not None)
+            return _boilerplate(layout, spec, output_dir, derivatives is not None,
+                                selection.describe() if selection.active else None)
         if args.analysis_level == "participant":
             return _participant(layout, spec, output_dir, args)
         return _group(layout, spec, output_dir)
@@ -424,7 +425,7 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
     return summary.exit_code or (1 if layout.errors else 0)
 
 
-def _boilerplate(layout, spec, output_dir: Path, derivatives: bool) -> int:
+def _boilerplate(layout, spec, output_dir: Path, derivatives: bool, selection: str | None) -> int:
     """``--boilerplate``: the planned methods text and citations under OUTPUT_DIR/logs, nothing else."""
     from fmri_pain.report.methods import write_citation_files
     from fmri_pain.report.planned_methods import PLANNED_TITLE, planned_boilerplate
@@ -434,7 +435,7 @@ def _boilerplate(layout, spec, output_dir: Path, derivatives: bool) -> int:
     if not layout.runs:
         raise InputError("no valid run to describe", path=layout.bids_dir)
     sections = planned_boilerplate(layout.runs, spec, trial_mode=layout.mode == "trial",
-                                   derivatives=derivatives)
+                                   derivatives=derivatives, selection=selection)
     written = write_citation_files(output_dir / "logs", sections, title=PLANNED_TITLE)
     print(f"boilerplate (nothing was analysed): {written['md']}, {written['bib']}")
     return 0

@@ -170,7 +170,9 @@ def test_session_label_selects_sessions(tiny_sim, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "drgs" in printed and " scs " not in printed and " dual " not in printed
-    assert "2 BOLD run(s) of task stim from 2 subject(s)" in (out / "logs" / "CITATION.md").read_text()
+    text = (out / "logs" / "CITATION.md").read_text()
+    assert "2 BOLD run(s) of task stim from 2 subject(s)" in text
+    assert "the others were left out by the selection (sessions drgs)" in text
 
 
 @pytest.mark.parametrize("level", ["participant", "group"])

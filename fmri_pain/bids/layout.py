@@ -252,7 +252,8 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     bolds = [(p, e) for p, e in bolds if e["task"] == task]
     excluded = [(p, e) for p, e in excluded if e["task"] == task]
 
-    # Sessions and the study mode (decided over all subjects, not just the selected ones).
+    # Sessions and the study mode (decided over all subjects, not just the selected ones, and
+    # over the runs the selection keeps).
     sessions = {s: read_sessions(bids_dir, s) for s in folder_subjects}
     lookup = condition_lookup(spec)
     trial_mode = any(
@@ -452,7 +453,9 @@ def _apply_selection(selection: RunSelection, bolds, bids_dir: Path, errors: lis
     if bolds and not kept:
         there = f"; sessions in the dataset: {', '.join(available) or 'none'}" if selection.sessions else ""
         raise InputError(f"no BOLD run is selected by {selection.describe()}{there}", path=bids_dir)
-    logger.info("selected %d of %d BOLD runs (%s)", len(kept), len(bolds), selection.describe())
+    msg = f"{len(kept)} of {len(bolds)} BOLD runs selected ({selection.describe()})"
+    logger.info("%s", msg)
+    notes.append(_note(None, "selection", selection.source, msg))
     return kept, [(p, e) for p, e in bolds if not selection.keeps_bold(e)]
 
 

@@ -84,7 +84,8 @@ def test_layout_keeps_only_the_selected_runs(trial, tmp_path):
     assert layout.errors == []
     kinds = sorted((n["subject"] or "", n["kind"]) for n in layout.notes)
     # the left-out DRGS sessions are "not selected", not drop-outs; the ignored query is noted
-    assert kinds == [("", "ignored filter")] + [(s, "not selected") for s in ("01", "02", "03")]
+    assert kinds == [("", "ignored filter"), ("", "selection")] + [(s, "not selected") for s in ("01", "02", "03")]
+    assert any(n["message"].startswith("6 of 9 BOLD runs selected") for n in layout.notes)
     assert all("DRGS" in n["message"] for n in layout.notes if n["kind"] == "not selected")
 
 

@@ -32,6 +32,7 @@ def test_data_section_counts_subjects_and_complete_sets(tmp_path):
     assert text.startswith("6 BOLD run(s) of task stim from 3 subject(s)")
     assert "SCS: 2, DRGS: 1, DUAL: 3; 1 with all 3 conditions" in text
     assert "one-condition study" in data_section(runs, ("SCS",), trial_mode=False).text
+    assert "left out by the selection (sessions scs)" in data_section(runs, ("SCS",), True, "sessions scs").text
 
 
 def test_own_preprocessing_counts_routes_and_slice_timing(tmp_path):
