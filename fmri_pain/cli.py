@@ -323,6 +323,8 @@ def _bids_app(args: argparse.Namespace) -> int:
         if selection.ignored:
             LOGGER.warning("%s: queries %s ignored: fmri-pain reads no such files",
                            selection.source, ", ".join(selection.ignored))
+        if selection.active:
+            _warn_left_out_outputs(output_dir, layout.runs)
         if args.boilerplate:
             return _boilerplate(layout, spec, output_dir, derivatives is not None,
                                 selection.describe() if selection.active else None)
@@ -423,6 +425,16 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
                                     input_errors=layout.failed_subjects, notes=layout.notes,
                                     stop_on_first_failure=args.stop_on_first_crash)
     return summary.exit_code or (1 if layout.errors else 0)
+
+
+def _warn_left_out_outputs(output_dir: Path, runs) -> None:
+    from fmri_pain.bids.filters import left_out_session_outputs
+
+    stale = left_out_session_outputs(output_dir, runs)
+    if stale:
+        LOGGER.warning("OUTPUT_DIR holds maps of %d session(s) this selection leaves out (e.g. %s); "
+                       "they and the subject-level maps an earlier run made from them stay, and the "
+                       "group level reads the latter: use a fresh OUTPUT_DIR", len(stale), stale[0])
 
 
 def _boilerplate(layout, spec, output_dir: Path, derivatives: bool, selection: str | None) -> int:

@@ -145,7 +145,7 @@ def test_malformed_filter_file_exits_2_naming_the_file(tiny_sim, tmp_path, capsy
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
-def test_filter_file_selects_the_runs_analysed(tiny_sim, tmp_path):
+def test_filter_file_selects_the_runs_analysed(tiny_sim, tmp_path, capsys):
     path = tmp_path / "filter.json"
     path.write_text(json.dumps({"bold": {"session": ["scs", "dual"]}, "fmap": {"run": 1}}))
     out = tmp_path / "out"
@@ -161,6 +161,11 @@ def test_filter_file_selects_the_runs_analysed(tiny_sim, tmp_path):
     assert not (out / "sub-02").exists()
     notes = (out / "logs" / "dataset_notes.tsv").read_text()
     assert "not selected" in notes and "ignored filter" in notes and "drop-out" not in notes
+    capsys.readouterr()
+    # narrowing the selection into the same OUTPUT_DIR: the maps of ses-dual stay, and we say so
+    assert main([str(tiny_sim.bids_dir), str(out), "group", "--derivatives", str(tiny_sim.derivatives_dir),
+                 "--participant-label", "01", "--session-label", "scs", "--boilerplate"]) == 0
+    assert "1 session(s) this selection leaves out" in capsys.readouterr().err
 
 
 def test_session_label_selects_sessions(tiny_sim, tmp_path, capsys):

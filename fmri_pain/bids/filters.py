@@ -265,3 +265,26 @@ def run_selection(filter_file: Path | str | None = None,
     """The selection of ``--bids-filter-file`` and ``--session-label`` (either may be None)."""
     selection = read_bids_filter_file(filter_file) if filter_file is not None else RunSelection()
     return selection.with_sessions(sessions)
+
+
+def left_out_session_outputs(output_dir: Path | str, runs: Iterable[Any]) -> list[Path]:
+    """Session folders of OUTPUT_DIR holding maps of sessions the runs do not include.
+
+    After a run with a wider selection, the maps made from the sessions now left
+    out stay on disk (nothing removes outputs), and so do the subject-level maps
+    combining them, which the group level reads: the caller warns.
+
+    Parameters
+    ----------
+    output_dir : path
+    runs : iterable of Run
+        The selected runs (``subject`` and ``session`` are read).
+    """
+    runs = list(runs)
+    kept = {(r.subject, r.session) for r in runs}
+    found = []
+    for subject in sorted({r.subject for r in runs}):
+        for folder in sorted(Path(output_dir, f"sub-{subject}").glob("ses-*")):
+            if (subject, folder.name[4:]) not in kept and next(folder.rglob("*_statmap.nii.gz"), None):
+                found.append(folder)
+    return found

@@ -121,3 +121,19 @@ def test_requested_subject_without_selected_runs_is_an_error(trial, tmp_path):
     assert [(e.subject, "selected" in e.reason) for e in layout.errors] == [("02", True)]
     quiet = load_layout(bids, deriv, check_data=False, selection=run_selection(path))
     assert quiet.errors == [] and {n["subject"] for n in quiet.notes if n["kind"] == "not selected"} == {"02", "03"}
+
+
+def test_outputs_of_left_out_sessions_are_found(tmp_path):
+    from types import SimpleNamespace
+
+    from fmri_pain.bids.filters import left_out_session_outputs
+
+    for ses in ("scs", "drgs", "dual"):
+        func = tmp_path / "sub-01" / f"ses-{ses}" / "func"
+        func.mkdir(parents=True)
+        if ses != "dual":  # ses-dual holds no map
+            (func / f"sub-01_ses-{ses}_task-stim_contrast-stim_stat-z_statmap.nii.gz").write_bytes(b"")
+    runs = [SimpleNamespace(subject="01", session="scs"), SimpleNamespace(subject="02", session="scs")]
+    assert left_out_session_outputs(tmp_path, runs) == [tmp_path / "sub-01" / "ses-drgs"]
+    runs.append(SimpleNamespace(subject="01", session="drgs"))
+    assert left_out_session_outputs(tmp_path, runs) == []
