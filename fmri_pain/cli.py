@@ -3,6 +3,7 @@
 ::
 
     fmri-pain BIDS_DIR OUTPUT_DIR participant [--participant-label 01 02] [--derivatives DIR]
+              [--session-label scs dual] [--bids-filter-file FILE] [--boilerplate] ...
     fmri-pain BIDS_DIR OUTPUT_DIR group
     fmri-pain simulate OUT [--subjects N] [--seed S] [--derivatives]
     fmri-pain demo OUT
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fmri_pain._version import __version__
+from fmri_pain.cli_options import add_fmriprep_arguments, parse_memory, version_requested
 from fmri_pain.errors import InputError
 from fmri_pain.config.fields import SpecError
 
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_DESCRIPTION)
         return 0 if argv else 2
-    if argv[0] in ("-V", "--version"):
+    if version_requested(argv):  # anywhere, like argparse's version action, but before any check
         print(f"fmri-pain {__version__}")
         return 0
     args = None
@@ -120,11 +122,17 @@ def _bids_app_parser() -> argparse.ArgumentParser:
                         metavar="LABEL", help="subjects to analyse (with or without 'sub-')")
     parser.add_argument("--derivatives", type=Path, default=None, metavar="DIR",
                         help="fMRIPrep derivatives to start from (skips preprocessing)")
-    parser.add_argument("--spec", type=Path, default=None, metavar="FILE",
-                        help="analysis spec (YAML/JSON); defaults: pipelines/trial.yaml")
+    parser.add_argument("--spec", "--config-file", "--config_file", type=Path, default=None,
+                        metavar="FILE",
+                        help="analysis spec (YAML/JSON); defaults: pipelines/trial.yaml. "
+                             "--config-file is fMRIPrep's name: it takes this spec, not "
+                             "fMRIPrep's TOML")
     parser.add_argument("--work-dir", "-w", type=Path, default=None, metavar="DIR",
                         help="Nipype working directory (default: OUTPUT_DIR/../work)")
+    parser.add_argument("-V", "--version", action="version", version=f"fmri-pain {__version__}",
+                        help="print the version and exit (anywhere on the command line)")
     add_execution_arguments(parser)
+    add_fmriprep_arguments(parser)
     return parser
 
 
@@ -136,9 +144,23 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
                                   "(defaults: the spec's `execution` section)")
     g.add_argument("--scheduler", metavar="{" + ",".join([*BACKENDS, AddressBackend.name]) + "}",
                    help=describe_schedulers())
-    g.add_argument("--n-workers", type=int, help="local workers / batch jobs (default: machine size)")
-    g.add_argument("--threads-per-worker", type=int, help="threads (and BLAS threads) per local worker")
+    g.add_argument("--n-workers", "--nprocs", "--nthreads", "--n-cpus", "--n_cpus", type=int,
+                   dest="n_workers", metavar="N",
+                   help="local workers / batch jobs: participant tasks run at once (default: "
+                        "machine size). --nprocs/--nthreads/--n-cpus are fMRIPrep's names; unlike "
+                        "fMRIPrep, where they cap all threads, up to N x --omp-nthreads "
+                        "threads run here")
+    g.add_argument("--threads-per-worker", "--omp-nthreads", "--omp_nthreads", type=int,
+                   dest="threads_per_worker", metavar="N",
+                   help="threads per participant task on local workers and with --scheduler none; "
+                        "BLAS/OpenMP threads (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, "
+                        "MKL_NUM_THREADS) are pinned to it (batch jobs: --job-cores). "
+                        "--omp-nthreads is fMRIPrep's name")
     g.add_argument("--memory", dest="memory_per_worker", help="memory limit per local worker, e.g. 4GiB")
+    g.add_argument("--mem", "--mem-mb", "--mem_mb", dest="memory_per_worker", type=parse_memory,
+                   metavar="SIZE",
+                   help="fMRIPrep's name for --memory, in its units: 8GB, 8000MB, or a plain "
+                        "number of MB; here the limit of each local worker, not of the whole run")
     g.add_argument("--retries", type=int, help="retries after infrastructure failures (input errors never)")
     g.add_argument("--queue", help="batch queue / SLURM partition")
     g.add_argument("--account", help="batch account / project")
@@ -192,6 +214,7 @@ def execution_spec_from_args(spec: AnalysisSpec, args: argparse.Namespace) -> An
 def _command_parser(command: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"fmri-pain {command}")
     parser.add_argument("output_dir", type=Path, help="output folder")
+    parser.add_argument("-V", "--version", action="version", version=f"fmri-pain {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-q", "--quiet", action="count", default=0)
     if command in ("simulate", "demo"):
@@ -264,6 +287,7 @@ def _setup_logging(verbosity: int) -> None:
 def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.bids.derivatives import has_own_preprocessing
     from fmri_pain.bids.derivatives import remove_orphaned_temporaries
+    from fmri_pain.bids.filters import run_selection
     from fmri_pain.bids.layout import load_layout
     from fmri_pain.bids.output_lock import OutputLock
     from fmri_pain.config.spec import load_spec
@@ -273,12 +297,13 @@ def _bids_app(args: argparse.Namespace) -> int:
     except UnicodeDecodeError as exc:  # the spec loader may already say so itself
         raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
     spec = execution_spec_from_args(spec, args)
+    selection = run_selection(args.bids_filter_file, args.session_label)
     output_dir = args.output_dir.resolve()
     work_dir = args.work_dir
     if work_dir is None and args.derivatives is None and args.analysis_level == "participant":
         work_dir = output_dir.parent / "work"  # the preprocessing's default (preprocess.run)
     check_output_dir(output_dir, args.bids_dir, args.derivatives, work_dir)
-    if args.analysis_level == "group" and not output_dir.is_dir():
+    if args.analysis_level == "group" and not output_dir.is_dir() and not args.boilerplate:
         raise InputError("OUTPUT_DIR does not exist: run `fmri-pain BIDS_DIR OUTPUT_DIR "
                          "participant` first", path=output_dir)
     _prepare_output_dir(output_dir)
@@ -292,9 +317,17 @@ def _bids_app(args: argparse.Namespace) -> int:
                 and has_own_preprocessing(output_dir)):
             derivatives = output_dir  # the participant level's own fMRIPrep-named outputs
         layout = load_layout(args.bids_dir, derivatives, spec=spec,
-                             participant_label=args.participant_label,
-                             check_data=args.analysis_level == "participant")
+                             participant_label=args.participant_label, selection=selection,
+                             check_data=args.analysis_level == "participant" and not args.boilerplate)
         print(layout.summary().to_string())
+        if selection.ignored:
+            LOGGER.warning("%s: queries %s ignored: fmri-pain reads no such files",
+                           selection.source, ", ".join(selection.ignored))
+        if selection.active:
+            _warn_left_out_outputs(output_dir, layout.runs)
+        if args.boilerplate:
+            return _boilerplate(layout, spec, output_dir, derivatives is not None,
+                                selection.describe() if selection.active else None)
         if args.analysis_level == "participant":
             return _participant(layout, spec, output_dir, args)
         return _group(layout, spec, output_dir)
@@ -389,8 +422,35 @@ def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> in
     runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
     summary = run_participant_level(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
                                     force=args.force, verbosity=verbosity_from_args(args),
-                                    input_errors=layout.failed_subjects, notes=layout.notes)
+                                    input_errors=layout.failed_subjects, notes=layout.notes,
+                                    stop_on_first_failure=args.stop_on_first_crash)
     return summary.exit_code or (1 if layout.errors else 0)
+
+
+def _warn_left_out_outputs(output_dir: Path, runs) -> None:
+    from fmri_pain.bids.filters import left_out_session_outputs
+
+    stale = left_out_session_outputs(output_dir, runs)
+    if stale:
+        LOGGER.warning("OUTPUT_DIR holds maps of %d session(s) this selection leaves out (e.g. %s); "
+                       "they and the subject-level maps an earlier run made from them stay, and the "
+                       "group level reads the latter: use a fresh OUTPUT_DIR", len(stale), stale[0])
+
+
+def _boilerplate(layout, spec, output_dir: Path, derivatives: bool, selection: str | None) -> int:
+    """``--boilerplate``: the planned methods text and citations under OUTPUT_DIR/logs, nothing else."""
+    from fmri_pain.report.methods import write_citation_files
+    from fmri_pain.report.planned_methods import PLANNED_TITLE, planned_boilerplate
+
+    for error in layout.errors:
+        LOGGER.warning("left out of the boilerplate: %s", error)
+    if not layout.runs:
+        raise InputError("no valid run to describe", path=layout.bids_dir)
+    sections = planned_boilerplate(layout.runs, spec, trial_mode=layout.mode == "trial",
+                                   derivatives=derivatives, selection=selection)
+    written = write_citation_files(output_dir / "logs", sections, title=PLANNED_TITLE)
+    print(f"boilerplate (nothing was analysed): {written['md']}, {written['bib']}")
+    return 0
 
 
 def write_dataset_notes(output_dir: Path, layout) -> Path | None:

@@ -15,6 +15,7 @@ import pandas as pd
 from fmri_pain.bids import readers as _bids
 from fmri_pain.bids.checks import (Candidate, attach_events, bids_name_problem, check_files,
                                    check_duplicate_conditions, check_tr, lacks_tr, well_placed)
+from fmri_pain.bids.filters import RunSelection
 from fmri_pain.bids.fmriprep import attach_derivatives, derivative_index
 from fmri_pain.bids.readers import Problem
 from fmri_pain.bids.runs import Run
@@ -116,7 +117,8 @@ def _note(subject: str | None, kind: str, path: Path | str | None, message: str)
 def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
                 spec: AnalysisSpec | None = None,
                 participant_label: list[str] | None = None,
-                check_data: bool = True, n_jobs: int = 1) -> TrialLayout:
+                check_data: bool = True, n_jobs: int = 1,
+                selection: RunSelection | None = None) -> TrialLayout:
     """Read a BIDS dataset (optionally with fMRIPrep-style derivatives) into runs.
 
     Parameters
@@ -146,6 +148,14 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
         themselves. Events, sidecars, labels and conditions are always checked.
     n_jobs : int
         Threads used for the data checks (decompression releases the GIL).
+    selection : RunSelection, optional
+        Session labels and the ``bold`` / ``t1w`` queries of a BIDS filter file
+        (:mod:`fmri_pain.bids.filters`); default every run. Runs it leaves out
+        are neither analysed nor drop-outs: a subject or condition without
+        selected runs gets a ``not selected`` note (a subject asked for by
+        ``participant_label`` without any selected run is an error); a session
+        label no BOLD file carries is an error; a selection that leaves no run
+        at all raises.
 
     Returns
     -------
@@ -236,10 +246,14 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
             warnings.append(f"{path}: ignored (no task entity)")
             continue
         bolds.append((path, ents))
+    selection = selection or RunSelection()
+    bolds, excluded = _apply_selection(selection, bolds, bids_dir, errors, warnings, notes)
     task = _choose_task(spec, bolds, bids_dir)
     bolds = [(p, e) for p, e in bolds if e["task"] == task]
+    excluded = [(p, e) for p, e in excluded if e["task"] == task]
 
-    # Sessions and the study mode (decided over all subjects, not just the selected ones).
+    # Sessions and the study mode (decided over all subjects, not just the selected ones, and
+    # over the runs the selection keeps).
     sessions = {s: read_sessions(bids_dir, s) for s in folder_subjects}
     lookup = condition_lookup(spec)
     trial_mode = any(
@@ -262,8 +276,15 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
         errors.extend(sess.errors)
         if not sub_bolds:
             msg = f"no BOLD run of task {task!r}"
+            left_out = any(e["subject"] == subject for _, e in excluded)
+            if left_out:
+                msg += f" selected ({selection.describe()})"
             if participant_label is not None:  # asked for explicitly: an error
                 errors.append(InputError(msg, subject=subject, path=bids_dir / f"sub-{subject}"))
+            elif left_out:
+                warnings.append(f"{bids_dir / f'sub-{subject}'}: {msg}; subject skipped")
+                notes.append(_note(subject, "not selected", bids_dir / f"sub-{subject}",
+                                   f"{msg}: subject skipped"))
             else:  # e.g. dropped out before the first scan
                 warnings.append(f"{bids_dir / f'sub-{subject}'}: {msg}; subject skipped")
                 notes.append(_note(subject, "drop-out", bids_dir / f"sub-{subject}",
@@ -272,7 +293,7 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
         subject_errors: list[InputError] = []
         prow = participants.get(subject, {})
         sequence = subject_sequence(subject, prow, spec, trial_mode, bids_dir, subject_errors)
-        anat = _anat(raw, subject, bids_dir)
+        anat = _anat(raw, subject, bids_dir, selection)
         cands = []
         for path, ents in sub_bolds:
             c = Candidate(subject=subject, session=ents.get("session"), task=task,
@@ -340,7 +361,13 @@ def load_layout(bids_dir: Path | str, derivatives: Path | str | None = None, *,
     if trial_mode:  # drop-outs: conditions without any BOLD of the subject (not errors)
         for subject in dict.fromkeys(c.subject for c in candidates):
             found = {c.condition for c in candidates if c.subject == subject}
-            missing = [k for k in spec.conditions if k not in found]
+            unselected = _excluded_conditions(subject, excluded, sessions[subject], lookup)
+            not_selected = [k for k in spec.conditions if k not in found and k in unselected]
+            if not_selected and found - {None}:
+                notes.append(_note(subject, "not selected", bids_dir / f"sub-{subject}",
+                                   f"session(s) of {', '.join(not_selected)} left out by the "
+                                   f"selection ({selection.describe()})"))
+            missing = [k for k in spec.conditions if k not in found and k not in unselected]
             if missing and found - {None}:
                 notes.append(_note(subject, "drop-out", bids_dir / f"sub-{subject}",
                                    f"no session of {', '.join(missing)}: analysed with "
@@ -408,9 +435,45 @@ def _choose_task(spec: AnalysisSpec, bolds, bids_dir: Path) -> str:
     return tasks[0]
 
 
-def _anat(raw, subject: str, bids_dir: Path) -> Path | None:
+def _apply_selection(selection: RunSelection, bolds, bids_dir: Path, errors: list[InputError],
+                     warnings: list[str], notes: list[dict[str, Any]]):
+    """Split ``bolds`` into the selected runs and the left-out ones; unknown sessions are errors."""
+    if selection.ignored:
+        msg = (f"queries {', '.join(selection.ignored)} ignored: fmri-pain reads no such files")
+        warnings.append(f"{selection.source}: {msg}")
+        notes.append(_note(None, "ignored filter", selection.source, msg))
+    if not selection.active:
+        return bolds, []
+    available = sorted({e["session"] for _, e in bolds if e.get("session")})
+    for label in selection.sessions or ():
+        if label not in available:
+            errors.append(InputError(f"session label {label!r} not found; available: "
+                                     + (", ".join(available) or "none (no sessions)"), path=bids_dir))
+    kept = [(p, e) for p, e in bolds if selection.keeps_bold(e)]
+    if bolds and not kept:
+        there = f"; sessions in the dataset: {', '.join(available) or 'none'}" if selection.sessions else ""
+        raise InputError(f"no BOLD run is selected by {selection.describe()}{there}", path=bids_dir)
+    msg = f"{len(kept)} of {len(bolds)} BOLD runs selected ({selection.describe()})"
+    logger.info("%s", msg)
+    notes.append(_note(None, "selection", selection.source, msg))
+    return kept, [(p, e) for p, e in bolds if not selection.keeps_bold(e)]
+
+
+def _excluded_conditions(subject: str, excluded, sessions, lookup: dict[str, str]) -> set[str]:
+    """Conditions of a subject's runs that the selection left out."""
+    out = set()
+    for _, ents in excluded:
+        if ents["subject"] == subject:
+            text = raw_condition(sessions, ents.get("session"))
+            if text is not None and text.lower() in lookup:
+                out.add(lookup[text.lower()])
+    return out
+
+
+def _anat(raw, subject: str, bids_dir: Path, selection: RunSelection) -> Path | None:
     files = sorted(Path(f.path) for f in raw.get(subject=subject, suffix="T1w",
-                                                   extension=list(_bids.NIFTI_EXT)))
+                                                   extension=list(_bids.NIFTI_EXT))
+                   if selection.keeps_t1w(_bids.entities(f)))
     files = [f for f in files if f.parent.name == "anat"]
     # Prefer the session-less T1w, then the first session's.
     files.sort(key=lambda p: (len(p.relative_to(bids_dir).parts), str(p)))

@@ -17,6 +17,8 @@ parsed, missing or unreadable files, a full disk, and every other exception
 (``ValueError``, ``RuntimeError`` ...: the same code on the same input fails the
 same way again). The run ends with a table (subject, status, duration, error,
 file at fault) printed and written to ``OUTPUT/logs/participant_<time>.tsv``.
+With ``stop_on_first_failure`` (fMRIPrep's ``--stop-on-first-crash``) no subject is
+started after the first failure; those left have the status ``not started``.
 
 Resume (:mod:`fmri_pain.execution.resume`): a subject whose record of an
 earlier success matches its fingerprint and whose outputs all exist is skipped.
@@ -50,6 +52,9 @@ from fmri_pain.execution.resume import SpecLike, subject_fingerprint, up_to_date
 from fmri_pain.execution.task import SubjectOutcome, Task, execute_subject, where
 
 __all__ = ["ExecutionSummary", "run_participants"]
+
+NOT_STARTED = "not started"
+"""Status of a subject left out because an earlier one failed (``stop_on_first_failure``)."""
 
 _TABLE_COLUMNS = ["subject", "status", "duration_s", "attempts", "worker", "error", "path",
                   "notes", "log"]
@@ -99,12 +104,14 @@ class ExecutionSummary:
         """The table as terminal text."""
         df = self.table().drop(columns=["log"])
         if failed_only:
-            df = df[df["status"].isin(["failed", "interrupted"])]
+            df = df[df["status"].isin(["failed", "interrupted", NOT_STARTED])]
         df = df.fillna("")
         n_done = sum(o.status == "done" for o in self.outcomes)
         n_skip = sum(o.status == "skipped" for o in self.outcomes)
+        n_left = sum(o.status == NOT_STARTED for o in self.outcomes)
+        left = f", {n_left} not started (stopped after the first failure)" if n_left else ""
         head = (f"participant level: {n_done} done, {n_skip} skipped (up to date), "
-                f"{len(self.failed)} failed of {len(self.outcomes)} subjects")
+                f"{len(self.failed) - n_left} failed{left} of {len(self.outcomes)} subjects")
         body = df.to_string(index=False, max_colwidth=100) if len(df) else ""
         tail = f"\nlog: {self.log_path}" if self.log_path else ""
         if self.notes and not failed_only:
@@ -128,7 +135,7 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: SpecLik
                      verbosity: int = 1, client: Any = None,
                      input_errors: Mapping[str, Sequence[InputError]] | None = None,
                      notes: Sequence[Mapping[str, Any]] | None = None,
-                     ) -> ExecutionSummary:
+                     stop_on_first_failure: bool = False) -> ExecutionSummary:
     """Run the participant level for every subject, isolated, retried and resumable.
 
     Parameters
@@ -165,6 +172,10 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: SpecLik
         The dataset scan's notes (``TrialLayout.notes``: drop-outs, ignored
         files): each subject's go into its row's ``notes`` column, all are
         printed under the table.
+    stop_on_first_failure : bool
+        Start no subject after one has failed (after its retries); subjects
+        already running finish. A subject failed by ``input_errors`` counts, so
+        then none starts. The others are reported with status ``not started``.
 
     Returns
     -------
@@ -218,14 +229,20 @@ def run_participants(runs_by_subject: Mapping[str, Sequence[Run]], spec: SpecLik
         if n_skip:
             progress.line(f"{n_skip} subject(s) up to date, skipped (use --force to re-run)")
 
+    stop = stop_on_first_failure
     try:
-        if todo:
+        if todo and not (stop and any(o.status == "failed" for o in outcomes.values())):
             backend = backend_for(spec.execution)
             with (contextlib.nullcontext(client) if client is not None
                   else backend.client(log_dir=log_dir, verbosity=verbosity)) as active:
                 run = _run_serial if active is None else functools.partial(_run_distributed, active)
                 run(backend, task, todo, runs_by_subject, spec, output_dir, work_dir,
-                    outcomes, progress)
+                    outcomes, progress, stop_on_failure=stop)
+        for subject, _ in todo:  # left by stop_on_first_failure
+            if subject not in outcomes:
+                outcomes[subject] = SubjectOutcome(subject, NOT_STARTED,
+                                                   error="not started: an earlier subject failed "
+                                                         "(stop on first failure)")
     except KeyboardInterrupt:
         for subject, _ in todo:
             outcomes.setdefault(subject, SubjectOutcome(subject, "interrupted",
@@ -293,11 +310,14 @@ def _tsv_text(df: pd.DataFrame) -> str:
 
 def _run_serial(backend: Backend, task: Task, todo: list[tuple[str, str]], runs_by_subject,
                 spec: SpecLike, output_dir: Path, work_dir: Path | None,
-                outcomes: dict[str, SubjectOutcome], progress: Progress) -> None:
+                outcomes: dict[str, SubjectOutcome], progress: Progress, *,
+                stop_on_failure: bool = False) -> None:
     """Run the subjects one after the other in this process; retry infrastructure failures."""
     set_stage_callback(progress.stage)
     try:
         for subject, fingerprint in todo:
+            if stop_on_failure and any(o.status == "failed" for o in outcomes.values()):
+                break
             attempt = 1
             while True:
                 progress.stage(subject, "running")
@@ -324,7 +344,8 @@ def _run_serial(backend: Backend, task: Task, todo: list[tuple[str, str]], runs_
 
 def _run_distributed(client: Any, backend: Backend, task: Task, todo: list[tuple[str, str]],
                      runs_by_subject, spec: SpecLike, output_dir: Path, work_dir: Path | None,
-                     outcomes: dict[str, SubjectOutcome], progress: Progress) -> None:
+                     outcomes: dict[str, SubjectOutcome], progress: Progress, *,
+                     stop_on_failure: bool = False) -> None:
     """Submit subjects as worker threads free up; retry infrastructure failures.
 
     At most as many subjects are in flight as the cluster has worker threads.
@@ -360,6 +381,10 @@ def _run_distributed(client: Any, backend: Backend, task: Task, todo: list[tuple
     live: dict[str, tuple[Any, str, int]] = {}
     try:
         while waiting or live:
+            if stop_on_failure and any(o.status == "failed" for o in outcomes.values()):
+                waiting.clear()  # reported as not started; the running ones finish
+                if not live:
+                    break
             room = capacity() - len(live)
             while waiting and room > 0:
                 subject, attempt = waiting.popleft()

@@ -44,7 +44,7 @@ class SubjectOutcome:
     ----------
     subject : str
         Label without ``sub-``.
-    status : {"done", "skipped", "failed", "interrupted"}
+    status : {"done", "skipped", "failed", "interrupted", "not started"}
         ``skipped``: outputs and provenance of an earlier run matched.
     duration_s : float
         Wall time of the last attempt (of the earlier run for ``skipped``).

@@ -59,7 +59,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         participant) or there are no runs.
     """
     output_dir = Path(output_dir)
-    if next(output_dir.glob("sub-*/**/*_statmap.nii.gz"), None) is None:
+    if next(output_dir.glob("sub-*/func/sub-*_statmap.nii.gz"), None) is None:  # what collect reads
         raise InputError("no participant-level maps in OUTPUT_DIR: run "
                          "`fmri-pain BIDS_DIR OUTPUT_DIR participant` first", path=output_dir)
     if not runs:

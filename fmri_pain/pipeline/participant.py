@@ -94,7 +94,8 @@ def run_participant_level(runs_by_subject: Mapping[str, Sequence[Run]], spec: An
                           output_dir: Path | str, *, work_dir: Path | str | None = None,
                           force: bool = False, verbosity: int = 1, client: Any = None,
                           input_errors: Mapping[str, Sequence[InputError]] | None = None,
-                          notes: Sequence[Mapping[str, Any]] | None = None) -> ExecutionSummary:
+                          notes: Sequence[Mapping[str, Any]] | None = None,
+                          stop_on_first_failure: bool = False) -> ExecutionSummary:
     """The participant level of every subject: :func:`run_participant` as the execution layer's task.
 
     Isolated, retried and resumable on the backend ``spec.execution`` names; the
@@ -102,4 +103,5 @@ def run_participant_level(runs_by_subject: Mapping[str, Sequence[Run]], spec: An
     """
     return run_participants(runs_by_subject, spec, output_dir, task=run_participant,
                             work_dir=work_dir, force=force, verbosity=verbosity, client=client,
-                            input_errors=input_errors, notes=notes)
+                            input_errors=input_errors, notes=notes,
+                            stop_on_first_failure=stop_on_first_failure)

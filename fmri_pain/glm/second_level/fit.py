@@ -16,6 +16,7 @@ import pandas as pd
 
 from fmri_pain.bids.derivatives import provenance
 from fmri_pain.bids.runs import Run
+from fmri_pain.errors import InputError
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.group import GroupSpec
@@ -70,7 +71,8 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
     maps = collect_subject_maps(output_dir, runs, task, space)
     expected = sorted({r.subject for r in runs})
     if maps.empty:
-        raise RuntimeError(f"no subject maps under {output_dir}: run the participant level first")
+        raise InputError(f"no subject maps of task {task!r}" + (f" in space {space}" if space else "")
+                         + ": run the participant level first", path=output_dir)
     maps = keep_defined_contrasts(maps, defined_contrasts(conditions, first_level.contrasts), log.warn)
     recorded = check_first_level_parameters(maps, first_level, events, log.warn)
     space = common_space(maps)
