@@ -39,6 +39,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
+from fmri_pain.glm.second_level.carryover import carryover_terms, embed
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -96,28 +97,37 @@ def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
 
 def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
                   conditions: tuple[str, ...] = CONDITIONS,
-                  covariates: tuple[str, ...] = ()):
+                  covariates: tuple[str, ...] = (), carryover: bool = False):
     """Fit the crossover model to one ROI's long table.
 
     Parameters
     ----------
     data : DataFrame
-        Columns subject, condition, period (optional), ``value`` and ``covariates``.
+        Columns subject, condition, period (optional), sequence (optional), ``value``
+        and ``covariates``.
+    carryover : bool
+        Add the first-order carry-over term (``carryover_<Cond>`` sum-to-zero columns,
+        :mod:`fmri_pain.glm.second_level.carryover`) when the data can estimate it.
 
     Returns
     -------
     dict with the keys of :func:`fit_model` (params, cov, df, df_method, model
-    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods.
+    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods
+    and carryover (the :class:`~fmri_pain.glm.second_level.carryover.CarryoverTerms`, or None).
     """
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
         raise ValueError(f"no finite {value!r} values to model")
     exog, present, period_columns = crossover_design(data, conditions, covariates)
+    carry = None
+    if carryover:
+        carry = carryover_terms(data, conditions, exog)
+        exog = pd.concat([exog, carry.columns], axis=1)
     endog = data[value].astype(float).to_numpy()
     groups = data["subject"].astype(str).to_numpy()
     result = fit_model(endog, exog, groups)
     periods = sorted(pd.to_numeric(data["period"]).astype(int).unique()) if period_columns else []
-    result.update(present=present, period_columns=period_columns, periods=periods)
+    result.update(present=present, period_columns=period_columns, periods=periods, carryover=carry)
     return result
 
 
@@ -294,7 +304,7 @@ def contrast_test(fit: dict, weights: np.ndarray, alpha: float = 0.05) -> dict:
 
 
 def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
-    """The trial's contrasts (over the conditions present) and period effects of a fit."""
+    """The trial's contrasts (over the conditions present), period and carry-over effects of a fit."""
     columns = list(fit["params"].index)
     rows = []
     for name, contrast in trial_contrasts(tuple(fit["present"])).items():
@@ -315,11 +325,19 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
                 w[columns.index(col)] = effects[i, j] - effects[0, j]
             rows.append({"contrast": f"period{labels[i]}MinusPeriod{labels[0]}",
                          **contrast_test(fit, w, alpha)})
+    carry = fit.get("carryover")
+    if carry is not None and carry.estimable:
+        for name, weights in carry.contrasts.items():
+            rows.append({"contrast": name, **contrast_test(
+                fit, embed(weights, list(carry.columns), columns), alpha)})
     return rows
 
 
-def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
-    fit = fit_crossover(data, value, conditions=conditions)
+def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, carryover=False,
+              **ids) -> list[dict]:
+    fit = fit_crossover(data, value, conditions=conditions, carryover=carryover)
+    for note in (fit["carryover"].notes if fit["carryover"] is not None else []):
+        LOGGER.warning("%s %s: %s", ids.get("level"), ids.get("node"), note)
     if not fit["converged"]:
         LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
                        ids.get("level"), ids.get("node"))
@@ -348,13 +366,17 @@ def lateral_medial_index(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS,
-                   alpha: float = 0.05, value: str = "effect") -> pd.DataFrame:
+                   alpha: float = 0.05, value: str = "effect",
+                   carryover: bool = False) -> pd.DataFrame:
     """Mixed models per node, per pathway (mean over nodes) and of the lateral-medial index.
 
     Parameters
     ----------
     effects : DataFrame
         The long ROI-effects table (:func:`fmri_pain.pathways.roi.extract_roi_effects`).
+    carryover : bool
+        Model first-order carry-over (rows ``carryoverF``, ``carryover<Cond>``; the
+        condition contrasts adjusted for it).
 
     Returns
     -------
@@ -366,14 +388,14 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     for node, data in effects.groupby("node", sort=False):
         if data[value].notna().sum() == 0:
             continue
-        rows += _fit_rows(data, value, conditions, alpha, level="node", node=node,
+        rows += _fit_rows(data, value, conditions, alpha, carryover, level="node", node=node,
                           pathway=data["pathway"].iloc[0])
     for pathway, data in pathway_means(effects).groupby("pathway", sort=False):
-        rows += _fit_rows(data, "effect", conditions, alpha, level="pathway", node=pathway,
-                          pathway=pathway)
+        rows += _fit_rows(data, "effect", conditions, alpha, carryover, level="pathway",
+                          node=pathway, pathway=pathway)
     index = lateral_medial_index(effects)
     if not index.empty and index["effect"].notna().any():
-        rows += _fit_rows(index, "effect", conditions, alpha, level="index",
+        rows += _fit_rows(index, "effect", conditions, alpha, carryover, level="index",
                           node="lateral_minus_medial", pathway="lateral-medial")
     table = pd.DataFrame(rows)
     return add_fdr(table, ["level", "contrast"]).reindex(columns=list(STAT_COLUMNS))
