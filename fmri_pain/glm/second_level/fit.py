@@ -19,7 +19,7 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.group import GroupSpec
-from fmri_pain.glm.second_level.carryover_shift import carryover_shift, shift_record
+from fmri_pain.glm.second_level.carryover_shift import SHIFT_COLUMNS, carryover_shift, shift_record
 from fmri_pain.glm.second_level.collect import (check_first_level_parameters, collect_subject_maps,
                                                 common_space, defined_contrasts, keep_defined_contrasts)
 from fmri_pain.glm.second_level.models import (GroupDesign, compute_group_contrast, covariate_label,
@@ -151,7 +151,7 @@ def _carryover_shift(rows: pd.DataFrame, design: GroupDesign, conditions, contra
     """The condition contrasts' effect shift when carry-over enters the repeated model."""
     without = repeated_measures_design(rows, conditions, contrasts, covs)
     if len(rows) <= np.linalg.matrix_rank(design.design.to_numpy()):
-        return carryover_shift([], design, design, fitter.mask_img).iloc[:0]
+        return pd.DataFrame(columns=list(SHIFT_COLUMNS))  # the model is not fitted (warned)
     images = [load_subject_map(p, f) for p, f in zip(rows["effect"], rows["flip"])]
     return carryover_shift(images, design, without, fitter.mask_img, fitter.spec.smoothing_fwhm)
 
@@ -172,6 +172,10 @@ def _sequence_test(cond_rows: pd.DataFrame, fitter: "_GroupFit") -> None:
                      + ", ".join(f"sub-{r.subject} ({r.n_conditions})" for r in
                                  per_subject.itertuples() if r.n_conditions < per_subject[
                                      "n_conditions"].max()))
+    mirrored = sorted(known.loc[known["flip"].astype(bool), "subject"].unique())
+    if mirrored:
+        notes.append("subject means of maps mirrored left-right for "
+                     + ", ".join(f"sub-{s}" for s in mirrored))
     rows = write_subject_means(per_subject, images, output_dir=fitter.output_dir,
                                task=fitter.task, space=fitter.space)
     design = sequence_design(rows)
