@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from fmri_pain.glm.second_level.carryover import carryover_terms
-from fmri_pain.pathways.stats import crossover_design
+from fmri_pain.pathways.stats import crossover_design, roi_carryover_terms
 from fmri_pain.pathways.units import analysis_units
+from fmri_pain.pathways.within import within_subject_fit
 from fmri_pain.trial import CONDITIONS
 
 CARRYOVER_COLUMNS = ("level", "node", "pathway", "contrast", "estimate", "se",
@@ -22,12 +22,12 @@ CARRYOVER_COLUMNS = ("level", "node", "pathway", "contrast", "estimate", "se",
                      "carryover_p_fdr", "carryover_detected", "note")
 
 COLUMN_DESCRIPTIONS = {
-    "estimate": {"Description": "condition contrast with carry-over in the crossover model "
-                                "(as roi_stats.tsv)"},
+    "estimate": {"Description": "condition contrast with carry-over in the model (as roi_stats.tsv: "
+                                "the within-subject model, subjects as fixed effects)"},
     "estimate_without_carryover": {"Description": "the same contrast, model without carry-over"},
     "shift": {"Description": "estimate - estimate_without_carryover"},
-    "carryover_p": {"Description": "p of carryoverF (all carry-over differences, Satterthwaite / "
-                                   "Fai-Cornelius df)"},
+    "carryover_p": {"Description": "p of carryoverF (all carry-over differences; F test of the "
+                                   "within-subject model, subjects as fixed effects)"},
     "carryover_p_fdr": {"Description": "Benjamini-Hochberg of carryover_p over the units of a level"},
     "carryover_detected": {"Description": "carryover_p_fdr < alpha"},
     "note": {"Description": "why carry-over was not modelled for this unit (empty when it was)"},
@@ -41,7 +41,12 @@ def unit_notes(effects: pd.DataFrame, conditions: tuple[str, ...] = CONDITIONS,
     for ids, data in analysis_units(effects, value):
         data = data.dropna(subset=["effect"])
         exog, _, _ = crossover_design(data, conditions)
-        notes = carryover_terms(data, conditions, exog).notes
+        terms = roi_carryover_terms(data, conditions, exog)
+        notes = terms.notes
+        if terms.estimable and within_subject_fit(
+                data["effect"].to_numpy(float), pd.concat([exog, terms.columns], axis=1),
+                data["subject"].to_numpy()) is None:
+            notes = ["carry-over not modelled: no residual degrees of freedom within subjects"]
         if notes:
             out[(ids["level"], ids["node"])] = "; ".join(notes)
     return out

@@ -93,7 +93,10 @@ def roi_model_description(one_condition: bool, carryover: bool = False) -> str:
     return ("crossover linear mixed model per node, pathway mean and lateral-medial index: "
             "effect ~ 0 + condition + C(period, Sum)"
             + (" + first-order carry-over (previous condition, sum-to-zero; left out, with a note in "
-               "carryover.tsv, where the data cannot estimate it)" if carryover else "")
+               "carryover.tsv, where the data cannot estimate it; with it, the within-subject "
+               "comparisons - condition differences, conditionF, period, carryoverF, carryover<Cond> - "
+               "are tested in the within-subject model, subjects as fixed effects, exact t and F "
+               "with residual df: model column ols-subject-fixed)" if carryover else "")
             + ", random intercept per subject (statsmodels "
             "MixedLM, REML); t and F tests with Satterthwaite degrees of freedom (Fai-Cornelius for F), "
             "not the normal reference; OLS (model column) where no subject has two observations; "

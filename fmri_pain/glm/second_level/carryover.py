@@ -16,6 +16,10 @@ level is ``-1`` in every column; period-1 rows are 0), so the carry-over of leve
     the mean carry-over of periods 2.., leaving ``lambda_c = delta (k - 1) / k``
     and ``lambda_j = -delta / k``.
 
+With carry-over in the model, a period contrast includes the mean carry-over into that
+period (period 1 has none), so it depends on this coding: the condition and carry-over
+contrasts do not.
+
 A Williams design is balanced for first-order carry-over, so with all its sequences
 the terms are estimable; with too few sequences (e.g. one cyclic Latin square of
 few subjects) they can be collinear with subject, period and condition: the terms
