@@ -417,6 +417,11 @@ def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | No
     desc = _read_json(Path(stats).with_suffix(".json")).get("Description") if stats else None
     text = ("Pain-pathway ROI analysis: " + (desc.rstrip(".") if desc else "ROI effects per node")
             + " (statsmodels [@statsmodels]).")
+    for key in ("carryover", "sequence_stats"):  # written with group.carryover
+        extra = _read_json(Path(pathways[key]).with_suffix(".json")).get("Description") \
+            if key in pathways else None
+        if extra:
+            text += " " + extra[0].upper() + extra[1:].rstrip(".") + "."
     return MethodsSection("pathways", text)
 
 

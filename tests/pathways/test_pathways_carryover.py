@@ -275,6 +275,33 @@ def test_stage_writes_carryover_and_sequence_tables(tmp_path):
     assert "without carry-over" in sidecar["Description"]
     assert "carry-over" in json.loads(outputs["roi_stats"].with_suffix(".json").read_text())[
         "Description"]
+    from fmri_pain.report.methods import pathways_section
+
+    methods = pathways_section(outputs).text
+    assert "Between-subject sequence test" in methods and "with and without carry-over" in methods
     # without the flag the tables are not written (and none stays stale)
     outputs = run_pathway_analysis(pd.DataFrame(rows), None, tmp_path / "out", spec, atlas=atlas)
     assert "carryover" not in outputs and not (tmp_path / "out/group/pathways/carryover.tsv").exists()
+
+
+def test_roi_and_voxelwise_carryover_estimates_agree():
+    """The ROI within-subject model and the voxelwise repeated model are the same model."""
+    from fmri_pain.glm.second_level.models import (compute_group_contrast, fit_second_level,
+                                                   repeated_measures_design)
+    from fmri_pain.trial import trial_contrasts
+
+    data = _carry_table(12, np.random.default_rng(21), 0.6, nodes=("a",))
+    rows = pd.DataFrame(model_contrasts(fit_crossover(data, carryover=True))).set_index("contrast")
+    design = repeated_measures_design(data, CONDITIONS, trial_contrasts(), carryover=True)
+    affine = np.diag([4.0, 4.0, 4.0, 1.0])
+    imgs = [nib.Nifti1Image(np.full((2, 2, 2), v, np.float32), affine) for v in data["effect"]]
+    model = fit_second_level(imgs, design, nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), affine))
+    for name in ("carryoverDual", "carryoverScs", "dualMinusScs", "dualMinusMean"):
+        maps = compute_group_contrast(model, design, name)
+        assert float(np.asanyarray(maps["effect"].dataobj)[0, 0, 0]) == pytest.approx(
+            rows.loc[name, "estimate"], rel=1e-5)
+        assert float(np.asanyarray(maps["t"].dataobj)[0, 0, 0]) == pytest.approx(
+            rows.loc[name, "stat"], rel=1e-4)
+    f = compute_group_contrast(model, design, "carryoverF")["F"]
+    assert float(np.asanyarray(f.dataobj)[0, 0, 0]) == pytest.approx(rows.loc["carryoverF", "stat"],
+                                                                      rel=1e-4)
