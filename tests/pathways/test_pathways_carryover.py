@@ -249,7 +249,7 @@ def test_stage_writes_carryover_and_sequence_tables(tmp_path):
     rows = []
     for r in wide.itertuples(index=False):
         data = np.zeros(shape, np.float32)
-        data[masks_sl := np.asarray(nib.load(masks["a"]).dataobj) > 0] = r.a
+        data[np.asarray(nib.load(masks["a"]).dataobj) > 0] = r.a
         data[np.asarray(nib.load(masks["control"]).dataobj) > 0] = r.control
         eff = tmp_path / f"sub-{r.subject}_ses-{r.session}_effect.nii.gz"
         var = tmp_path / f"sub-{r.subject}_ses-{r.session}_variance.nii.gz"
