@@ -23,6 +23,11 @@ class GroupSpec:
     """Cluster-extent threshold in voxels applied to the thresholded maps."""
     smoothing_fwhm: float | None = bounded(None, 0, 30, unit="mm")
     """Extra smoothing of subject maps at group level."""
+    carryover: bool = False
+    """Model first-order carry-over (the condition of the previous period; none in period 1) in the
+    repeated-measures maps and the pathway models: ``carryoverF``, ``carryover<Cond>`` and the
+    condition contrasts adjusted for it, how much the condition estimates move, and a
+    between-subject sequence test (``sequenceF``, subjects permuted across sequences)."""
     flip_to_pain_side: Literal["right", "left", "none"] = "right"
     """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
     side, so contralateral responses overlap; ``none`` keeps every map as acquired."""

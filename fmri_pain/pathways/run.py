@@ -16,6 +16,8 @@ from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
+from fmri_pain.pathways.carryover import COLUMN_DESCRIPTIONS as CARRYOVER_DESCRIPTIONS
+from fmri_pain.pathways.carryover import carryover_table, unit_notes
 from fmri_pain.pathways.connectivity import (
     correlation_statistics,
     plot_connectomes,
@@ -25,6 +27,7 @@ from fmri_pain.pathways.connectivity import (
 from fmri_pain.pathways.decoding import run_decoding
 from fmri_pain.pathways.equivalence import write_equivalence
 from fmri_pain.pathways.roi import extract_roi_effects
+from fmri_pain.pathways.sequence import sequence_statistics
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
 
@@ -37,6 +40,7 @@ PART_FILES = {
     "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
     "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
     "equivalence": ("equivalence.tsv", "equivalence.json", "equivalence_contrast-*.png"),
+    "carryover": ("carryover.tsv", "carryover.json", "sequence_stats.tsv", "sequence_stats.json"),
     "decoding": ("decoding.tsv", "decoding.json", "decoding_task-*_weights.nii.gz",
                  "decoding_task-*_weights.json"),
 }
@@ -52,6 +56,11 @@ STAT_COLUMN_DESCRIPTIONS = {
     "p": {"Description": "two-sided p value of t, or p value of F, against the small-sample reference"},
     "p_fdr": {"Description": "Benjamini-Hochberg adjusted p value over the units of the family"},
 }
+
+
+SEQUENCE_N_PERM = 4999
+"""Random rearrangements of the subjects' sequence labels in the ROI sequence test (all distinct
+ones when they are fewer)."""
 
 
 def study_conditions(maps: pd.DataFrame, conditions: Sequence[str]) -> tuple[tuple[str, ...], bool]:
@@ -78,14 +87,20 @@ def study_conditions(maps: pd.DataFrame, conditions: Sequence[str]) -> tuple[tup
     return tuple(known), len(known) == 1
 
 
-def roi_model_description(one_condition: bool) -> str:
+def roi_model_description(one_condition: bool, carryover: bool = False) -> str:
     """What computed ``roi_stats.tsv`` (also the report's methods sentence)."""
     if one_condition:
         return ("one condition: per node, pathway mean and lateral-medial index, a one-sample t test "
                 "of the subjects' node effects against 0 (ordinary least squares on an intercept, df = "
                 "n_subjects - 1); p_fdr = Benjamini-Hochberg over units per level and contrast")
     return ("crossover linear mixed model per node, pathway mean and lateral-medial index: "
-            "effect ~ 0 + condition + C(period, Sum), random intercept per subject (statsmodels "
+            "effect ~ 0 + condition + C(period, Sum)"
+            + (" + first-order carry-over (previous condition, sum-to-zero; left out, with a note in "
+               "carryover.tsv, where the data cannot estimate it; with it, the within-subject "
+               "comparisons - condition differences, conditionF, period, carryoverF, carryover<Cond> - "
+               "are tested in the within-subject model, subjects as fixed effects, exact t and F "
+               "with residual df: model column ols-subject-fixed)" if carryover else "")
+            + ", random intercept per subject (statsmodels "
             "MixedLM, REML); t and F tests with Satterthwaite degrees of freedom (Fai-Cornelius for F), "
             "not the normal reference; OLS (model column) where no subject has two observations; "
             "p_fdr = Benjamini-Hochberg over units per level and contrast")
@@ -173,7 +188,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                          spec: PathwaysSpec | None = None, events: EventsSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
                          atlas: PathwayAtlas | None = None,
-                         equivalence: EquivalenceSpec | None = None) -> dict[str, Path]:
+                         equivalence: EquivalenceSpec | None = None,
+                         carryover: bool = False) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -203,6 +219,11 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     equivalence : EquivalenceSpec, optional
         The ``equivalence`` section: its tests are run per node and pathway
         (``equivalence.tsv`` and one margin figure per test; None or no tests: not run).
+    carryover : bool
+        The ``group.carryover`` value: first-order carry-over in the crossover models
+        (``roi_stats.tsv`` rows ``carryoverF``, ``carryover<Cond>``, condition contrasts
+        adjusted), ``carryover.tsv`` (detection and the shift of the condition estimates)
+        and ``sequence_stats.tsv`` (between-subject sequence test).
 
     Returns
     -------
@@ -263,10 +284,20 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     elif effects["effect"].notna().sum() == 0:
         parts.skip("roi_stats", "no node of the atlas has data in the subject maps")
     else:
-        stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
+        with_carryover = carryover and not one_condition
+        stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha,
+                               carryover=with_carryover)
         outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
-            "Description": roi_model_description(one_condition), "Parameters": params,
-            **STAT_COLUMN_DESCRIPTIONS})
+            "Description": roi_model_description(one_condition, with_carryover),
+            "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
+        if with_carryover:
+            outputs.update(_write_carryover(effects, stats, conditions, spec, out, params))
+        elif carryover:
+            parts.skip("carryover", f"one condition ({conditions[0]}): no carry-over between "
+                                    "conditions to model")
+        else:
+            for pattern in PART_FILES["carryover"]:
+                (out / pattern).unlink(missing_ok=True)
         for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
             fig = plot_forest(stats, contrast, spec.alpha)
             outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
@@ -317,6 +348,29 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     skipped = parts.write()
     if skipped is not None:
         outputs["skipped"] = skipped
+    return outputs
+
+
+def _write_carryover(effects: pd.DataFrame, stats: pd.DataFrame, conditions, spec: PathwaysSpec,
+                     out: Path, params: dict) -> dict[str, Path]:
+    plain = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
+    table = carryover_table(stats, plain, unit_notes(effects, conditions), spec.alpha)
+    outputs = {"carryover": write_tsv(table, out / "carryover.tsv", sidecar={
+        "Description": "carry-over per node, pathway mean and lateral-medial index: the carryoverF "
+                       "test of roi_stats.tsv (FDR over the units of a level) and each condition "
+                       "contrast's estimate with and without carry-over in the crossover model",
+        "Parameters": params, **CARRYOVER_DESCRIPTIONS})}
+    sequence = sequence_statistics(effects, n_perm=SEQUENCE_N_PERM, random_state=spec.random_state)
+    outputs["sequence_stats"] = write_tsv(sequence, out / "sequence_stats.tsv", sidecar={
+        "Description": "between-subject sequence test per node, pathway mean and lateral-medial index: "
+                       "each subject's mean over its conditions, one-way F across treatment sequences "
+                       "(p from F(df_num, df)); p_perm from permuting the subjects' sequence labels "
+                       f"({SEQUENCE_N_PERM} random rearrangements, or all distinct ones when fewer; "
+                       "p_perm = (1 + #{F* >= F}) / n_perm with the observed one counted in n_perm); "
+                       "p_perm_fdr = Benjamini-Hochberg over the units of a level",
+        "Parameters": params,
+        "n_perm": {"Description": "rearrangements used, the observed one included"},
+        "exhaustive": {"Description": "all distinct rearrangements enumerated (an exact test)"}})
     return outputs
 
 

@@ -24,6 +24,13 @@ and residual mean squares. When every subject contributes one observation (a
 one-condition study) the random intercept is not identifiable and the model is
 ordinary least squares with t tests (``df`` = residual degrees of freedom:
 ``n - 1`` for a one-sample test).
+
+With first-order carry-over in the model (``carryover=True``: sum-to-zero columns of the
+previous condition, :mod:`fmri_pain.glm.second_level.carryover`), the within-subject
+comparisons (condition differences, ``conditionF``, period, ``carryoverF`` and
+``carryover<Cond>``) come from the within-subject model, subjects as fixed effects
+(:mod:`fmri_pain.pathways.within`; exact t and F, the voxelwise model's estimates), and
+the condition means from the random-intercept model with the carry-over columns.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
+from fmri_pain.glm.second_level.carryover import CarryoverTerms, carryover_terms, embed
+from fmri_pain.pathways.within import is_within, subject_indicators, within_subject_fit
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -54,6 +63,8 @@ DF_METHODS = {
     "between-subjects": "n_subjects - 1 (conservative; the Satterthwaite df could not be computed)",
     "one-sample": "n_subjects - 1 (one-sample t test over subjects)",
     "paired": "n_subjects - 1 (paired t test over the subjects with both conditions)",
+    "within-subject": "residual df of the within-subject model (subjects as fixed effects; used for "
+                      "within-subject comparisons when carry-over is modelled): exact for normal errors",
 }
 """What the ``df_method`` column of the statistics tables means."""
 
@@ -96,18 +107,25 @@ def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
 
 def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
                   conditions: tuple[str, ...] = CONDITIONS,
-                  covariates: tuple[str, ...] = ()):
+                  covariates: tuple[str, ...] = (), carryover: bool = False):
     """Fit the crossover model to one ROI's long table.
 
     Parameters
     ----------
     data : DataFrame
-        Columns subject, condition, period (optional), ``value`` and ``covariates``.
+        Columns subject, condition, period (optional), sequence (optional), ``value``
+        and ``covariates``.
+    carryover : bool
+        Add the first-order carry-over term (``carryover_<Cond>`` sum-to-zero columns,
+        :mod:`fmri_pain.glm.second_level.carryover`) when the data can estimate it.
 
     Returns
     -------
     dict with the keys of :func:`fit_model` (params, cov, df, df_method, model
-    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods.
+    "mixedlm"/"ols", group_var, ...) plus present (conditions), period_columns, periods
+    and carryover (the :class:`~fmri_pain.glm.second_level.carryover.CarryoverTerms`, or None);
+    with carry-over, within (:func:`~fmri_pain.pathways.within.within_subject_fit`), from which
+    :func:`model_contrasts` takes the within-subject comparisons.
     """
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
@@ -115,10 +133,29 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
     exog, present, period_columns = crossover_design(data, conditions, covariates)
     endog = data[value].astype(float).to_numpy()
     groups = data["subject"].astype(str).to_numpy()
+    carry, within = None, None
+    if carryover:
+        carry = roi_carryover_terms(data, conditions, exog)
+        if carry.estimable:
+            within = within_subject_fit(endog, pd.concat([exog, carry.columns], axis=1), groups)
+            if within is None:
+                carry = CarryoverTerms(carry.columns.iloc[:, :0], carry.levels, notes=[
+                    "carry-over not modelled: no residual degrees of freedom within subjects"])
+        exog = pd.concat([exog, carry.columns], axis=1)
     result = fit_model(endog, exog, groups)
     periods = sorted(pd.to_numeric(data["period"]).astype(int).unique()) if period_columns else []
-    result.update(present=present, period_columns=period_columns, periods=periods)
+    result.update(present=present, period_columns=period_columns, periods=periods, carryover=carry)
+    if within is not None:
+        result["within"] = within
     return result
+
+
+def roi_carryover_terms(data: pd.DataFrame, conditions: tuple[str, ...],
+                        exog: pd.DataFrame) -> CarryoverTerms:
+    """The carry-over columns of one ROI's table, estimable within subjects given ``exog``."""
+    groups = data["subject"].astype(str).to_numpy()
+    return carryover_terms(data, conditions,
+                           pd.concat([exog, subject_indicators(groups, exog.index)], axis=1))
 
 
 def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict:
@@ -294,15 +331,24 @@ def contrast_test(fit: dict, weights: np.ndarray, alpha: float = 0.05) -> dict:
 
 
 def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
-    """The trial's contrasts (over the conditions present) and period effects of a fit."""
+    """The trial's contrasts (over the conditions present), period and carry-over effects of a fit."""
     columns = list(fit["params"].index)
+    within = fit.get("within")
+    conds = [columns.index(c) for c in fit["present"]]
+
+    def test(weights):
+        # with carry-over, within-subject comparisons come from the within-subject fit
+        if within is not None and is_within(weights, conds):
+            return {**contrast_test(within, weights, alpha), "model": within["model"]}
+        return contrast_test(fit, weights, alpha)
+
     rows = []
     for name, contrast in trial_contrasts(tuple(fit["present"])).items():
         w = np.atleast_2d(contrast.weights)
         full = np.zeros((w.shape[0], len(columns)))
         for j, cond in enumerate(contrast.conditions):
             full[:, columns.index(cond)] = w[:, j]
-        rows.append({"contrast": name, **contrast_test(fit, full if w.shape[0] > 1 else full[0], alpha)})
+        rows.append({"contrast": name, **test(full if w.shape[0] > 1 else full[0])})
     period_cols = fit["period_columns"]
     if period_cols:
         # sum coding: effect of period k < K is its column, of the last period minus the sum
@@ -313,18 +359,24 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
             w = np.zeros(len(columns))
             for j, col in enumerate(period_cols):
                 w[columns.index(col)] = effects[i, j] - effects[0, j]
-            rows.append({"contrast": f"period{labels[i]}MinusPeriod{labels[0]}",
-                         **contrast_test(fit, w, alpha)})
+            rows.append({"contrast": f"period{labels[i]}MinusPeriod{labels[0]}", **test(w)})
+    carry = fit.get("carryover")
+    if carry is not None and carry.estimable:
+        for name, weights in carry.contrasts.items():
+            rows.append({"contrast": name, **test(embed(weights, list(carry.columns), columns))})
     return rows
 
 
-def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
-    fit = fit_crossover(data, value, conditions=conditions)
+def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, carryover=False,
+              **ids) -> list[dict]:
+    fit = fit_crossover(data, value, conditions=conditions, carryover=carryover)
+    for note in (fit["carryover"].notes if fit["carryover"] is not None else []):
+        LOGGER.warning("%s %s: %s", ids.get("level"), ids.get("node"), note)
     if not fit["converged"]:
         LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
                        ids.get("level"), ids.get("node"))
-    return [{**ids, **row, "n_subjects": fit["n_subjects"], "n_obs": fit["n_obs"],
-             "model": fit["model"], "group_var": fit["group_var"]}
+    return [{**ids, "model": fit["model"], **row, "n_subjects": fit["n_subjects"],
+             "n_obs": fit["n_obs"], "group_var": fit["group_var"]}
             for row in model_contrasts(fit, alpha)]
 
 
@@ -348,13 +400,17 @@ def lateral_medial_index(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS,
-                   alpha: float = 0.05, value: str = "effect") -> pd.DataFrame:
+                   alpha: float = 0.05, value: str = "effect",
+                   carryover: bool = False) -> pd.DataFrame:
     """Mixed models per node, per pathway (mean over nodes) and of the lateral-medial index.
 
     Parameters
     ----------
     effects : DataFrame
         The long ROI-effects table (:func:`fmri_pain.pathways.roi.extract_roi_effects`).
+    carryover : bool
+        Model first-order carry-over (rows ``carryoverF``, ``carryover<Cond>``; the
+        condition contrasts adjusted for it).
 
     Returns
     -------
@@ -366,14 +422,14 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     for node, data in effects.groupby("node", sort=False):
         if data[value].notna().sum() == 0:
             continue
-        rows += _fit_rows(data, value, conditions, alpha, level="node", node=node,
+        rows += _fit_rows(data, value, conditions, alpha, carryover, level="node", node=node,
                           pathway=data["pathway"].iloc[0])
     for pathway, data in pathway_means(effects).groupby("pathway", sort=False):
-        rows += _fit_rows(data, "effect", conditions, alpha, level="pathway", node=pathway,
-                          pathway=pathway)
+        rows += _fit_rows(data, "effect", conditions, alpha, carryover, level="pathway",
+                          node=pathway, pathway=pathway)
     index = lateral_medial_index(effects)
     if not index.empty and index["effect"].notna().any():
-        rows += _fit_rows(index, "effect", conditions, alpha, level="index",
+        rows += _fit_rows(index, "effect", conditions, alpha, carryover, level="index",
                           node="lateral_minus_medial", pathway="lateral-medial")
     table = pd.DataFrame(rows)
     return add_fdr(table, ["level", "contrast"]).reindex(columns=list(STAT_COLUMNS))

@@ -15,6 +15,7 @@ from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.glm.inference.group_contrasts import (PermutationOutput, inference_summary,
                                                      inference_warnings)
 from fmri_pain.glm.second_level.outputs import GroupResult
+from fmri_pain.report.carryover import carryover_report_section
 from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
 from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, first_level_section,
                                       group_section, inference_section, pathways_section,
@@ -29,6 +30,7 @@ _ROUTE_NOTE = {
     "one-sample": "one-sample t test over subjects",
     "repeated": "repeated-measures model of all subject x condition maps",
     "paired": "paired route (within-subject difference maps)",
+    "sequence": "between-subject sequence test (subject-mean maps)",
 }
 
 
@@ -112,6 +114,8 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
                                  else _inference_html(permutations, spec.group.fwe_alpha)),
         pathways_section=markup(None if pathways is None else pathway_report_section(pathways)),
         equivalence_section=markup(equivalence_report_section(pathways, equivalence_maps)),
+        carryover_section=markup(carryover_report_section(group, permutations, pathways,
+                                                          spec.group.fdr_q)),
         dataset_notes=_dataset_notes(output_dir))
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from fmri_pain._version import __version__
 from fmri_pain.bids.derivatives import dataset_root, software_versions, write_text
 from fmri_pain.glm.first_level.model import AR_BINS
+from fmri_pain.report.carryover import carryover_methods
 from fmri_pain.config.spec import AnalysisSpec
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")
@@ -332,16 +333,21 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
         maps = by_route["repeated"]
         design = maps[0].design
         names = [m.contrast for m in maps]
+        t_names = [n for n in names if n not in ("conditionF", "periodLinear")
+                   and not n.startswith("carryover")]
         n_sub = len(maps[0].subjects)
         parts.append(
             f"Condition differences were estimated in one repeated-measures model of all "
             f"{len(design.design)} subject x condition maps of {n_sub} subjects, with terms "
             f"{design.terms} (df {design.residual_dof}); the design follows the crossover "
             f"[@senn2002], with t contrasts "
-            f"{', '.join(n for n in names if n not in ('conditionF', 'periodLinear'))}"
+            f"{', '.join(t_names)}"
             + (", an F test across conditions (conditionF)" if "conditionF" in names else "")
             + (" and the average change per period (periodLinear)" if "periodLinear" in names else "")
             + ".")
+    carryover = carryover_methods(group)
+    if carryover:
+        parts.append(carryover)
     if "paired" in by_route:
         maps = by_route["paired"]
         terms = sorted({m.design.terms for m in maps})
@@ -411,6 +417,11 @@ def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | No
     desc = _read_json(Path(stats).with_suffix(".json")).get("Description") if stats else None
     text = ("Pain-pathway ROI analysis: " + (desc.rstrip(".") if desc else "ROI effects per node")
             + " (statsmodels [@statsmodels]).")
+    for key in ("carryover", "sequence_stats"):  # written with group.carryover
+        extra = _read_json(Path(pathways[key]).with_suffix(".json")).get("Description") \
+            if key in pathways else None
+        if extra:
+            text += " " + extra[0].upper() + extra[1:].rstrip(".") + "."
     return MethodsSection("pathways", text)
 
 

@@ -54,7 +54,8 @@ class SimulatedTrial:
 def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *, voxel_size: float = 4.0,
                    n_volumes: int = 100, tr: float = 2.0, derivatives: bool = True, raw: bool = True,
                    null: bool = False, ppi: bool = False, effect_scale: float = 1.0,
-                   dropout: bool = False) -> SimulatedTrial:
+                   dropout: bool = False,
+                   carryover: dict[str, float] | None = None) -> SimulatedTrial:
     """Simulate the crossover trial and write raw BIDS, fMRIPrep-style derivatives and ground truth.
 
     Parameters
@@ -81,6 +82,10 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
         Multiplies every effect (amplitudes, random effects, period effect, coupling).
     dropout : bool
         The last subject drops out before its last period (it has 2 sessions).
+    carryover : dict of str to float, optional
+        First-order carry-over, e.g. ``{"DUAL": 0.4}``: percent signal change added (times
+        ``effect_scale``) to the amplitude of every ROI active in the session of the period right
+        after that condition. Recorded in truth.json (``carryover`` and per session).
 
     Returns
     -------
@@ -106,7 +111,11 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
     out = Path(output_dir)
     bids_dir, deriv_dir, truth_dir = out / "bids", out / "derivatives" / "fmriprep", out / "truth"
     scale = float(effect_scale)
-    subjects = plan_subjects(n_subjects, seed, scale, null)
+    carryover = {str(k): float(v) for k, v in (carryover or {}).items()}
+    unknown = sorted(set(carryover) - set(M.CONDITIONS))
+    if unknown:
+        raise ValueError(f"carryover: conditions {unknown} are not among {list(M.CONDITIONS)}")
+    subjects = plan_subjects(n_subjects, seed, scale, null, carryover)
     mni = tissue(float(voxel_size))
     tissue(2.0 if voxel_size >= 3 else 1.0)  # warm the cache before any worker forks
 
@@ -137,7 +146,8 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
                                      "Description": "true-transform preprocessing of the simulated raw data"}]},
                    deriv_dir / "dataset_description.json")
     truth = truth_record(subjects, results, jobs, seed=seed, voxel_size=float(voxel_size),
-                         n_volumes=n_volumes, tr=float(tr), null=null, ppi=ppi, scale=scale, dropout=dropout)
+                         n_volumes=n_volumes, tr=float(tr), null=null, ppi=ppi, scale=scale, dropout=dropout,
+                         carryover=carryover)
     write_roi_masks(truth_dir, mni.shape, mni.affine)
     truth["generation_seconds"] = round(time.perf_counter() - start, 2)
     write_json(truth, truth_dir / "truth.json")

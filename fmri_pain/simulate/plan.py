@@ -18,11 +18,16 @@ def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, *keys]))
 
 
-def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool) -> list[dict[str, Any]]:
+def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool,
+                  carryover: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every subject's sequence, demographics, head offset, HRF latency, random effects and sessions.
 
     Each session holds the ROI amplitudes used (0 with ``null``; scaled by ``scale``) and its behaviour.
+    ``carryover`` (condition -> percent) is added to the amplitude of every ROI active in the
+    session of the period right after that condition (first-order carry-over); each session
+    records it.
     """
+    carryover = dict(carryover or {})
     rng = keyed_rng(seed, 0)
     order = rng.permutation(len(M.WILLIAMS))
     subjects = []
@@ -42,10 +47,12 @@ def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool) -> list[
         sessions = []
         for period, cond in enumerate(sequence, start=1):
             amps = {}
+            previous = sequence[period - 2] if period > 1 else None
+            carry = carryover.get(previous, 0.0) if previous else 0.0
             for roi in M.ROIS:
                 active = roi.amplitudes[cond] != 0 and roi.active_when_pain_side in (None, pain_side)
                 value = roi.amplitudes[cond] + M.PERIOD_EFFECT * (period - 1) + subject_re[roi.name] \
-                    + session_re[cond][roi.name]
+                    + session_re[cond][roi.name] + carry
                 amps[roi.name] = 0.0 if (null or not active) else round(scale * value, 6)
             lateral = np.mean([amps["pINS_L"], amps["pINS_R"], amps["S2_L"], amps["S2_R"]])
             relief = float(np.clip(20.0 + 15.0 * lateral + srng.normal(0.0, 8.0), 0.0, 95.0))
@@ -57,6 +64,8 @@ def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool) -> list[
             else:
                 stim = srng.uniform(2.0, 6.0) + srng.uniform(0.3, 1.2)
             sessions.append({"session": cond.lower(), "condition": cond, "period": period, "amplitudes": amps,
+                             "carryover_from": previous,
+                             "carryover_percent": 0.0 if null else round(scale * carry, 6),
                              "pain_relief": round(relief, 1), "vas_pain": round(vas, 1),
                              "stim_amplitude_ma": round(float(stim), 2)})
         subjects.append({

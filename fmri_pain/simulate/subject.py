@@ -101,6 +101,8 @@ def simulate_subject(args: dict) -> dict:
             write_json(meta, ddir / f"{stem}_desc-confounds_timeseries.json")
         subject_truth["sessions"][ses] = {
             "condition": sess["condition"], "period": sess["period"], "amplitudes": sess["amplitudes"],
+            "carryover_from": sess.get("carryover_from"),
+            "carryover_percent": sess.get("carryover_percent", 0.0),
             "pain_relief": sess["pain_relief"], "vas_pain": sess["vas_pain"],
             "stim_amplitude_ma": sess["stim_amplitude_ma"], "runs": {"run-1": run_truth},
         }

@@ -81,6 +81,12 @@ def truth_record(subjects: list[dict], results: list[dict], jobs: list[dict], **
             else ("none" if scale == 0 else "positive"),
             "definition": "added to every active ROI amplitude: percent_per_period * (period - 1)",
         },
+        "carryover": {
+            "after": {c: round(scale * v, 6) for c, v in params.get("carryover", {}).items()},
+            "definition": "first-order carry-over: after[condition] percent added to the amplitude of "
+                          "every ROI active in the session of the period right after that condition "
+                          "(none in period 1); per session under subjects (carryover_from, "
+                          "carryover_percent)"},
         "random_effects": {"subject_sd_percent": scale * M.SUBJECT_SD, "subject_by_condition_sd_percent":
                            scale * M.SESSION_SD,
                            "definition": "amplitude = effect_scale * (roi amplitude[condition] + period effect "

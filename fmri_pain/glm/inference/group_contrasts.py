@@ -2,7 +2,8 @@
 
 The same design matrices and contrasts as the parametric fits; the scheme
 follows the design: sign flips for one-sample designs, shuffles within
-subjects (exchangeability blocks) for the repeated-measures model.
+subjects (exchangeability blocks) for the repeated-measures model, and whole
+subjects permuted across sequences (no blocks) for the between-subject sequence test.
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def _blocks(entry: GroupMap) -> np.ndarray | None:
     return design.rows["subject"].to_numpy() if design.route == "repeated" else None
 
 
+def _scheme(entry: GroupMap) -> str:
+    # one map per subject and a between-subject effect: subjects are exchangeable across sequences
+    return "permute" if entry.design.route == "sequence" else "auto"
+
+
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: InferenceSpec) -> None:
     """Refuse, before any permutation runs, a stage the machine's memory cannot hold.
 
@@ -94,7 +100,7 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: In
         blocks = _blocks(entry)
         rows = np.atleast_2d(np.asarray(entry.design.contrasts[entry.key], dtype=float))
         try:
-            scheme = auto_scheme(x, rows, blocks)
+            scheme = auto_scheme(x, rows, blocks) if _scheme(entry) == "auto" else _scheme(entry)
             n_distinct = count_rearrangements(x.shape[0], scheme, blocks=blocks, design=x)
         except ValueError:  # the test itself will report it
             n_distinct = spec.n_perm + 1
@@ -118,7 +124,7 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     two_sided = entry.stat_type == "t"
     result = permutation_test(
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=spec.n_perm,
-        blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
+        scheme=_scheme(entry), blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
         cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs,
         accel=spec.accel)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})

@@ -20,6 +20,7 @@ from fmri_pain.errors import InputError
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.group import GroupSpec
+from fmri_pain.glm.second_level.carryover_shift import SHIFT_COLUMNS, carryover_shift, shift_record
 from fmri_pain.glm.second_level.collect import (check_first_level_parameters, collect_subject_maps,
                                                 common_space, defined_contrasts, keep_defined_contrasts)
 from fmri_pain.glm.second_level.models import (GroupDesign, compute_group_contrast, covariate_label,
@@ -29,6 +30,7 @@ from fmri_pain.glm.second_level.models import (GroupDesign, compute_group_contra
 from fmri_pain.glm.second_level.outputs import (GroupMap, GroupResult, model_record, section_record,
                                                 spatial_reference, write_contrast_maps, write_design,
                                                 write_group_mask, write_thresholded_map)
+from fmri_pain.glm.second_level.sequence import sequence_design, subject_sequences, write_subject_means
 from fmri_pain.glm.second_level.thresholds import cluster_table, threshold_map
 from fmri_pain.trial import CONDITIONS, difference_contrasts, trial_contrasts
 
@@ -118,9 +120,17 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
                          & (maps["contrast"] == maps["condition"].str.lower())]
         notes = []
         covs = _available_covariates(cond_rows, spec.covariates, notes)
-        design = repeated_measures_design(cond_rows, conditions, contrasts, covs)
+        design = repeated_measures_design(cond_rows, conditions, contrasts, covs,
+                                          carryover=spec.carryover)
+        extra = {}
+        if spec.carryover:
+            shift = _carryover_shift(cond_rows, design, conditions, contrasts, covs, fitter)
+            extra = {r.contrast: {"CarryoverShift": shift_record(r)} for _, r in shift.iterrows()}
+            fitter.carryover_shift = shift
         fitter.fit_and_write(cond_rows, design,
-                             {name: name for name in design.contrasts}, notes=notes)
+                             {name: name for name in design.contrasts}, notes=notes, extra=extra)
+        if spec.carryover:
+            _sequence_test(cond_rows, fitter)
         for name, con in differences.items():
             rows = maps[maps["contrast"] == name]
             if len(rows) < 3:
@@ -134,7 +144,48 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
             fitter.fit_and_write(rows, design, {"intercept": name}, folder="paired", notes=notes)
 
     return GroupResult(output_dir, task, fitter.written, subjects, left_out, mask_path,
-                       fitter.designs, maps, log.messages, recorded, mirrored)
+                       fitter.designs, maps, log.messages, recorded, mirrored,
+                       carryover_shift=fitter.carryover_shift)
+
+
+def _carryover_shift(rows: pd.DataFrame, design: GroupDesign, conditions, contrasts, covs,
+                     fitter: "_GroupFit") -> pd.DataFrame:
+    """The condition contrasts' effect shift when carry-over enters the repeated model."""
+    without = repeated_measures_design(rows, conditions, contrasts, covs)
+    if len(rows) <= np.linalg.matrix_rank(design.design.to_numpy()):
+        return pd.DataFrame(columns=list(SHIFT_COLUMNS))  # the model is not fitted (warned)
+    images = [load_subject_map(p, f) for p, f in zip(rows["effect"], rows["flip"])]
+    return carryover_shift(images, design, without, fitter.mask_img, fitter.spec.smoothing_fwhm)
+
+
+def _sequence_test(cond_rows: pd.DataFrame, fitter: "_GroupFit") -> None:
+    """The between-subject sequence route: subject-mean maps, one-way F across sequences."""
+    known, notes = subject_sequences(cond_rows)
+    per_subject = (known.groupby("subject", sort=True)
+                   .agg(sequence=("sequence", "first"), n_conditions=("condition", "nunique"))
+                   .reset_index())
+    if len(per_subject) < 3:
+        fitter.log.warn(f"sequence model not fitted: {len(per_subject)} subject(s) with a sequence")
+        return
+    images = {s: [load_subject_map(p, f) for p, f in zip(g["effect"], g["flip"])]
+              for s, g in known.groupby("subject", sort=True)}
+    if per_subject["n_conditions"].nunique() > 1:
+        notes.append("subject means over unequal numbers of conditions (drop-outs): "
+                     + ", ".join(f"sub-{r.subject} ({r.n_conditions})" for r in
+                                 per_subject.itertuples() if r.n_conditions < per_subject[
+                                     "n_conditions"].max()))
+    mirrored = sorted(known.loc[known["flip"].astype(bool), "subject"].unique())
+    if mirrored:
+        notes.append("subject means of maps mirrored left-right for "
+                     + ", ".join(f"sub-{s}" for s in mirrored))
+    rows = write_subject_means(per_subject, images, output_dir=fitter.output_dir,
+                               task=fitter.task, space=fitter.space)
+    design = sequence_design(rows)
+    if not design.contrasts:
+        for note in [*notes, *design.notes]:
+            fitter.log.warn(f"sequence model: {note}")
+        return
+    fitter.fit_and_write(rows, design, {"sequenceF": "sequenceF"}, notes=notes)
 
 
 class _Decisions:
@@ -194,10 +245,11 @@ class _GroupFit:
         self.log = log
         self.written: list[GroupMap] = []
         self.designs: dict[str, Path] = {}
+        self.carryover_shift: pd.DataFrame | None = None
 
     def fit_and_write(self, rows: pd.DataFrame, design: GroupDesign,
                       names: dict[str, str], folder: str | None = None,
-                      notes: list[str] | None = None) -> None:
+                      notes: list[str] | None = None, extra: dict | None = None) -> None:
         images, flips = list(rows["effect"]), list(rows["flip"])
         label = names.get("intercept") or design.route
         where = f"{design.route} model ({label if design.route != 'repeated' else 'conditions'})"
@@ -225,7 +277,8 @@ class _GroupFit:
                                  dataset=self.output_dir,
                                  **model_record(design, key, subjects, mirrored, notes),
                                  SpatialReference=spatial_reference(self.space, self.mask_img,
-                                                                    any(flips)))
+                                                                    any(flips)),
+                                 **(extra or {}).get(key, {}))
             paths = write_contrast_maps(stat_maps, stat_type, sidecar, contrast=name,
                                         folder=folder, **where_to)
             entry = GroupMap(name, key, design.route, stat_type, paths, design, images, flips,

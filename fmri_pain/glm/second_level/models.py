@@ -31,6 +31,7 @@ import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel
 from nilearn.image import resample_to_img
 
+from fmri_pain.glm.second_level.carryover import COLUMN_PREFIX, carryover_terms, embed
 from fmri_pain.trial import Contrast
 
 
@@ -80,14 +81,17 @@ class GroupDesign:
         """Covariate columns kept in the design (not intercept, condition, subject or period)."""
         structural = {"intercept", "period_difference", *map(str, self.rows.get("condition", []))}
         return [c for c in self.design.columns
-                if c not in structural and not c.startswith(("sub-", "period"))]
+                if c not in structural and not c.startswith(("sub-", "period", COLUMN_PREFIX,
+                                                              "sequence_"))]
 
     @property
     def terms(self) -> str:
         """The model as it was fitted, e.g. ``condition + subject + period + pain_relief``."""
         cols = list(self.design.columns)
         terms = []
-        if self.route == "repeated":
+        if self.route == "sequence":
+            terms.append("sequence (cell means)")
+        elif self.route == "repeated":
             terms.append("condition")
             if any(c.startswith("sub-") for c in cols):
                 terms.append("subject")
@@ -95,6 +99,8 @@ class GroupDesign:
             terms.append("intercept")
         if any(c.startswith("period") for c in cols):
             terms.append("period difference" if self.route == "paired" else "period")
+        if any(c.startswith(COLUMN_PREFIX) for c in cols):
+            terms.append("carry-over (previous condition, sum-to-zero)")
         return " + ".join(terms + self.covariates)
 
 
@@ -138,8 +144,9 @@ def one_sample_design(rows: pd.DataFrame, covariates: tuple[str, ...] = ()) -> G
 
 def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
                              contrasts: dict[str, Contrast],
-                             covariates: tuple[str, ...] = ()) -> GroupDesign:
-    """Subject + condition + period (+ covariates) model of all subject x condition maps.
+                             covariates: tuple[str, ...] = (),
+                             carryover: bool = False) -> GroupDesign:
+    """Subject + condition + period (+ carry-over, covariates) model of all subject x condition maps.
 
     Parameters
     ----------
@@ -153,12 +160,17 @@ def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
         and F contrasts) are kept.
     covariates : tuple of str
         Session-level covariates, mean-centred.
+    carryover : bool
+        Add first-order carry-over (:mod:`~fmri_pain.glm.second_level.carryover`):
+        ``carryover_<Cond>`` columns and the ``carryoverF`` / ``carryover<Cond>``
+        contrasts; the condition contrasts are then adjusted for it. When the
+        data cannot estimate it, it is left out with a note.
 
     Returns
     -------
     GroupDesign
         Columns: one per condition present, ``sub-XX`` for every subject but
-        the first, ``period<P>`` for every period but the first, covariates.
+        the first, ``period<P>`` for every period but the first, carry-over, covariates.
         Contrasts: each estimable difference, ``conditionF``, and
         ``periodLinear`` (the average change per period, (last - first) / (P - 1)).
     """
@@ -181,9 +193,14 @@ def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
     else:
         unknown = int(rows["period"].isna().sum()) if "period" in rows else len(rows)
         notes.append(f"period not modelled: the period of {unknown} of {len(rows)} maps is unknown")
+    carry = None
+    if carryover:
+        carry = carryover_terms(rows, tuple(dict.fromkeys([*conditions, *present])), design)
+        notes += carry.notes
+        design = pd.concat([design, carry.columns], axis=1)
     for cov in covariates:
         design[cov] = _centred(rows[cov], cov)
-    dropped = _drop_collinear(design, protect=present)
+    dropped = _drop_collinear(design, protect=[*present, *(carry.columns if carry else [])])
     if dropped:
         notes.append(f"column(s) {', '.join(dropped)} dropped: collinear with the other terms "
                      "(e.g. every subject on one sequence confounds period with condition)")
@@ -205,6 +222,9 @@ def repeated_measures_design(rows: pd.DataFrame, conditions: tuple[str, ...],
         vec = np.zeros(len(cols))
         vec[cols.index(f"period{periods[-1]}")] = 1.0 / (periods[-1] - periods[0])
         out["periodLinear"] = vec
+    if carry is not None and carry.estimable:
+        for name, weights in carry.contrasts.items():
+            out[name] = embed(weights, list(carry.columns), cols)
     return GroupDesign("repeated", design, out, rows, notes)
 
 

@@ -72,6 +72,9 @@ class GroupResult:
     with, as recorded in their sidecars (None when not recorded)."""
     mirrored: list[str] = field(default_factory=list)
     """Subjects whose maps were mirrored left-right."""
+    carryover_shift: pd.DataFrame | None = None
+    """With ``group.carryover``: per condition contrast, how much its effect map moves when
+    carry-over enters the repeated model (:mod:`~fmri_pain.glm.second_level.carryover_shift`)."""
 
     @property
     def warnings_by_map(self) -> dict[str, list[str]]:
@@ -229,6 +232,8 @@ _DESCRIPTIONS = {
     "one-sample": "One-sample test over subjects (intercept; covariates mean-centred).",
     "repeated": "Repeated-measures crossover model on all subject x condition maps "
                 "(terms as fitted: see ModelTerms).",
+    "sequence": "Between-subject sequence test: each subject's mean condition map, one indicator "
+                "per treatment sequence (cell means); sequenceF tests every difference.",
     "paired": "Paired route: one-sample test of within-subject difference maps "
               "(terms as fitted: see ModelTerms).",
 }
