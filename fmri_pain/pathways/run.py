@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, writ
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.errors import InputError
+from fmri_pain.glm.second_level.site import sites_by_subject
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
 from fmri_pain.pathways.connectivity import (
@@ -169,7 +171,8 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
                          spec: PathwaysSpec | None = None, events: EventsSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None,
+                         site_column: str | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -196,6 +199,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
+    site_column : str, optional
+        The site column of ``maps`` (``group.site_column``): with two or more sites the ROI
+        models get site indicators (recorded as ``Sites`` in ``roi_stats.json``).
 
     Returns
     -------
@@ -256,9 +262,17 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     elif effects["effect"].notna().sum() == 0:
         parts.skip("roi_stats", "no node of the atlas has data in the subject maps")
     else:
-        stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
+        stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha,
+                               site_column=site_column)
+        sites, _ = sites_by_subject(effects, site_column)
+        site_record = ({"Sites": {"Column": site_column, "Subjects": dict(Counter(sites.values())),
+                                  "Model": "mean-centred site indicators (between-subject fixed "
+                                           "effects) in every ROI model"}} if sites else {})
+        if sites:
+            LOGGER.info("pathways: ROI models include site (%s, %d sites)", site_column,
+                        len(set(sites.values())))
         outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
-            "Description": roi_model_description(one_condition), "Parameters": params,
+            "Description": roi_model_description(one_condition), "Parameters": params, **site_record,
             **STAT_COLUMN_DESCRIPTIONS})
         for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
             fig = plot_forest(stats, contrast, spec.alpha)

@@ -39,6 +39,7 @@ from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
+from fmri_pain.glm.second_level.site import site_indicators, sites_by_subject
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -59,8 +60,15 @@ DF_METHODS = {
 
 
 def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
-                     covariates: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+                     covariates: tuple[str, ...] = (),
+                     sites: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Fixed-effects design of the crossover model.
+
+    ``sites`` (subject -> site, multi-centre trials) adds mean-centred site indicators
+    (``site-<label>``, :func:`~fmri_pain.glm.second_level.site.site_indicators`) after the
+    covariates: site is between-subject, so it changes the condition means (now at the
+    average site) and their standard errors, not the within-subject differences of a
+    complete crossover.
 
     Returns
     -------
@@ -91,13 +99,19 @@ def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
                 period_columns.append(name)
     for cov in covariates:
         exog[cov] = pd.to_numeric(data[cov]).astype(float)
+    if sites:
+        labels = data["subject"].astype(str).map(sites)
+        if labels.nunique() > 1:
+            indicators = site_indicators(labels.reset_index(drop=True))
+            indicators.index = exog.index
+            exog = pd.concat([exog, indicators], axis=1)
     return exog, present, period_columns
 
 
 def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
                   conditions: tuple[str, ...] = CONDITIONS,
-                  covariates: tuple[str, ...] = ()):
-    """Fit the crossover model to one ROI's long table.
+                  covariates: tuple[str, ...] = (), sites: dict[str, str] | None = None):
+    """Fit the crossover model to one ROI's long table (``sites``: see :func:`crossover_design`).
 
     Parameters
     ----------
@@ -112,7 +126,7 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
         raise ValueError(f"no finite {value!r} values to model")
-    exog, present, period_columns = crossover_design(data, conditions, covariates)
+    exog, present, period_columns = crossover_design(data, conditions, covariates, sites)
     endog = data[value].astype(float).to_numpy()
     groups = data["subject"].astype(str).to_numpy()
     result = fit_model(endog, exog, groups)
@@ -318,8 +332,8 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
     return rows
 
 
-def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, **ids) -> list[dict]:
-    fit = fit_crossover(data, value, conditions=conditions)
+def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, sites=None, **ids) -> list[dict]:
+    fit = fit_crossover(data, value, conditions=conditions, sites=sites)
     if not fit["converged"]:
         LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
                        ids.get("level"), ids.get("node"))
@@ -348,13 +362,17 @@ def lateral_medial_index(effects: pd.DataFrame) -> pd.DataFrame:
 
 
 def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS,
-                   alpha: float = 0.05, value: str = "effect") -> pd.DataFrame:
+                   alpha: float = 0.05, value: str = "effect",
+                   site_column: str | None = None) -> pd.DataFrame:
     """Mixed models per node, per pathway (mean over nodes) and of the lateral-medial index.
 
     Parameters
     ----------
     effects : DataFrame
         The long ROI-effects table (:func:`fmri_pain.pathways.roi.extract_roi_effects`).
+    site_column : str, optional
+        The table's site column (``group.site_column``): with two or more sites every model
+        gets site indicators (:func:`crossover_design`); a subject without a site is an error.
 
     Returns
     -------
@@ -363,17 +381,20 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     for each contrast.
     """
     rows: list[dict] = []
+    sites, note = sites_by_subject(effects, site_column)
+    if note:
+        raise ValueError(note)
     for node, data in effects.groupby("node", sort=False):
         if data[value].notna().sum() == 0:
             continue
-        rows += _fit_rows(data, value, conditions, alpha, level="node", node=node,
+        rows += _fit_rows(data, value, conditions, alpha, sites, level="node", node=node,
                           pathway=data["pathway"].iloc[0])
     for pathway, data in pathway_means(effects).groupby("pathway", sort=False):
-        rows += _fit_rows(data, "effect", conditions, alpha, level="pathway", node=pathway,
+        rows += _fit_rows(data, "effect", conditions, alpha, sites, level="pathway", node=pathway,
                           pathway=pathway)
     index = lateral_medial_index(effects)
     if not index.empty and index["effect"].notna().any():
-        rows += _fit_rows(index, "effect", conditions, alpha, level="index",
+        rows += _fit_rows(index, "effect", conditions, alpha, sites, level="index",
                           node="lateral_minus_medial", pathway="lateral-medial")
     table = pd.DataFrame(rows)
     return add_fdr(table, ["level", "contrast"]).reindex(columns=list(STAT_COLUMNS))

@@ -82,7 +82,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         maps = group.subject_maps.dropna(subset=["condition"])
         pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
         pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
-                                        spec.events, conditions=spec.conditions)
+                                        spec.events, conditions=spec.conditions,
+                                        site_column=spec.group.site_column)
         timings["pathways"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -2,7 +2,10 @@
 
 The same design matrices and contrasts as the parametric fits; the scheme
 follows the design: sign flips for one-sample designs, shuffles within
-subjects (exchangeability blocks) for the repeated-measures model.
+subjects (exchangeability blocks) for the repeated-measures model, whole
+subjects permuted within site for other between-subject effects, and the G
+statistic with site variance groups when ``inference.variance_groups`` asks
+(:mod:`fmri_pain.glm.inference.exchangeability`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from fmri_pain.bids.derivatives import provenance, space_of, statmap_path, write
 from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.inference import InferenceSpec
+from fmri_pain.glm.inference.exchangeability import Exchangeability, exchangeability
 from fmri_pain.glm.inference.maps import write_permutation_maps
 from fmri_pain.glm.inference.permutation import permutation_test
 from fmri_pain.glm.inference.rearrangements import auto_scheme, count_rearrangements
@@ -75,9 +79,8 @@ def run_permutation_inference(group: GroupResult, spec: InferenceSpec, *,
     return outputs
 
 
-def _blocks(entry: GroupMap) -> np.ndarray | None:
-    design = entry.design
-    return design.rows["subject"].to_numpy() if design.route == "repeated" else None
+def _exchange(entry: GroupMap, spec: InferenceSpec) -> Exchangeability:
+    return exchangeability(entry.design, entry.key, spec.variance_groups)
 
 
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: InferenceSpec) -> None:
@@ -91,7 +94,7 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: In
     total = 0.0
     for entry in entries:
         x = entry.design.design.to_numpy(dtype=float)
-        blocks = _blocks(entry)
+        blocks = _exchange(entry, spec).blocks
         rows = np.atleast_2d(np.asarray(entry.design.contrasts[entry.key], dtype=float))
         try:
             scheme = auto_scheme(x, rows, blocks)
@@ -114,19 +117,23 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: In
 def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib.Nifti1Image,
                  group: GroupResult, spec: InferenceSpec, alpha: float) -> PermutationOutput:
     design = entry.design
-    blocks = _blocks(entry)
+    exchange = _exchange(entry, spec)
     two_sided = entry.stat_type == "t"
     result = permutation_test(
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=spec.n_perm,
-        blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
+        blocks=exchange.blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
         cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs,
-        accel=spec.accel)
+        accel=spec.accel, variance_groups=exchange.variance_groups)
+    for note in exchange.notes:
+        LOGGER.warning("permutation inference %s: %s", entry.contrast, note)
+        result.warnings.append(note)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
     sidecar = provenance(entry.images, {"inference": section_record(spec)},
                          dataset=group.output_dir,
                          **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
                             "Description": f"Permutation inference on the {design.route} model "
-                                           "(see Parameters and PermutationSummary)"})
+                                           "(see Parameters and PermutationSummary)"},
+                         **exchange.record)
     task = group.task
     space = space_of(group.mask)  # the group mask is named by the space of the subject maps
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,

@@ -17,7 +17,7 @@ import pandas as pd
 
 from fmri_pain.glm.second_level.models import GroupDesign
 
-__all__ = ["SITE_PREFIX", "site_labels", "site_indicators", "add_site"]
+__all__ = ["SITE_PREFIX", "site_labels", "site_indicators", "add_site", "sites_by_subject"]
 
 SITE_PREFIX = "site-"
 """Prefix of the site indicator columns of a group design (``site-<label>``)."""
@@ -118,3 +118,24 @@ def add_site(design: GroupDesign, site_column: str | None) -> GroupDesign:
     design.notes.append(f"site ({site_column}: {described}) modelled with {indicators.shape[1]} "
                         "mean-centred indicator column(s)")
     return design
+
+
+def sites_by_subject(table: pd.DataFrame, site_column: str | None
+                     ) -> tuple[dict[str, str] | None, str | None]:
+    """Subject -> site of a long table (several rows per subject), or None and why not.
+
+    The site is used when every subject has one site and there are two or more sites
+    (as :func:`site_labels`); a subject with two different sites is an error.
+    """
+    if site_column is None or site_column not in table:
+        return None, None
+    per_subject = table.groupby(table["subject"].astype(str))[site_column]
+    mixed = sorted(s for s, v in per_subject if v.dropna().astype(str).nunique() > 1)
+    if mixed:
+        raise ValueError(f"site ({site_column}) differs between rows of {', '.join(mixed)}")
+    first = per_subject.agg(lambda v: v.dropna().iloc[0] if v.notna().any() else None)
+    frame = pd.DataFrame({"subject": first.index, site_column: first.to_numpy()})
+    labels, note = site_labels(frame, site_column)
+    if labels is None:
+        return None, note
+    return dict(zip(frame["subject"], labels)), None
