@@ -144,7 +144,8 @@ def g_statistic(data: np.ndarray, basis: np.ndarray, s: int,
         if s > 1:
             g = quad / ((1.0 + 2.0 * (s - 1) / (s * (s + 2)) * b) * s)
         # one group: B = 0 and G is t (F) with the residual df
-        nu = s * (s + 2) / (3.0 * b) if n_groups > 1 else np.broadcast_to(traces.sum(), b.shape)
+        nu = (s * (s + 2) / (3.0 * b) if n_groups > 1
+              else np.broadcast_to(np.round(traces.sum(), 9), b.shape))
     g = np.where(valid, g, 0.0).reshape(lead + (n_vox,))
     return g, np.where(valid, nu, np.nan).reshape(lead + (n_vox,))
 
