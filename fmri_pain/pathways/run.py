@@ -264,10 +264,12 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     else:
         stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha,
                                site_column=site_column)
-        sites, _ = sites_by_subject(effects, site_column)
+        sites, site_note = sites_by_subject(effects, site_column)
         site_record = ({"Sites": {"Column": site_column, "Subjects": dict(Counter(sites.values())),
                                   "Model": "mean-centred site indicators (between-subject fixed "
-                                           "effects) in every ROI model"}} if sites else {})
+                                           "effects) in every ROI model"}} if sites else
+                       {"Sites": {"Column": site_column, "Model": None, "Note": site_note}}
+                       if site_note else {})
         if sites:
             LOGGER.info("pathways: ROI models include site (%s, %d sites)", site_column,
                         len(set(sites.values())))

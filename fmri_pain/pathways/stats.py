@@ -372,7 +372,8 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
         The long ROI-effects table (:func:`fmri_pain.pathways.roi.extract_roi_effects`).
     site_column : str, optional
         The table's site column (``group.site_column``): with two or more sites every model
-        gets site indicators (:func:`crossover_design`); a subject without a site is an error.
+        gets site indicators (:func:`crossover_design`); with a subject without a site the
+        site is not modelled (a logged warning; a subject with two sites is an error).
 
     Returns
     -------
@@ -382,8 +383,8 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     """
     rows: list[dict] = []
     sites, note = sites_by_subject(effects, site_column)
-    if note:
-        raise ValueError(note)
+    if note:  # recorded in roi_stats.json by the pathway stage
+        LOGGER.warning("pathways: ROI models: %s", note)
     for node, data in effects.groupby("node", sort=False):
         if data[value].notna().sum() == 0:
             continue

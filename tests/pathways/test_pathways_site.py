@@ -1,0 +1,73 @@
+"""Multi-centre trials in the ROI models: site indicators as between-subject fixed effects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from fmri_pain.pathways.stats import crossover_design, roi_statistics
+from tests.pathways.test_pathways_stats import crossover_table
+
+SITE_OFFSET = {"A": 0.0, "B": 3.0}
+
+
+def _two_site_table(seed=0):
+    data = crossover_table({"a": {"SCS": 1.0, "DRGS": 1.5, "DUAL": 2.5}}, seed=seed)
+    data["site"] = np.where(data["subject"].astype(int) % 2 == 0, "A", "B")
+    data["effect"] += data["site"].map(SITE_OFFSET)
+    return data
+
+
+def test_crossover_roi_model_with_site_matches_statsmodels():
+    smf = pytest.importorskip("statsmodels.formula.api")
+    data = _two_site_table()
+    table = roi_statistics(data, site_column="site")
+    node = table[table["level"] == "node"].set_index("contrast")
+    exog, _, _ = crossover_design(data, ("SCS", "DRGS", "DUAL"),
+                                  sites=dict(zip(data["subject"], data["site"])))
+    assert "site-B" in exog.columns and exog["site-B"].mean() == pytest.approx(0.0)
+    ref_data = data.assign(site_b=(data["site"] == "B") - (data["site"] == "B").mean())
+    ref = smf.mixedlm("effect ~ 0 + C(condition) + C(period, Sum) + site_b", ref_data,
+                      groups=ref_data["subject"]).fit(reml=True)
+    for cond in ("SCS", "DUAL"):
+        # the condition mean at the average site: the site offset (0 / 3) leaves it at +1.5
+        assert node.loc[cond.lower(), "estimate"] == pytest.approx(
+            ref.params[f"C(condition)[{cond}]"], rel=1e-5)
+        assert node.loc[cond.lower(), "se"] == pytest.approx(ref.bse[f"C(condition)[{cond}]"],
+                                                             rel=1e-3)
+    # complete crossover: within-subject differences do not change with a between-subject term
+    plain = roi_statistics(data).query("level == 'node'").set_index("contrast")
+    for name in ("dualMinusScs", "drgsMinusScs"):
+        assert node.loc[name, "estimate"] == pytest.approx(plain.loc[name, "estimate"], rel=1e-6)
+    # the condition means' uncertainty shrinks once the site variance is modelled
+    assert node.loc["scs", "se"] < plain.loc["scs", "se"]
+
+
+def test_one_condition_roi_model_with_site_is_the_within_site_t_test():
+    rng = np.random.default_rng(4)
+    sites = np.repeat(["A", "B"], [5, 7])
+    values = 0.5 + rng.normal(size=12) + pd.Series(sites).map(SITE_OFFSET).to_numpy()
+    data = pd.DataFrame({"subject": [f"{i:02d}" for i in range(12)], "session": None,
+                         "condition": "stim", "period": np.nan, "sequence": None, "node": "a",
+                         "pathway": "lateral", "effect": values, "site": sites})
+    row = roi_statistics(data, conditions=("stim",), site_column="site").query(
+        "level == 'node'").iloc[0]
+    within = sum(((g - g.mean()) ** 2).sum() for _, g in pd.Series(values).groupby(sites)) / 10
+    assert row["model"] == "ols" and row["df"] == 10
+    assert row["estimate"] == pytest.approx(values.mean())
+    assert row["se"] == pytest.approx(np.sqrt(within / 12))
+    assert row["p"] == pytest.approx(2 * stats.t.sf(abs(values.mean() / np.sqrt(within / 12)), 10))
+
+
+def test_roi_model_without_a_site_for_every_subject_leaves_site_out_and_says_so(caplog):
+    data = _two_site_table()
+    data.loc[data["subject"] == "03", "site"] = None
+    table = roi_statistics(data, site_column="site")
+    plain = roi_statistics(data)
+    pd.testing.assert_frame_equal(table, plain)
+    assert "site (site) not modelled: no value for sub-03" in caplog.text
+    data.loc[data["subject"] == "03", "site"] = ["A", "B", "A"]
+    with pytest.raises(ValueError, match="differs between rows of 03"):
+        roi_statistics(data, site_column="site")
