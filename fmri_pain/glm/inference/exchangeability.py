@@ -67,7 +67,8 @@ def exchangeability(design: GroupDesign, key: str, variance_groups: str = "auto"
         raise SpecError(f"inference.variance_groups = {variance_groups!r}: choose auto, none or site")
     x = design.design.to_numpy(dtype=float)
     c = np.atleast_2d(np.asarray(design.contrasts[key], dtype=float))
-    sites = np.asarray(design.sites, dtype=object) if design.sites else None
+    sites = getattr(design, "sites", ())  # designs built before the site term have none
+    sites = np.asarray(sites, dtype=object) if len(sites) else None
     notes: list[str] = []
     if design.route == "repeated":
         blocks = design.rows["subject"].astype(str).to_numpy()
