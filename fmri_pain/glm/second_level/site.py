@@ -12,10 +12,14 @@ permutation stage: exchangeability blocks and variance groups.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pandas as pd
 
 from fmri_pain.glm.second_level.models import GroupDesign
+
+LOGGER = logging.getLogger(__name__)
 
 __all__ = ["SITE_PREFIX", "site_labels", "site_indicators", "add_site", "sites_by_subject"]
 
@@ -115,8 +119,9 @@ def add_site(design: GroupDesign, site_column: str | None) -> GroupDesign:
     design.contrasts = {name: (np.concatenate([np.asarray(w, float), pad]) if np.ndim(w) == 1
                                else np.hstack([w, np.zeros((np.shape(w)[0], pad.size))]))
                         for name, w in design.contrasts.items()}
-    design.notes.append(f"site ({site_column}: {described}) modelled with {indicators.shape[1]} "
-                        "mean-centred indicator column(s)")
+    # what the spec asks for, so logged (and recorded as the sidecars' Sites), not a note
+    LOGGER.info("%s model: site (%s: %s) modelled with %d mean-centred indicator column(s)",
+                design.route, site_column, described, indicators.shape[1])
     return design
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 
 import nibabel as nib
 import numpy as np
@@ -17,6 +18,7 @@ from fmri_pain.glm.second_level.models import (one_sample_design, paired_design,
                                                repeated_measures_design)
 from fmri_pain.glm.second_level.outputs import model_record
 from fmri_pain.glm.second_level.site import add_site, site_indicators, sites_by_subject
+from fmri_pain.report.methods import group_section, inference_section
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 from tests.glm.second_level.test_group_honesty import make_one_condition, make_trial
 from tests.support.group import run_group_glm
@@ -27,7 +29,8 @@ def _rows(sites, **columns):
                          **columns})
 
 
-def test_one_sample_design_gets_centred_site_indicators_and_its_t_is_the_within_site_one():
+def test_one_sample_design_gets_centred_site_indicators_and_its_t_is_the_within_site_one(caplog):
+    caplog.set_level(logging.INFO)
     sites = ["A"] * 5 + ["B"] * 7 + ["C"] * 4
     rng = np.random.default_rng(0)
     y = rng.normal(size=16) + np.array([0.0, 2.0, -1.0])[pd.Series(sites).map(
@@ -38,7 +41,8 @@ def test_one_sample_design_gets_centred_site_indicators_and_its_t_is_the_within_
     assert design.sites == tuple(sites)
     np.testing.assert_allclose(design.design[["site-B", "site-C"]].sum(), 0.0, atol=1e-12)
     assert {k: len(v) for k, v in design.contrasts.items()} == {"intercept": 4, "byAge": 4}
-    assert any("site (site: A (5), B (7), C (4)) modelled" in n for n in design.notes)
+    assert "site (site: A (5), B (7), C (4)) modelled with 2 mean-centred" in caplog.text
+    assert not design.notes  # the site is what the spec asks for: logged, not a departure
     # without age: the intercept is the mean over subjects and its t uses the within-site variance
     plain = add_site(one_sample_design(_rows(sites)), "site")
     x = plain.design.to_numpy()
@@ -89,7 +93,8 @@ def _sidecar(path):
                       parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
 
 
-def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path):
+def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
     spec = spec_from_dict({"events": {"on_trial_type": "stim"}, "pathways": {"enabled": False},
                            "inference": {"n_perm": 300, "tfce": False}})
     sites = ["north"] * 4 + ["south"] * 4
@@ -100,9 +105,14 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path):
     side = _sidecar(stim.paths["t"])
     assert side["ModelTerms"] == "intercept + site"
     assert side["Sites"] == {"north": 4, "south": 4} and side["SiteModelled"] is True
-    assert any("site (site: north (4), south (4)) modelled" in w for w in side["Warnings"])
+    assert "site (site: north (4), south (4)) modelled" in caplog.text
+    assert not any("site" in w for w in side["Warnings"])
 
-    outputs = {o.contrast: o for o in run_permutation_inference(group, spec.inference, alpha=0.05)}
+    assert ("Subjects came from 2 sites; site entered the models of stim as mean-centred "
+            "indicator columns") in group_section(group, spec).text
+    permutations = run_permutation_inference(group, spec.inference, alpha=0.05)
+    assert "stim used the G statistic" in inference_section(permutations, spec).text
+    outputs = {o.contrast: o for o in permutations}
     # intercept: sign flips of independent subjects, G with site variance groups (auto)
     out = outputs["stim"]
     side = _sidecar(out.paths["logp_fwe"])
@@ -146,6 +156,7 @@ def test_trial_permutations_stay_within_subject_or_site_and_site_groups_are_reco
     group = run_group_glm(tmp_path, runs, spec)
     repeated = next(m for m in group.maps if m.route == "repeated")
     assert any("not added to the repeated-measures model" in w for w in repeated.warnings)
+    assert "absorbed by the subject terms, so it was not added" in group_section(group, spec).text
     outputs = {o.contrast: o for o in run_permutation_inference(group, spec.inference, alpha=0.05)}
     out = outputs["dualMinusScs"]
     assert out.route == "repeated" and out.result.scheme == "within"
