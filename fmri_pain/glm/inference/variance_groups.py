@@ -159,6 +159,23 @@ def g_to_z(g: np.ndarray, nu: np.ndarray, s: int) -> np.ndarray:
     return stats.norm.isf(stats.f.sf(g, s, nu))
 
 
+def _identity_like(index: np.ndarray, signs: np.ndarray, basis: np.ndarray, groups: np.ndarray,
+                   symmetric: bool, tol: float = 1e-12) -> int:
+    """Rearrangements whose G is the observed one for any data (they tie with it).
+
+    Sufficient condition: every map lands on a row with the same (or, when the statistic is
+    symmetric, every map on the negated) design basis row and the same variance group --
+    the identity, the global sign flip of a two-sided test, swaps of tied rows. Counting
+    them makes ``MinimumAttainableP`` the smallest p these rearrangements can give.
+    """
+    moved = signs[:, :, None] * basis[index]
+    same_group = np.all(groups[index] == groups[None], axis=1)
+    same = np.all(np.abs(moved - basis[None]) <= tol, axis=(1, 2))
+    if symmetric:
+        same |= np.all(np.abs(moved + basis[None]) <= tol, axis=(1, 2))
+    return int(np.sum(same & same_group))
+
+
 def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
                        variance_groups: np.ndarray, *, n_perm: int = 5000, scheme: str = "auto",
                        blocks: np.ndarray | None = None, two_sided: bool = False,
@@ -236,6 +253,7 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
         index, signs = draw_rearrangements(n, n_perm, scheme, blocks=blocks,
                                            random_state=random_state)
     n_requested, n_eval = n_perm, index.shape[0]
+    n_identity = _identity_like(index, signs, basis, groups, symmetric=two_sided or s > 1)
 
     e = Y - q_z @ (q_z.T @ Y) if q_z.shape[1] else Y
     g_obs, nu_obs = g_statistic(e, basis, s, groups)
@@ -275,5 +293,5 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
                         exhaustive=is_exhaustive, statistic="G",
                         random_state=random_state if isinstance(random_state, (int, type(None)))
                         else repr(random_state)),
-        n_distinct=n_distinct, exhaustive=is_exhaustive, warnings=notes,
+        n_distinct=n_distinct, exhaustive=is_exhaustive, n_identity=n_identity, warnings=notes,
         z=z, stat_df=nu_obs, variance_groups=record)

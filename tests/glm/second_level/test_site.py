@@ -126,6 +126,7 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
     assert out.result.scheme == "signflip" and out.result.exhaustive  # 2^8 = 256 flips
     # the global flip ties with the data (two-sided): no p below 2 / 256, FWE p >= uncorrected p
     assert out.result.p_uncorrected.min() >= 2 / 256 - 1e-12
+    assert side["MinimumAttainableP"] == pytest.approx(2 / 256) and out.result.n_identity == 1
     assert np.all(out.result.p_fwe >= out.result.p_uncorrected)
     np.testing.assert_allclose(out.result.z, g_to_z(out.result.stat, out.result.stat_df, 1))
     z_img = nib.load(out.paths["z_fwe"])
