@@ -68,3 +68,27 @@ def test_variance_group_modes():
         exchangeability(no_site, "intercept", "site")
     with pytest.raises(SpecError, match="choose auto, none or site"):
         exchangeability(no_site, "intercept", "sites")
+
+
+def test_site_blocked_max_t_keeps_the_familywise_error_rate_under_a_two_site_null():
+    """A covariate's slope, 10 + 10 subjects at two sites (noise SD 1 and 3, the covariate higher
+    at site B): max-t over 300 voxels with whole subjects permuted within site, 500 datasets."""
+    from scipy import stats
+
+    from fmri_pain.glm.inference.permutation import permutation_test
+
+    rng = np.random.default_rng(14)
+    sites = np.repeat(["A", "B"], 10)
+    sd = np.where(sites == "A", 1.0, 3.0)[:, None]
+    hits = 0
+    for _ in range(500):
+        age = rng.normal(size=20) + 1.0 * (sites == "B")
+        design = _one_sample(list(sites), covariate=age)
+        ex = exchangeability(design, "byAge", "none")
+        Y = rng.normal(size=(20, 300)) * sd + 2.0 * (sites == "B")[:, None]
+        r = permutation_test(Y, design.design.to_numpy(), design.contrasts["byAge"], n_perm=99,
+                             blocks=ex.blocks, two_sided=True, random_state=rng)
+        assert r.scheme == "within"
+        hits += bool(r.p_fwe.min() <= 0.05)
+    lo, hi = stats.binom.interval(0.95, 500, 0.05)  # (16, 35)
+    assert lo <= hits <= hi, hits
