@@ -131,8 +131,10 @@ def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib
     sidecar = provenance(entry.images, {"inference": section_record(spec)},
                          dataset=group.output_dir,
                          **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
-                            "Description": f"Permutation inference on the {design.route} model "
-                                           "(see Parameters and PermutationSummary)"},
+                            "Description": f"Permutation inference on the {design.route} model"
+                                           + (" with the G statistic (site variance groups)"
+                                              if exchange.variance_groups is not None else "")
+                                           + " (see Parameters and PermutationSummary)"},
                          **exchange.record)
     task = group.task
     space = space_of(group.mask)  # the group mask is named by the space of the subject maps

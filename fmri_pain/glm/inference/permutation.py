@@ -215,12 +215,14 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             variance_groups=variance_groups)
         return _expand(result, keep)
     if variance_groups is not None:
+        if permutations is not None:
+            raise ValueError("explicit rearrangements and variance groups cannot be combined: "
+                             "the G path draws rearrangements that keep every map in its group")
         return _variance_group_test(Y, design, contrast, variance_groups, n_perm=n_perm,
                                     scheme=scheme, blocks=blocks, two_sided=two_sided,
                                     exhaustive=exhaustive, random_state=random_state, accel=accel,
                                     skipped=[name for name, asked in (
-                                        ("TFCE", tfce), ("cluster", cluster_threshold is not None),
-                                        ("explicit rearrangements", permutations is not None))
+                                        ("TFCE", tfce), ("cluster", cluster_threshold is not None))
                                         if asked])
     notes: list[str] = []
     is_exhaustive = False

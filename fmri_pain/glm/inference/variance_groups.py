@@ -93,8 +93,8 @@ def check_groups(design: np.ndarray, variance_groups: np.ndarray) -> np.ndarray:
     return traces
 
 
-def g_statistic(data: np.ndarray, basis: np.ndarray, s: int,
-                variance_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def g_statistic(data: np.ndarray, basis: np.ndarray, s: int, variance_groups: np.ndarray, *,
+                _general: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """G and its degrees of freedom nu for data of shape (..., n, n_voxels).
 
     Parameters
@@ -108,6 +108,8 @@ def g_statistic(data: np.ndarray, basis: np.ndarray, s: int,
         Rank of the contrast.
     variance_groups : ndarray, shape (n,)
         Group label of each row.
+    _general : bool
+        Use the general per-voxel solve also for two groups (tests compare both).
 
     Returns
     -------
@@ -130,10 +132,18 @@ def g_statistic(data: np.ndarray, basis: np.ndarray, s: int,
         w = traces / rss                                # W_nn: 1 / the group's residual variance
         valid = np.all(np.isfinite(w), axis=1)                                  # (P, v)
         w = np.where(valid[:, None, :], w, 1.0)
-        gram = np.einsum("pgv,gij->pvij", w, np.einsum("ng,ni,nj->gij", member, basis, basis))
-        unit = np.zeros((r, s))
-        unit[:s] = np.eye(s)
-        cov = np.linalg.solve(gram, np.broadcast_to(unit, gram.shape[:-1] + (s,)))[..., :s, :]
+        blocks = np.einsum("ng,ni,nj->gij", member, basis, basis)  # B_g'B_g, summing to I
+        if n_groups == 2 and not _general:
+            # B'WB = w2 I + (w1 - w2) A1 with A1 = V diag(lam) V' (the basis is orthonormal), so
+            # its inverse is V diag(1 / (w2 + (w1 - w2) lam)) V': O(r) per voxel, no solve
+            lam, vecs = np.linalg.eigh(blocks[0])
+            inv_eig = 1.0 / (w[:, 1, :, None] + (w[:, 0, :, None] - w[:, 1, :, None]) * lam)
+            cov = np.einsum("ij,pvj,kj->pvik", vecs[:s], inv_eig, vecs[:s])
+        else:
+            gram = np.einsum("pgv,gij->pvij", w, blocks)
+            unit = np.zeros((r, s))
+            unit[:s] = np.eye(s)
+            cov = np.linalg.solve(gram, np.broadcast_to(unit, gram.shape[:-1] + (s,)))[..., :s, :]
         a = np.transpose(coef[:, :s, :], (0, 2, 1))                             # (P, v, s)
         if s == 1:
             g = a[..., 0] / np.sqrt(cov[..., 0, 0])

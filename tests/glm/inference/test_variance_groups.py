@@ -77,6 +77,21 @@ def test_g_of_a_rank_two_contrast_follows_the_paper_formula():
         assert nu[v] == pytest.approx(2 * (s - 1) / (3 * (lam - 1)), rel=1e-9)
 
 
+@pytest.mark.parametrize("s", [1, 2])
+def test_two_group_shortcut_equals_the_general_solve(s):
+    rng = np.random.default_rng(11)
+    n = 20
+    groups = np.repeat(["a", "b"], [8, 12])
+    x = np.c_[np.ones(n), rng.normal(size=(n, 3)), groups == "b"]
+    Y = rng.normal(size=(3, n, 25)) * np.where(groups == "a", 1.0, 2.5)[None, :, None]
+    c = np.eye(5)[1:1 + s]
+    basis, rank = _model_basis(x, c)
+    fast = g_statistic(Y, basis, rank, groups)
+    slow = g_statistic(Y, basis, rank, groups, _general=True)
+    np.testing.assert_allclose(fast[0], slow[0], rtol=1e-9)
+    np.testing.assert_allclose(fast[1], slow[1], rtol=1e-12)
+
+
 def test_one_variance_group_gives_the_main_engine_results():
     rng = np.random.default_rng(8)
     n = 14
@@ -107,6 +122,9 @@ def test_rearrangements_keep_the_variance_groups():
     lone = np.r_[["a"] * 11, ["b"]]
     with pytest.raises(ValueError, match="no residual degrees of freedom"):
         check_groups(np.c_[np.ones(n), lone == "b"], lone)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        permutation_test(Y, x, [1.0, 0.0, 0.0], variance_groups=groups,
+                         permutations=(np.tile(np.arange(n), (3, 1)), np.ones((3, n))))
     # TFCE is not run with variance groups, and the result says so
     r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=20, random_state=0, tfce=True,
                          mask=np.ones((5, 1, 1), bool), variance_groups=groups)

@@ -121,6 +121,7 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
     assert side["VarianceGroupsUsed"] == {"Requested": "auto", "Unit": "site",
                                           "Reason": "one group per site"}
     assert side["VarianceGroups"]["Statistic"].startswith("G")
+    assert "with the G statistic (site variance groups)" in side["Description"]
     assert side["VarianceGroups"]["Groups"] == {"north": 4, "south": 4}
     assert any("cluster not used with variance groups" in w for w in side["PermutationWarnings"])
     assert out.result.scheme == "signflip" and out.result.exhaustive  # 2^8 = 256 flips
