@@ -274,7 +274,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
             LOGGER.info("pathways: ROI models include site (%s, %d sites)", site_column,
                         len(set(sites.values())))
         outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
-            "Description": roi_model_description(one_condition), "Parameters": params, **site_record,
+            "Description": roi_model_description(one_condition) + (
+                "; site entered every model as mean-centred indicator columns (between-subject "
+                "fixed effects)" if sites else ""), "Parameters": params, **site_record,
             **STAT_COLUMN_DESCRIPTIONS})
         for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
             fig = plot_forest(stats, contrast, spec.alpha)

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from fmri_pain.config.pathways import PathwaysSpec
+from fmri_pain.pathways.run import run_pathway_analysis
 from fmri_pain.pathways.stats import crossover_design, roi_statistics
+from tests.pathways.test_pathways_one_condition import _strict, dataset  # noqa: F401 (fixture)
 from tests.pathways.test_pathways_stats import crossover_table
 
 SITE_OFFSET = {"A": 0.0, "B": 3.0}
@@ -71,3 +74,27 @@ def test_roi_model_without_a_site_for_every_subject_leaves_site_out_and_says_so(
     data.loc[data["subject"] == "03", "site"] = ["A", "B", "A"]
     with pytest.raises(ValueError, match="differs between rows of 03"):
         roi_statistics(data, site_column="site")
+
+
+def test_pathway_stage_records_the_site_in_roi_stats(dataset, tmp_path):
+    """The stage passes ``group.site_column`` to the ROI models and says so in roi_stats.json."""
+    maps = dataset["maps"].assign(site=["A", "A", "B", "B", "B"])
+    outputs = run_pathway_analysis(maps, None, tmp_path, PathwaysSpec(n_permutations=0),
+                                   atlas=dataset["atlas"], site_column="site")
+    side = _strict(outputs["roi_stats"].with_suffix(".json").read_text())
+    assert side["Sites"]["Column"] == "site" and side["Sites"]["Subjects"] == {"A": 2, "B": 3}
+    assert side["Description"].endswith("site entered every model as mean-centred indicator "
+                                         "columns (between-subject fixed effects)")
+    table = pd.read_csv(outputs["roi_stats"], sep="\t", na_values="n/a")
+    effects = pd.read_csv(outputs["roi_effects"], sep="\t", na_values="n/a")
+    node = table[table["level"] == "node"].set_index("node")
+    values = effects[effects["node"] == "a"].sort_values("subject")["effect"].to_numpy()
+    sites = np.array(["A", "A", "B", "B", "B"])
+    within = sum(((values[sites == s] - values[sites == s].mean()) ** 2).sum() for s in "AB") / 3
+    assert node.loc["a", "df"] == 3 and node.loc["a", "estimate"] == pytest.approx(values.mean())
+    assert node.loc["a", "se"] == pytest.approx(np.sqrt(within / 5), rel=1e-6)
+    # without the column in the maps table, nothing is claimed
+    plain = run_pathway_analysis(dataset["maps"], None, tmp_path / "plain",
+                                 PathwaysSpec(n_permutations=0), atlas=dataset["atlas"],
+                                 site_column="site")
+    assert "Sites" not in _strict(plain["roi_stats"].with_suffix(".json").read_text())
