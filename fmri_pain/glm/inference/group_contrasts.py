@@ -156,13 +156,15 @@ def inference_warnings(outputs: list[PermutationOutput]) -> list[str]:
 
 
 def inference_summary(outputs: list[PermutationOutput], alpha: float) -> pd.DataFrame:
-    """One row per contrast: scheme, permutations used (the observed one included),
-    distinct rearrangements, whether they were all enumerated, the smallest
+    """One row per contrast: scheme, statistic (t, F or G), permutations used (the observed
+    one included), distinct rearrangements, whether they were all enumerated, the smallest
     attainable p, thresholds and significant voxel counts."""
     rows = []
     for out in outputs:
         s = out.result.summary(alpha)
         rows.append({"contrast": out.contrast, "route": out.route, "scheme": s["scheme"],
+                     "statistic": ("G (site variance groups)" if out.result.variance_groups
+                                   else s["stat_type"]),
                      "permutations": s["n_rearrangements"],
                      "distinct rearrangements": s["n_distinct"],
                      "exhaustive": "yes" if s["exhaustive"] else "no (random)",

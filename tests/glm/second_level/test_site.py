@@ -12,7 +12,7 @@ import pytest
 
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.spec import spec_from_dict
-from fmri_pain.glm.inference.group_contrasts import run_permutation_inference
+from fmri_pain.glm.inference.group_contrasts import inference_summary, run_permutation_inference
 from fmri_pain.glm.inference.variance_groups import g_to_z
 from fmri_pain.glm.second_level.models import (one_sample_design, paired_design,
                                                repeated_measures_design)
@@ -112,6 +112,8 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
             "indicator columns") in group_section(group, spec).text
     permutations = run_permutation_inference(group, spec.inference, alpha=0.05)
     assert "stim used the G statistic" in inference_section(permutations, spec).text
+    summary = inference_summary(permutations, 0.05).set_index("contrast")
+    assert summary.loc["stim", "statistic"] == "G (site variance groups)"
     outputs = {o.contrast: o for o in permutations}
     # intercept: sign flips of independent subjects, G with site variance groups (auto)
     out = outputs["stim"]
