@@ -129,6 +129,12 @@ def test_rearrangements_keep_the_variance_groups():
     r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=20, random_state=0, tfce=True,
                          mask=np.ones((5, 1, 1), bool), variance_groups=groups)
     assert r.tfce is None and any("TFCE not used with variance groups" in w for w in r.warnings)
+    # tail acceleration fits the max-G null like any other (FWE p >= uncorrected p kept)
+    Y[:, 0] += np.where(groups == "a", 3.0, 1.0)
+    r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=200, random_state=0, two_sided=True,
+                         accel="tail", variance_groups=groups)
+    assert r.accel == "tail" and "stat" in r.tail_fits and r.parameters["accel"] == "tail"
+    assert np.all(r.p_fwe >= r.p_uncorrected - 1e-15)
 
 
 def _null_fwer(n_sims, make, contrast, groups, rng, n_vox=200, n_perm=99):
