@@ -428,7 +428,8 @@ def _variance_group_test(Y, design, contrast, variance_groups, *, skipped: list[
                 "max-G test was run")
         LOGGER.warning(note)
         result.warnings.append(note)
-    result.parameters["accel"] = accel
+    # what ran (the spec's request stays under Parameters.inference)
+    result.parameters.update(accel=accel, tfce=False, cluster_threshold=None)
     return accelerate_result(result) if accel == "tail" else result
 
 

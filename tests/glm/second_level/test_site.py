@@ -126,6 +126,8 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
     assert "with the G statistic (site variance groups)" in side["Description"]
     assert side["VarianceGroups"]["Groups"] == {"north": 4, "south": 4}
     assert any("cluster not used with variance groups" in w for w in side["PermutationWarnings"])
+    assert side["Parameters"]["statistic"] == "G" and side["Parameters"]["tfce"] is False
+    assert side["Parameters"]["cluster_threshold"] is None
     assert out.result.scheme == "signflip" and out.result.exhaustive  # 2^8 = 256 flips
     # the global flip ties with the data (two-sided): no p below 2 / 256, FWE p >= uncorrected p
     assert out.result.p_uncorrected.min() >= 2 / 256 - 1e-12
