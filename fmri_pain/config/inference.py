@@ -37,5 +37,6 @@ class InferenceSpec:
     ``group.site_column`` (an error when there is no site or a site has too few maps to estimate
     its variance); ``auto``: site groups when the site column is used (two or more sites) and every
     site has at least two subjects (and residual degrees of freedom in each model), else none;
-    ``none``: one variance for all maps (t / F). With variance groups only the voxelwise max-G test
-    runs: TFCE and cluster inference are not computed (a recorded warning in the log and sidecars)."""
+    ``none``: one variance for all maps (t / F). With variance groups TFCE enhances the z(G) maps (G
+    referred to t / F with its per-voxel df) and cluster inference is not computed (a recorded
+    warning in the log and sidecars)."""

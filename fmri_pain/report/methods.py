@@ -408,8 +408,9 @@ def inference_section(permutations: list[Any], spec: AnalysisSpec) -> MethodsSec
                  "(an Aspin-Welch generalisation of t and F whose residual variance differs "
                  "between sites) with max-G family-wise error control and rearrangements that keep "
                  "every map in its site [@winkler2014]; its z maps refer G to t (F) with its "
-                 "approximate per-voxel degrees of freedom; TFCE and cluster inference were not "
-                 "computed for these contrasts.")
+                 "approximate per-voxel degrees of freedom" + (
+                     ", and TFCE enhanced those z maps" if tfce else "")
+                 + "; cluster inference was not computed for these contrasts.")
     return MethodsSection("permutation inference", text)
 
 

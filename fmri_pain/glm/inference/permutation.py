@@ -148,8 +148,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
     variance_groups : ndarray, shape (n_samples,), optional
         Variance group of every map (PALM's ``-vg``): the statistic is then G
         (:mod:`fmri_pain.glm.inference.variance_groups`, a slower separate path), the
-        FWE is over max G and rearrangements keep every map in its group; TFCE and
-        clusters are not computed (a recorded warning).
+        FWE is over max G and rearrangements keep every map in its group; TFCE
+        enhances the z(G) maps; clusters are not computed (a recorded warning).
 
     Returns
     -------
@@ -221,9 +221,9 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         return _variance_group_test(Y, design, contrast, variance_groups, n_perm=n_perm,
                                     scheme=scheme, blocks=blocks, two_sided=two_sided,
                                     exhaustive=exhaustive, random_state=random_state, accel=accel,
-                                    skipped=[name for name, asked in (
-                                        ("TFCE", tfce), ("cluster", cluster_threshold is not None))
-                                        if asked])
+                                    tfce=tfce, mask=mask, tfce_H=tfce_H, tfce_E=tfce_E,
+                                    tfce_dh=tfce_dh, connectivity=connectivity,
+                                    skipped=["cluster"] if cluster_threshold is not None else [])
     notes: list[str] = []
     is_exhaustive = False
     q_zr = drop_invariant_nuisance(q_z, blocks, scheme) if permutations is None else q_z
@@ -424,12 +424,13 @@ def _variance_group_test(Y, design, contrast, variance_groups, *, skipped: list[
         raise ValueError(f"variance_groups must have one label per map ({Y.shape[0]})")
     result = permutation_test_g(Y, design, contrast, variance_groups, **kwargs)
     if skipped:
-        note = (f"{', '.join(skipped)} not used with variance groups: only the voxelwise "
-                "max-G test was run")
+        note = ("cluster-extent and cluster-mass inference are not computed with variance "
+                "groups: max-G (and TFCE of the z(G) maps when asked) only")
         LOGGER.warning(note)
         result.warnings.append(note)
     # what ran (the spec's request stays under Parameters.inference)
-    result.parameters.update(accel=accel, tfce=False, cluster_threshold=None)
+    result.parameters.update(accel=accel, cluster_threshold=None)
+    result.parameters.setdefault("tfce", False)
     return accelerate_result(result) if accel == "tail" else result
 
 

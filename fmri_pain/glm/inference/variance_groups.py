@@ -20,7 +20,9 @@ groups whose variance groups are the groups, and ordinary t with one variance gr
 (then G = F for ``s > 1``). Its approximate degrees of freedom are
 ``nu = 2 (s - 1) / (3 (Lambda - 1)) = s (s + 2) / (3 B)`` (``1 / B`` for ``s = 1``: the
 Welch-Satterthwaite df); G is referred to t(nu) (``s = 1``) or F(s, nu) to give the z maps,
-as PALM does. The FWE p-values are over max G (max |G| two-sided).
+as PALM does. The FWE p-values are over max G (max |G| two-sided); TFCE, when asked, enhances
+the z(G) maps (G's df vary between voxels, z puts them on one scale) with its own max-TFCE
+null. Cluster-extent and cluster-mass inference are not computed on this path.
 
 Rearrangements keep every observation in its variance group (otherwise the groups'
 variances would be exchanged): sign flips of single observations or whole blocks always
@@ -36,6 +38,7 @@ import logging
 import numpy as np
 from scipy import stats
 
+from fmri_pain.glm.inference import tfce as _tfce
 from fmri_pain.glm.inference.design import orthonormal_basis, partition_design
 from fmri_pain.glm.inference.rearrangements import (
     SCHEMES,
@@ -164,9 +167,10 @@ def g_to_z(g: np.ndarray, nu: np.ndarray, s: int) -> np.ndarray:
     """z with the tail probability of G under t(nu) (``s = 1``, signed) or F(s, nu)."""
     g = np.asarray(g, dtype=float)
     nu = np.where(np.isfinite(nu), nu, 1.0)
+    tiny = np.finfo(float).tiny  # |z| stays finite (about 37.5) where the tail underflows
     if s == 1:
-        return np.sign(g) * stats.norm.isf(stats.t.sf(np.abs(g), nu))
-    return stats.norm.isf(stats.f.sf(g, s, nu))
+        return np.sign(g) * stats.norm.isf(np.maximum(stats.t.sf(np.abs(g), nu), tiny))
+    return stats.norm.isf(np.maximum(stats.f.sf(g, s, nu), tiny))
 
 
 def _identity_like(index: np.ndarray, signs: np.ndarray, basis: np.ndarray, groups: np.ndarray,
@@ -190,6 +194,9 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
                        variance_groups: np.ndarray, *, n_perm: int = 5000, scheme: str = "auto",
                        blocks: np.ndarray | None = None, two_sided: bool = False,
                        exhaustive: bool = True, chunk_voxels: int = 4096,
+                       tfce: bool = False, mask: np.ndarray | None = None, tfce_H: float = 2.0,
+                       tfce_E: float = 0.5, tfce_dh: float | str | None = "auto",
+                       connectivity: int = 26,
                        random_state: int | np.random.Generator | None = None
                        ) -> PermutationResult:
     """Freedman-Lane permutation test of one contrast with the G statistic and max-G FWE.
@@ -207,6 +214,11 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
         the variance groups; shuffles within ``blocks`` need every block inside one group.
     chunk_voxels : int
         Voxels evaluated together (memory: about ``n_perm_chunk x chunk_voxels x r^2``).
+    tfce, mask, tfce_H, tfce_E, tfce_dh, connectivity
+        TFCE (:func:`~fmri_pain.glm.inference.tfce.tfce_masked`) of the z(G) maps, observed
+        and rearranged, with its own max-TFCE FWE p: G's df vary between voxels, so TFCE
+        integrates z, where every voxel is on one scale (``mask``: the 3-D mask of ``Y``'s
+        columns).
 
     Returns
     -------
@@ -271,16 +283,31 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
     threshold = tie_threshold(score_obs)
     max_null = np.full(n_eval, -np.inf)
     count = np.zeros(n_vox)
-    per_perm = max(1, int(2**26 // (8 * n * max(1, min(chunk_voxels, n_vox)) * basis.shape[1])))
-    for v0 in range(0, n_vox, chunk_voxels):
-        vox = slice(v0, min(v0 + chunk_voxels, n_vox))
-        for p0 in range(0, n_eval, per_perm):
-            rows = slice(p0, min(p0 + per_perm, n_eval))
+    tfce_kw = dict(H=tfce_H, E=tfce_E, dh=tfce_dh, two_sided=two_sided, mask=mask)
+    if tfce:
+        if mask is None or int(np.sum(mask)) != n_vox:
+            raise ValueError("TFCE needs the 3-D mask of the voxels (mask=)")
+        nbrs = _tfce.neighbour_table(mask, connectivity)
+        tfce_obs = _tfce.tfce_masked(g_to_z(g_obs, nu_obs, s), nbrs, **tfce_kw)
+        tfce_thr = tie_threshold(np.abs(tfce_obs))
+        tfce_null, tfce_count = np.empty(n_eval), np.zeros(n_vox)
+    width = max(1, min(chunk_voxels, n_vox))
+    per_perm = max(1, int(2**26 // (8 * n * width * basis.shape[1])))
+    for p0 in range(0, n_eval, per_perm):
+        rows = slice(p0, min(p0 + per_perm, n_eval))
+        z_maps = np.empty((rows.stop - rows.start, n_vox)) if tfce else None
+        for v0 in range(0, n_vox, width):
+            vox = slice(v0, min(v0 + width, n_vox))
             stack = signs[rows][:, :, None] * e[:, vox][index[rows]]   # (P, n, v)
-            g, _ = g_statistic(stack, basis, s, groups)
+            g, nu = g_statistic(stack, basis, s, groups)
             score = np.abs(g) if two_sided else g
             max_null[rows] = np.maximum(max_null[rows], score.max(axis=1))
             count[vox] += np.sum(score >= threshold[vox], axis=0)
+            if tfce:
+                z_maps[:, vox] = g_to_z(g, nu, s)
+        if tfce:  # TFCE of the rearranged z(G) maps, whole maps at a time
+            tfce_null[rows], counted = _tfce.tfce_max_count(z_maps, nbrs, tfce_thr, **tfce_kw)
+            tfce_count += counted
     z = g_to_z(g_obs, nu_obs, s)
     finite_nu = nu_obs[np.isfinite(nu_obs)]
     labels, sizes = np.unique(groups, return_counts=True)
@@ -293,7 +320,7 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
               + " with nu = s (s + 2) / (3 B), per voxel"}
     for note in notes:
         LOGGER.warning(note)
-    return PermutationResult(
+    result = PermutationResult(
         stat=g_obs, stat_type="t" if s == 1 else "F",
         df=(float(s), float(np.median(finite_nu)) if finite_nu.size else float(n - basis.shape[1])),
         p_uncorrected=(1.0 + count) / (1.0 + n_eval),
@@ -305,3 +332,10 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
                         else repr(random_state)),
         n_distinct=n_distinct, exhaustive=is_exhaustive, n_identity=n_identity, warnings=notes,
         z=z, stat_df=nu_obs, variance_groups=record)
+    if tfce:
+        result.tfce, result.tfce_max_null = tfce_obs, tfce_null
+        result.p_tfce_fwe = p_at_or_above(tfce_thr, tfce_null)
+        result.p_tfce_uncorrected = (1.0 + tfce_count) / (1.0 + n_eval)
+        result.parameters.update(tfce=True, tfce_H=tfce_H, tfce_E=tfce_E, tfce_dh=tfce_dh,
+                                 connectivity=connectivity, tfce_on="z(G)")
+    return result

@@ -125,10 +125,12 @@ def test_rearrangements_keep_the_variance_groups():
     with pytest.raises(ValueError, match="cannot be combined"):
         permutation_test(Y, x, [1.0, 0.0, 0.0], variance_groups=groups,
                          permutations=(np.tile(np.arange(n), (3, 1)), np.ones((3, n))))
-    # TFCE is not run with variance groups, and the result says so
-    r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=20, random_state=0, tfce=True,
+    # clusters are not computed with variance groups, and the result says so
+    r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=20, random_state=0, cluster_threshold=0.01,
                          mask=np.ones((5, 1, 1), bool), variance_groups=groups)
-    assert r.tfce is None and any("TFCE not used with variance groups" in w for w in r.warnings)
+    assert r.cluster_size is None and r.parameters["cluster_threshold"] is None
+    assert any("cluster-extent and cluster-mass inference are not computed" in w
+               for w in r.warnings)
     # tail acceleration fits the max-G null like any other (FWE p >= uncorrected p kept)
     Y[:, 0] += np.where(groups == "a", 3.0, 1.0)
     r = permutation_test(Y, x, [1.0, 0.0, 0.0], n_perm=200, random_state=0, two_sided=True,
@@ -175,4 +177,49 @@ def test_two_site_null_keeps_the_familywise_error_rate(make, contrast):
     """Sites of 8 + 8 subjects with noise SD 1 and 3: max-G FWER at 5 % (500 datasets)."""
     lo, hi = stats.binom.interval(0.95, 500, 0.05)  # (16, 35)
     hits = _null_fwer(500, make, contrast, SITES, np.random.default_rng(2014))
+    assert lo <= hits <= hi, hits
+
+
+def test_tfce_of_z_g_equals_a_brute_force_loop_over_every_sign_flip():
+    from fmri_pain.glm.inference import tfce as tfce_kernels
+    from fmri_pain.glm.inference.rearrangements import enumerate_rearrangements
+
+    rng = np.random.default_rng(21)
+    mask = np.ones((4, 3, 2), bool)
+    groups = np.repeat(["a", "b"], 4)
+    site = (groups == "b").astype(float)
+    x = np.c_[np.ones(8), site - site.mean()]
+    Y = rng.normal(size=(8, mask.sum())) * np.where(groups == "a", 1.0, 3.0)[:, None] + 0.8
+    r = permutation_test(Y, x, [1.0, 0.0], n_perm=1000, two_sided=True, tfce=True, mask=mask,
+                         variance_groups=groups)
+    assert r.exhaustive and r.n_perm == 255 and r.parameters["tfce_on"] == "z(G)"
+    basis, s = _model_basis(x, np.array([1.0, 0.0]))
+    e = Y - basis[:, 1:] @ (basis[:, 1:].T @ Y)
+    nbrs = tfce_kernels.neighbour_table(mask, 26)
+    index, signs = enumerate_rearrangements(8, "signflip")
+    maxima = []
+    for idx, sg in zip(index, signs):
+        g, nu = g_statistic(sg[:, None] * e[idx], basis, s, groups)
+        maxima.append(np.abs(tfce_kernels.tfce_masked(g_to_z(g, nu, 1), nbrs)).max())
+    observed = tfce_kernels.tfce_masked(g_to_z(*_g(Y, x, [1.0, 0.0], groups), 1), nbrs)
+    np.testing.assert_allclose(r.tfce, observed, rtol=1e-10)
+    np.testing.assert_allclose(np.sort(r.tfce_max_null), np.sort(maxima[1:]), rtol=1e-10)
+    expected = (1 + np.sum(np.asarray(maxima)[1:, None] >= np.abs(observed)[None] * (1 - 1e-12),
+                           axis=0)) / 256
+    np.testing.assert_allclose(r.p_tfce_fwe, expected)
+    assert r.p_tfce_fwe.min() >= 2 / 256 - 1e-12  # the global flip ties with the data
+
+
+def test_tfce_of_z_g_keeps_the_familywise_error_rate_under_a_two_site_null():
+    """8 + 8 subjects, noise SD 1 and 3, smooth-free 6 x 6 x 4 maps: TFCE-FWER at 5 % (500)."""
+    rng = np.random.default_rng(92)
+    mask = np.ones((6, 6, 4), bool)
+    hits = 0
+    for _ in range(500):
+        x, Y = _one_sample_two_sites(rng, int(mask.sum()))
+        r = permutation_test_g(Y, x, [1.0, 0.0], SITES, n_perm=99, two_sided=True, tfce=True,
+                               mask=mask, random_state=rng)
+        assert np.all(r.p_tfce_fwe >= r.p_tfce_uncorrected)
+        hits += bool(r.p_tfce_fwe.min() <= 0.05)
+    lo, hi = stats.binom.interval(0.95, 500, 0.05)
     assert lo <= hits <= hi, hits

@@ -96,7 +96,7 @@ def _sidecar(path):
 def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     spec = spec_from_dict({"events": {"on_trial_type": "stim"}, "pathways": {"enabled": False},
-                           "inference": {"n_perm": 300, "tfce": False}})
+                           "inference": {"n_perm": 300, "tfce": True}})
     sites = ["north"] * 4 + ["south"] * 4
     runs = make_one_condition(tmp_path, 8, spec, site=sites)
     group = run_group_glm(tmp_path, runs, spec)
@@ -111,7 +111,8 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
     assert ("Subjects came from 2 sites; site entered the models of stim as mean-centred "
             "indicator columns") in group_section(group, spec).text
     permutations = run_permutation_inference(group, spec.inference, alpha=0.05)
-    assert "stim used the G statistic" in inference_section(permutations, spec).text
+    methods = inference_section(permutations, spec).text
+    assert "stim used the G statistic" in methods and "TFCE enhanced those z maps" in methods
     summary = inference_summary(permutations, 0.05).set_index("contrast")
     assert summary.loc["stim", "statistic"] == "G (site variance groups)"
     outputs = {o.contrast: o for o in permutations}
@@ -125,8 +126,9 @@ def test_group_level_of_a_two_site_study_models_and_records_the_site(tmp_path, c
     assert side["VarianceGroups"]["Statistic"].startswith("G")
     assert "with the G statistic (site variance groups)" in side["Description"]
     assert side["VarianceGroups"]["Groups"] == {"north": 4, "south": 4}
-    assert any("cluster not used with variance groups" in w for w in side["PermutationWarnings"])
-    assert side["Parameters"]["statistic"] == "G" and side["Parameters"]["tfce"] is False
+    assert any("cluster-mass inference are not computed" in w for w in side["PermutationWarnings"])
+    assert side["Parameters"]["statistic"] == "G" and side["Parameters"]["tfce_on"] == "z(G)"
+    assert "logp_tfce_fwe" in out.paths and out.result.p_tfce_fwe.min() >= 2 / 256 - 1e-12
     assert side["Parameters"]["cluster_threshold"] is None
     assert out.result.scheme == "signflip" and out.result.exhaustive  # 2^8 = 256 flips
     # the global flip ties with the data (two-sided): no p below 2 / 256, FWE p >= uncorrected p
