@@ -31,3 +31,10 @@ class GroupSpec:
     flip_to_pain_side: Literal["right", "left", "none"] = "right"
     """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
     side, so contralateral responses overlap; ``none`` keeps every map as acquired."""
+    site_column: str | None = "site"
+    """Column of participants.tsv naming each subject's site (multi-centre trials). Used only when
+    the column exists and has two or more values (the group log and every group sidecar say so):
+    mean-centred site indicators (one per site but the first) are added to the one-sample and
+    paired models and to the ROI models; in the repeated-measures model site is between-subject,
+    collinear with the subject columns, and not added (a note says so). Permutations of whole
+    subjects stay within site (exchangeability blocks). ``null`` (or no such column): no site terms."""

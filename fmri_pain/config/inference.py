@@ -29,3 +29,14 @@ class InferenceSpec:
     their permutation nulls (PALM's ``-accel tail``, Winkler et al. 2016), so they can go below 1 / n_perm; the
     plain permutation p-value stays where no fit passes its goodness-of-fit test. The fits are recorded in the
     sidecars (``TailAcceleration``, ``TailFits``)."""
+    variance_groups: Literal["auto", "none", "site"] = "auto"
+    """Variance groups of the permutation tests (PALM's ``-vg``): with variance groups the statistic is
+    the G statistic of Winkler et al. 2014 (a Welch / Aspin-Welch generalisation of t and F: each
+    group has its own residual variance) and the FWE is over max G; rearrangements keep every
+    observation in its group (sign flips; permutations within site). ``site``: one group per site of
+    ``group.site_column`` (an error when there is no site or a site has too few maps to estimate
+    its variance); ``auto``: site groups when the site column is used (two or more sites) and every
+    site has at least two subjects (and residual degrees of freedom in each model), else none;
+    ``none``: one variance for all maps (t / F). With variance groups TFCE enhances the z(G) maps (G
+    referred to t / F with its per-voxel df) and cluster inference is not computed (a recorded
+    warning in the log and sidecars)."""

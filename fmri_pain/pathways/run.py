@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from fmri_pain.config.equivalence import EquivalenceSpec
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.errors import InputError
+from fmri_pain.glm.second_level.site import sites_by_subject
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
 from fmri_pain.pathways.carryover import COLUMN_DESCRIPTIONS as CARRYOVER_DESCRIPTIONS
@@ -189,7 +191,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                          conditions: tuple[str, ...] = CONDITIONS,
                          atlas: PathwayAtlas | None = None,
                          equivalence: EquivalenceSpec | None = None,
-                         carryover: bool = False) -> dict[str, Path]:
+                         carryover: bool = False,
+                         site_column: str | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -224,6 +227,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         (``roi_stats.tsv`` rows ``carryoverF``, ``carryover<Cond>``, condition contrasts
         adjusted), ``carryover.tsv`` (detection and the shift of the condition estimates)
         and ``sequence_stats.tsv`` (between-subject sequence test).
+    site_column : str, optional
+        The site column of ``maps`` (``group.site_column``): with two or more sites the ROI
+        models get site indicators (recorded as ``Sites`` in ``roi_stats.json``).
 
     Returns
     -------
@@ -286,10 +292,21 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     else:
         with_carryover = carryover and not one_condition
         stats = roi_statistics(effects, conditions=conditions, alpha=spec.alpha,
-                               carryover=with_carryover)
+                               carryover=with_carryover, site_column=site_column)
+        sites, site_note = sites_by_subject(effects, site_column)
+        site_record = ({"Sites": {"Column": site_column, "Subjects": dict(Counter(sites.values())),
+                                  "Model": "mean-centred site indicators (between-subject fixed "
+                                           "effects) in every ROI model"}} if sites else
+                       {"Sites": {"Column": site_column, "Model": None, "Note": site_note}}
+                       if site_note else {})
+        if sites:
+            LOGGER.info("pathways: ROI models include site (%s, %d sites)", site_column,
+                        len(set(sites.values())))
         outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
-            "Description": roi_model_description(one_condition, with_carryover),
-            "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
+            "Description": roi_model_description(one_condition, with_carryover) + (
+                "; site entered every model as mean-centred indicator columns (between-subject "
+                "fixed effects)" if sites else ""), "Parameters": params, **site_record,
+            **STAT_COLUMN_DESCRIPTIONS})
         if with_carryover:
             outputs.update(_write_carryover(effects, stats, conditions, spec, out, params))
         elif carryover:

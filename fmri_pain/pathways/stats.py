@@ -47,6 +47,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from fmri_pain.glm.second_level.carryover import CarryoverTerms, carryover_terms, embed
+from fmri_pain.glm.second_level.site import site_indicators, sites_by_subject
 from fmri_pain.pathways.within import is_within, subject_indicators, within_subject_fit
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
@@ -70,8 +71,15 @@ DF_METHODS = {
 
 
 def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
-                     covariates: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str], list[str]]:
+                     covariates: tuple[str, ...] = (),
+                     sites: dict[str, str] | None = None) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Fixed-effects design of the crossover model.
+
+    ``sites`` (subject -> site, multi-centre trials) adds mean-centred site indicators
+    (``site-<label>``, :func:`~fmri_pain.glm.second_level.site.site_indicators`) after the
+    covariates: site is between-subject, so it changes the condition means (now at the
+    average site) and their standard errors, not the within-subject differences of a
+    complete crossover.
 
     Returns
     -------
@@ -102,13 +110,20 @@ def crossover_design(data: pd.DataFrame, conditions: tuple[str, ...],
                 period_columns.append(name)
     for cov in covariates:
         exog[cov] = pd.to_numeric(data[cov]).astype(float)
+    if sites:
+        labels = data["subject"].astype(str).map(sites)
+        if labels.nunique() > 1:
+            indicators = site_indicators(labels.reset_index(drop=True))
+            indicators.index = exog.index
+            exog = pd.concat([exog, indicators], axis=1)
     return exog, present, period_columns
 
 
 def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
                   conditions: tuple[str, ...] = CONDITIONS,
-                  covariates: tuple[str, ...] = (), carryover: bool = False):
-    """Fit the crossover model to one ROI's long table.
+                  covariates: tuple[str, ...] = (), carryover: bool = False,
+                  sites: dict[str, str] | None = None):
+    """Fit the crossover model to one ROI's long table (``sites``: see :func:`crossover_design`).
 
     Parameters
     ----------
@@ -130,14 +145,17 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
     data = data.dropna(subset=[value] + list(covariates)).copy()
     if data.empty:
         raise ValueError(f"no finite {value!r} values to model")
-    exog, present, period_columns = crossover_design(data, conditions, covariates)
+    exog, present, period_columns = crossover_design(data, conditions, covariates, sites)
     endog = data[value].astype(float).to_numpy()
     groups = data["subject"].astype(str).to_numpy()
     carry, within = None, None
     if carryover:
-        carry = roi_carryover_terms(data, conditions, exog)
+        # site is between-subject: the within-subject model's subject columns absorb it
+        within_exog = exog.drop(columns=[c for c in exog.columns if c.startswith("site-")])
+        carry = roi_carryover_terms(data, conditions, within_exog)
         if carry.estimable:
-            within = within_subject_fit(endog, pd.concat([exog, carry.columns], axis=1), groups)
+            within = within_subject_fit(endog, pd.concat([within_exog, carry.columns], axis=1),
+                                        groups)
             if within is None:
                 carry = CarryoverTerms(carry.columns.iloc[:, :0], carry.levels, notes=[
                     "carry-over not modelled: no residual degrees of freedom within subjects"])
@@ -146,6 +164,10 @@ def fit_crossover(data: pd.DataFrame, value: str = "effect", *,
     periods = sorted(pd.to_numeric(data["period"]).astype(int).unique()) if period_columns else []
     result.update(present=present, period_columns=period_columns, periods=periods, carryover=carry)
     if within is not None:
+        # zero weight on the site columns it omits: within-subject comparisons do not involve them
+        names = result["params"].index
+        within["params"] = within["params"].reindex(names, fill_value=0.0)
+        within["cov"] = within["cov"].reindex(index=names, columns=names, fill_value=0.0)
         result["within"] = within
     return result
 
@@ -367,9 +389,9 @@ def model_contrasts(fit: dict, alpha: float = 0.05) -> list[dict]:
     return rows
 
 
-def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, carryover=False,
+def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, carryover=False, sites=None,
               **ids) -> list[dict]:
-    fit = fit_crossover(data, value, conditions=conditions, carryover=carryover)
+    fit = fit_crossover(data, value, conditions=conditions, carryover=carryover, sites=sites)
     for note in (fit["carryover"].notes if fit["carryover"] is not None else []):
         LOGGER.warning("%s %s: %s", ids.get("level"), ids.get("node"), note)
     if not fit["converged"]:
@@ -401,7 +423,7 @@ def lateral_medial_index(effects: pd.DataFrame) -> pd.DataFrame:
 
 def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDITIONS,
                    alpha: float = 0.05, value: str = "effect",
-                   carryover: bool = False) -> pd.DataFrame:
+                   carryover: bool = False, site_column: str | None = None) -> pd.DataFrame:
     """Mixed models per node, per pathway (mean over nodes) and of the lateral-medial index.
 
     Parameters
@@ -411,6 +433,10 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     carryover : bool
         Model first-order carry-over (rows ``carryoverF``, ``carryover<Cond>``; the
         condition contrasts adjusted for it).
+    site_column : str, optional
+        The table's site column (``group.site_column``): with two or more sites every model
+        gets site indicators (:func:`crossover_design`); with a subject without a site the
+        site is not modelled (a logged warning; a subject with two sites is an error).
 
     Returns
     -------
@@ -419,17 +445,20 @@ def roi_statistics(effects: pd.DataFrame, *, conditions: tuple[str, ...] = CONDI
     for each contrast.
     """
     rows: list[dict] = []
+    sites, note = sites_by_subject(effects, site_column)
+    if note:  # recorded in roi_stats.json by the pathway stage
+        LOGGER.warning("pathways: ROI models: %s", note)
     for node, data in effects.groupby("node", sort=False):
         if data[value].notna().sum() == 0:
             continue
-        rows += _fit_rows(data, value, conditions, alpha, carryover, level="node", node=node,
-                          pathway=data["pathway"].iloc[0])
+        rows += _fit_rows(data, value, conditions, alpha, carryover, sites, level="node",
+                          node=node, pathway=data["pathway"].iloc[0])
     for pathway, data in pathway_means(effects).groupby("pathway", sort=False):
-        rows += _fit_rows(data, "effect", conditions, alpha, carryover, level="pathway",
+        rows += _fit_rows(data, "effect", conditions, alpha, carryover, sites, level="pathway",
                           node=pathway, pathway=pathway)
     index = lateral_medial_index(effects)
     if not index.empty and index["effect"].notna().any():
-        rows += _fit_rows(index, "effect", conditions, alpha, carryover, level="index",
+        rows += _fit_rows(index, "effect", conditions, alpha, carryover, sites, level="index",
                           node="lateral_minus_medial", pathway="lateral-medial")
     table = pd.DataFrame(rows)
     return add_fdr(table, ["level", "contrast"]).reindex(columns=list(STAT_COLUMNS))

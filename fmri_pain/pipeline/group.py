@@ -94,7 +94,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
                                         spec.events, conditions=spec.conditions,
                                         equivalence=spec.equivalence,
-                                        carryover=spec.group.carryover)
+                                        carryover=spec.group.carryover,
+                                        site_column=spec.group.site_column)
         timings["pathways"] = time.perf_counter() - start
 
     start = time.perf_counter()

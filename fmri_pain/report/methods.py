@@ -357,6 +357,7 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
             f"{' or '.join(terms)} over {_span([len(m.design.design) for m in maps])} subjects.")
     if not parts:
         parts.append("No group model could be fitted.")
+    parts += site_sentences(group.maps)
     parts.append(f"Group models were fitted with {nilearn}'s SecondLevelModel (ordinary least "
                  "squares per voxel) [@nilearn].")
     if group.mirrored:
@@ -406,7 +407,34 @@ def inference_section(permutations: list[Any], spec: AnalysisSpec) -> MethodsSec
         + (", TFCE (H = 2, E = 0.5) [@smith2009]" if tfce else "")
         + (f" and cluster-extent/mass inference at a cluster-forming p < {inf.cluster_forming_p:g}"
            if cluster else "") + f"; seed {inf.seed}.")
+    with_groups = [out.contrast for out in permutations
+                   if getattr(out.result, "variance_groups", None)]
+    if with_groups:
+        text += (f" With one variance group per site, {', '.join(with_groups)} used the G statistic "
+                 "(an Aspin-Welch generalisation of t and F whose residual variance differs "
+                 "between sites) with max-G family-wise error control and rearrangements that keep "
+                 "every map in its site [@winkler2014]; its z maps refer G to t (F) with its "
+                 "approximate per-voxel degrees of freedom" + (
+                     ", and TFCE enhanced those z maps" if tfce else "")
+                 + "; cluster inference was not computed for these contrasts.")
     return MethodsSection("permutation inference", text)
+
+
+def site_sentences(maps: list[Any]) -> list[str]:
+    """What the group models did with the site of a multi-centre trial (none: no sentence)."""
+    with_site = [m for m in maps if getattr(m.design, "sites", ())]
+    if not with_site:
+        return []
+    n_sites = len(set(with_site[0].design.sites))
+    modelled = [m.contrast for m in with_site
+                if any(str(c).startswith("site-") for c in m.design.design.columns)]
+    repeated = any(m.route == "repeated" for m in with_site)
+    return [f"Subjects came from {n_sites} sites"
+            + (f"; site entered the models of {', '.join(modelled)} as mean-centred indicator "
+               "columns" if modelled else "")
+            + ("; in the repeated-measures model site is between-subject and absorbed by the "
+               "subject terms, so it was not added" if repeated else "")
+            + "; permutations of whole subjects stayed within site."]
 
 
 def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | None:

@@ -2,8 +2,11 @@
 
 The same design matrices and contrasts as the parametric fits; the scheme
 follows the design: sign flips for one-sample designs, shuffles within
-subjects (exchangeability blocks) for the repeated-measures model, and whole
-subjects permuted across sequences (no blocks) for the between-subject sequence test.
+subjects (exchangeability blocks) for the repeated-measures model, whole
+subjects permuted across sequences for the between-subject sequence test, whole
+subjects permuted within site for other between-subject effects, and the G
+statistic with site variance groups when ``inference.variance_groups`` asks
+(:mod:`fmri_pain.glm.inference.exchangeability`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from fmri_pain.bids.derivatives import provenance, space_of, statmap_path, write
 from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.config.fields import SpecError
 from fmri_pain.config.inference import InferenceSpec
+from fmri_pain.glm.inference.exchangeability import Exchangeability, exchangeability
 from fmri_pain.glm.inference.maps import write_permutation_maps
 from fmri_pain.glm.inference.permutation import permutation_test
 from fmri_pain.glm.inference.rearrangements import auto_scheme, count_rearrangements
@@ -76,14 +80,14 @@ def run_permutation_inference(group: GroupResult, spec: InferenceSpec, *,
     return outputs
 
 
-def _blocks(entry: GroupMap) -> np.ndarray | None:
-    design = entry.design
-    return design.rows["subject"].to_numpy() if design.route == "repeated" else None
+def _exchange(entry: GroupMap, spec: InferenceSpec) -> Exchangeability:
+    return exchangeability(entry.design, entry.key, spec.variance_groups)
 
 
-def _scheme(entry: GroupMap) -> str:
-    # one map per subject and a between-subject effect: subjects are exchangeable across sequences
-    return "permute" if entry.design.route == "sequence" else "auto"
+def _scheme(entry: GroupMap, blocks: np.ndarray | None) -> str:
+    # one map per subject and a between-subject effect: subjects are exchangeable across
+    # sequences (within site when there are site blocks: ``auto`` then shuffles within them)
+    return "permute" if entry.design.route == "sequence" and blocks is None else "auto"
 
 
 def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: InferenceSpec) -> None:
@@ -97,10 +101,11 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: In
     total = 0.0
     for entry in entries:
         x = entry.design.design.to_numpy(dtype=float)
-        blocks = _blocks(entry)
+        blocks = _exchange(entry, spec).blocks
         rows = np.atleast_2d(np.asarray(entry.design.contrasts[entry.key], dtype=float))
         try:
-            scheme = auto_scheme(x, rows, blocks) if _scheme(entry) == "auto" else _scheme(entry)
+            scheme = _scheme(entry, blocks)
+            scheme = auto_scheme(x, rows, blocks) if scheme == "auto" else scheme
             n_distinct = count_rearrangements(x.shape[0], scheme, blocks=blocks, design=x)
         except ValueError:  # the test itself will report it
             n_distinct = spec.n_perm + 1
@@ -120,19 +125,26 @@ def check_permutation_resources(entries: list[GroupMap], n_voxels: int, spec: In
 def _permute_one(entry: GroupMap, Y: np.ndarray, mask: np.ndarray, mask_img: nib.Nifti1Image,
                  group: GroupResult, spec: InferenceSpec, alpha: float) -> PermutationOutput:
     design = entry.design
-    blocks = _blocks(entry)
+    exchange = _exchange(entry, spec)
     two_sided = entry.stat_type == "t"
     result = permutation_test(
         Y, design.design.to_numpy(), np.asarray(design.contrasts[entry.key]), n_perm=spec.n_perm,
-        scheme=_scheme(entry), blocks=blocks, two_sided=two_sided, mask=mask, tfce=spec.tfce,
+        scheme=_scheme(entry, exchange.blocks), blocks=exchange.blocks, two_sided=two_sided,
+        mask=mask, tfce=spec.tfce,
         cluster_threshold=spec.cluster_forming_p, random_state=spec.seed, n_jobs=spec.n_jobs,
-        accel=spec.accel)
+        accel=spec.accel, variance_groups=exchange.variance_groups)
+    for note in exchange.notes:
+        LOGGER.warning("permutation inference %s: %s", entry.contrast, note)
+        result.warnings.append(note)
     mirrored = sorted({s for s, f in zip(design.rows["subject"], entry.flips) if f})
     sidecar = provenance(entry.images, {"inference": section_record(spec)},
                          dataset=group.output_dir,
                          **{**model_record(design, entry.key, entry.subjects, mirrored, entry.warnings),
-                            "Description": f"Permutation inference on the {design.route} model "
-                                           "(see Parameters and PermutationSummary)"})
+                            "Description": f"Permutation inference on the {design.route} model"
+                                           + (" with the G statistic (site variance groups)"
+                                              if exchange.variance_groups is not None else "")
+                                           + " (see Parameters and PermutationSummary)"},
+                         **exchange.record)
     task = group.task
     space = space_of(group.mask)  # the group mask is named by the space of the subject maps
     paths = write_permutation_maps(result, mask_img, group.output_dir, contrast=entry.contrast,
@@ -153,13 +165,15 @@ def inference_warnings(outputs: list[PermutationOutput]) -> list[str]:
 
 
 def inference_summary(outputs: list[PermutationOutput], alpha: float) -> pd.DataFrame:
-    """One row per contrast: scheme, permutations used (the observed one included),
-    distinct rearrangements, whether they were all enumerated, the smallest
+    """One row per contrast: scheme, statistic (t, F or G), permutations used (the observed
+    one included), distinct rearrangements, whether they were all enumerated, the smallest
     attainable p, thresholds and significant voxel counts."""
     rows = []
     for out in outputs:
         s = out.result.summary(alpha)
         rows.append({"contrast": out.contrast, "route": out.route, "scheme": s["scheme"],
+                     "statistic": ("G (site variance groups)" if out.result.variance_groups
+                                   else s["stat_type"]),
                      "permutations": s["n_rearrangements"],
                      "distinct rearrangements": s["n_distinct"],
                      "exhaustive": "yes" if s["exhaustive"] else "no (random)",

@@ -67,12 +67,14 @@ def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
 
     ``z_fwe`` and ``z_tfce_fwe`` are z maps zeroed where the max-stat (or
     TFCE) FWE p is not below ``alpha``; ``z`` defaults to the observed
-    statistic converted to z with its parametric degrees of freedom.
+    statistic converted to z with its parametric degrees of freedom (``result.z`` when set).
     """
     mask = np.asarray(mask_img.dataobj).astype(bool)
     if int(mask.sum()) != result.stat.size:
         raise ValueError(f"mask has {int(mask.sum())} voxels, result has {result.stat.size}")
-    z = stat_to_z(result.stat, result.stat_type, result.df) if z is None else np.asarray(z)
+    if z is None:  # the G statistic carries its own z (per-voxel df)
+        z = result.z if result.z is not None else stat_to_z(result.stat, result.stat_type, result.df)
+    z = np.asarray(z)
     maps = {"stat": result.stat, "z": z, "logp_uncorrected": result.logp("uncorrected"),
             "logp_fwe": result.logp("fwe"), "z_fwe": np.where(result.p_fwe < alpha, z, 0.0)}
     if result.tfce is not None:

@@ -61,6 +61,7 @@ from fmri_pain.glm.inference.scan import (
 )
 from fmri_pain.glm.inference.tail import accelerate_result
 from fmri_pain.glm.inference.tfce_buckets import buckets_apply, tfce_grid, voxel_grid
+from fmri_pain.glm.inference.variance_groups import permutation_test_g
 
 __all__ = ["ACCELERATIONS", "ZeroVarianceError", "permutation_test"]
 
@@ -86,7 +87,8 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
                      chunk_size: int | None = None, memory_limit_mb: float = 512.0,
                      check_memory: bool = True,
                      random_state: int | np.random.Generator | None = None,
-                     n_jobs: int = 1, accel: str = "none") -> PermutationResult:
+                     n_jobs: int = 1, accel: str = "none",
+                     variance_groups: np.ndarray | None = None) -> PermutationResult:
     """Freedman-Lane permutation test of one t or F contrast, with FWE control.
 
     Parameters
@@ -143,6 +145,11 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
         go below ``1 / n_perm`` (PALM's ``-accel tail``; see
         :mod:`fmri_pain.glm.inference.tail`). Cluster extent keeps its
         permutation p-values.
+    variance_groups : ndarray, shape (n_samples,), optional
+        Variance group of every map (PALM's ``-vg``): the statistic is then G
+        (:mod:`fmri_pain.glm.inference.variance_groups`, a slower separate path), the
+        FWE is over max G and rearrangements keep every map in its group; TFCE
+        enhances the z(G) maps; clusters are not computed (a recorded warning).
 
     Returns
     -------
@@ -204,8 +211,19 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
             tfce_dh=tfce_dh, connectivity=connectivity, cluster_threshold=cluster_threshold,
             permutations=permutations, exhaustive=exhaustive, chunk_size=chunk_size,
             memory_limit_mb=memory_limit_mb, check_memory=check_memory,
-            random_state=random_state, n_jobs=n_jobs, accel=accel)
+            random_state=random_state, n_jobs=n_jobs, accel=accel,
+            variance_groups=variance_groups)
         return _expand(result, keep)
+    if variance_groups is not None:
+        if permutations is not None:
+            raise ValueError("explicit rearrangements and variance groups cannot be combined: "
+                             "the G path draws rearrangements that keep every map in its group")
+        return _variance_group_test(Y, design, contrast, variance_groups, n_perm=n_perm,
+                                    scheme=scheme, blocks=blocks, two_sided=two_sided,
+                                    exhaustive=exhaustive, random_state=random_state, accel=accel,
+                                    tfce=tfce, mask=mask, tfce_H=tfce_H, tfce_E=tfce_E,
+                                    tfce_dh=tfce_dh, connectivity=connectivity,
+                                    skipped=["cluster"] if cluster_threshold is not None else [])
     notes: list[str] = []
     is_exhaustive = False
     q_zr = drop_invariant_nuisance(q_z, blocks, scheme) if permutations is None else q_z
@@ -400,6 +418,22 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
 
 
 
+def _variance_group_test(Y, design, contrast, variance_groups, *, skipped: list[str], accel: str,
+                         **kwargs) -> PermutationResult:
+    if len(np.asarray(variance_groups)) != Y.shape[0]:
+        raise ValueError(f"variance_groups must have one label per map ({Y.shape[0]})")
+    result = permutation_test_g(Y, design, contrast, variance_groups, **kwargs)
+    if skipped:
+        note = ("cluster-extent and cluster-mass inference are not computed with variance "
+                "groups: max-G (and TFCE of the z(G) maps when asked) only")
+        LOGGER.warning(note)
+        result.warnings.append(note)
+    # what ran (the spec's request stays under Parameters.inference)
+    result.parameters.update(accel=accel, cluster_threshold=None)
+    result.parameters.setdefault("tfce", False)
+    return accelerate_result(result) if accel == "tail" else result
+
+
 def _expand(result: PermutationResult, keep: np.ndarray) -> PermutationResult:
     """A result over all voxels from one over ``keep``: stat 0 and p = 1 elsewhere."""
     def full(values, fill):
@@ -413,8 +447,9 @@ def _expand(result: PermutationResult, keep: np.ndarray) -> PermutationResult:
     for name in ("p_uncorrected", "p_fwe", "p_tfce_fwe", "p_tfce_uncorrected",
                  "cluster_p_extent_fwe", "cluster_p_mass_fwe", "cluster_p_mass_uncorrected"):
         setattr(result, name, full(getattr(result, name), 1.0))
-    for name in ("tfce", "cluster_size", "cluster_mass"):
+    for name in ("tfce", "cluster_size", "cluster_mass", "z"):
         setattr(result, name, full(getattr(result, name), 0.0))
+    result.stat_df = full(result.stat_df, np.nan)
     n_out = int(keep.size - keep.sum())
     result.n_excluded = n_out
     note = (f"{n_out} of {keep.size} voxels have zero residual variance (constant across the "

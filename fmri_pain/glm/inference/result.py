@@ -58,6 +58,13 @@ class PermutationResult:
     tail_fits: dict = field(default_factory=dict)
     """With ``accel="tail"``: the fit of each null (``stat``, ``tfce``, ``cluster_mass``), None
     where no fit was attempted (no p below 0.10) or none passed the goodness-of-fit test."""
+    z: np.ndarray | None = None
+    """z map of the statistic when it is not t / F with ``df`` (the G statistic: per-voxel df)."""
+    stat_df: np.ndarray | None = None
+    """Per-voxel degrees of freedom of the statistic (the G statistic's nu), else None."""
+    variance_groups: dict | None = None
+    """With variance groups (:mod:`fmri_pain.glm.inference.variance_groups`): the statistic,
+    the groups and their sizes, the range of nu (the sidecar's ``VarianceGroups``)."""
 
     @property
     def n_rearrangements(self) -> int:
@@ -81,6 +88,7 @@ class PermutationResult:
                 "PermutationScheme": self.scheme,
                 "VoxelsExcludedZeroVariance": int(self.n_excluded),
                 "PermutationWarnings": list(self.warnings),
+                "VarianceGroups": self.variance_groups,
                 **self._tail_sidecar()}
 
     def _tail_sidecar(self) -> dict:

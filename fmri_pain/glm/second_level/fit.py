@@ -31,6 +31,7 @@ from fmri_pain.glm.second_level.outputs import (GroupMap, GroupResult, model_rec
                                                 spatial_reference, write_contrast_maps, write_design,
                                                 write_group_mask, write_thresholded_map)
 from fmri_pain.glm.second_level.sequence import sequence_design, subject_sequences, write_subject_means
+from fmri_pain.glm.second_level.site import add_site
 from fmri_pain.glm.second_level.thresholds import cluster_table, threshold_map
 from fmri_pain.trial import CONDITIONS, difference_contrasts, trial_contrasts
 
@@ -110,7 +111,7 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
         notes: list[str] = []
         covs = (_available_covariates(rows, spec.covariates, notes)
                 if contrast in condition_labels else ())
-        design = one_sample_design(rows, covs)
+        design = add_site(one_sample_design(rows, covs), spec.site_column)
         fitter.fit_and_write(rows, design, {"intercept": contrast} | {
             f"by{covariate_label(c)}": f"{contrast}By{covariate_label(c)}" for c in covs},
             notes=notes)
@@ -120,8 +121,8 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
                          & (maps["contrast"] == maps["condition"].str.lower())]
         notes = []
         covs = _available_covariates(cond_rows, spec.covariates, notes)
-        design = repeated_measures_design(cond_rows, conditions, contrasts, covs,
-                                          carryover=spec.carryover)
+        design = add_site(repeated_measures_design(cond_rows, conditions, contrasts, covs,
+                                                   carryover=spec.carryover), spec.site_column)
         extra = {}
         if spec.carryover:
             shift = _carryover_shift(cond_rows, design, conditions, contrasts, covs, fitter)
@@ -140,7 +141,8 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
                 continue
             rows = rows.assign(period_difference=_period_difference(rows, con, maps))
             notes = []
-            design = paired_design(rows, _available_covariates(rows, spec.covariates, notes))
+            design = add_site(paired_design(rows, _available_covariates(rows, spec.covariates, notes)),
+                              spec.site_column)
             fitter.fit_and_write(rows, design, {"intercept": name}, folder="paired", notes=notes)
 
     return GroupResult(output_dir, task, fitter.written, subjects, left_out, mask_path,

@@ -53,6 +53,9 @@ class GroupDesign:
         Decisions taken while building the design that change the model from
         the one asked for (a term not modelled, a column dropped as collinear):
         the group level reports them with the maps.
+    sites : tuple of str
+        Each row's site (multi-centre trials; empty: no site term), for the
+        permutation stage's exchangeability blocks and variance groups.
     """
 
     route: str
@@ -60,6 +63,7 @@ class GroupDesign:
     contrasts: dict[str, np.ndarray]
     rows: pd.DataFrame = field(default_factory=pd.DataFrame)
     notes: list[str] = field(default_factory=list)
+    sites: tuple[str, ...] = ()
 
     def stat_type(self, name: str) -> str:
         """``F`` for matrix contrasts, ``t`` otherwise."""
@@ -82,7 +86,7 @@ class GroupDesign:
         structural = {"intercept", "period_difference", *map(str, self.rows.get("condition", []))}
         return [c for c in self.design.columns
                 if c not in structural and not c.startswith(("sub-", "period", COLUMN_PREFIX,
-                                                              "sequence_"))]
+                                                              "sequence_", "site-"))]
 
     @property
     def terms(self) -> str:
@@ -101,6 +105,8 @@ class GroupDesign:
             terms.append("period difference" if self.route == "paired" else "period")
         if any(c.startswith(COLUMN_PREFIX) for c in cols):
             terms.append("carry-over (previous condition, sum-to-zero)")
+        if any(c.startswith("site-") for c in cols):
+            terms.append("site")
         return " + ".join(terms + self.covariates)
 
 

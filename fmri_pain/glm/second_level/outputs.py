@@ -119,6 +119,9 @@ def model_record(design: GroupDesign, key: str, subjects: list[str], mirrored: l
         "NumberOfMaps": len(design.design),
         "Subjects": [f"sub-{s}" for s in subjects],
         "Covariates": design.covariates,
+        **({"Sites": {str(site): design.sites.count(site) for site in sorted(set(design.sites))},
+            "SiteModelled": any(str(c).startswith("site-") for c in design.design.columns)}
+           if design.sites else {}),
         "MirroredSubjects": [f"sub-{s}" for s in mirrored],
         "Warnings": list(warnings),
     }
