@@ -22,6 +22,7 @@ from fmri_pain.pathways.connectivity import (
     run_connectivity,
 )
 from fmri_pain.pathways.decoding import run_decoding
+from fmri_pain.pathways.effect_size_outputs import write_effect_sizes
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
@@ -31,7 +32,8 @@ LOGGER = logging.getLogger(__name__)
 PATHWAYS_DIR = ("group", "pathways")
 
 PART_FILES = {
-    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png"),
+    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png", "effect_sizes.tsv",
+                  "effect_sizes.json"),
     "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
     "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
     "decoding": ("decoding.tsv", "decoding.json", "decoding_task-*_weights.nii.gz",
@@ -264,6 +266,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
             fig = plot_forest(stats, contrast, spec.alpha)
             outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
             plt.close(fig)
+        outputs.update(write_effect_sizes(effects, out, conditions=conditions, spec=spec, params=params))
 
     if not spec.connectivity:
         parts.skip("connectivity", "disabled in the spec (pathways.connectivity: false)")
