@@ -327,6 +327,10 @@ class Results(Rethresholding, Plotting):
         """Group statistics per node and contrast (``roi_stats.tsv``)."""
         return self.pathway_table("roi_stats")
 
+    def effect_sizes(self) -> pd.DataFrame:
+        """Effect sizes (psc, dz, Hedges' g) with BCa intervals per unit and contrast (``effect_sizes.tsv``)."""
+        return self.pathway_table("effect_sizes")
+
     @property
     def connectivity_kinds(self) -> list[str]:
         """Kinds of connectivity tables present (``connectivity_<kind>.tsv``)."""
