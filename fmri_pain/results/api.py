@@ -237,7 +237,8 @@ class Results(Rethresholding, Plotting):
         contrast : str
             Contrast name, e.g. ``"dualMinusScs"`` (see :attr:`contrasts`).
         stat : str, default "z"
-            ``z``, ``t``, ``F``, ``effect``, ``variance``, ``logp`` ... as stored.
+            ``z``, ``t``, ``F``, ``effect`` (percent signal change), ``variance``, ``dz``,
+            ``hedgesg`` (standardised effects of t contrasts), ``logp`` ... as stored.
         subject : str, optional
             Subject label (with or without ``sub-``); None for the group map.
         session : str, optional
