@@ -18,6 +18,7 @@ from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.effect_sizes import TABLE_COLUMNS
 from fmri_pain.pathways.run import run_pathway_analysis
+from fmri_pain.report.methods import cited_keys, pathways_section
 from fmri_pain.report.pathways import pathway_report_section
 from tests.support.pathways_fixtures import williams_design
 
@@ -106,3 +107,6 @@ def test_forest_plots_written_and_in_the_report(run):
         assert path.stat().st_size > 1000
     html = pathway_report_section(outputs)
     assert "Effect sizes" in html and "forest plot of dz, contrast dualMinusScs" in html
+    methods = pathways_section(outputs)
+    assert "BCa" in methods.text and "300 resamples, seed 3" in methods.text
+    assert {"efron1993", "hesterberg2015", "hedges1981"} <= set(cited_keys([methods]))

@@ -15,6 +15,7 @@ from fmri_pain.glm.second_level.effect_sizes import (effect_size_maps, hedges_co
 from fmri_pain.glm.second_level.models import (compute_group_contrast, fit_second_level,
                                                one_sample_design, paired_design,
                                                repeated_measures_design)
+from fmri_pain.report.methods import cited_keys, group_section
 from fmri_pain.trial import trial_contrasts
 from tests.glm.second_level.test_group_honesty import SHAPE, make_trial
 from tests.support.group import run_group_glm
@@ -97,7 +98,10 @@ def test_slopes_period_and_f_contrasts_get_no_standardised_map():
 def test_group_level_writes_effect_dz_and_g_with_sidecars(tmp_path):
     spec = AnalysisSpec()
     runs = make_trial(tmp_path, 7, spec)
-    run_group_glm(tmp_path, runs, spec)
+    result = run_group_glm(tmp_path, runs, spec)
+    methods = group_section(result, spec)
+    assert "Hedges' g" in methods.text and "dualMinusScs" in methods.text
+    assert {"hedges1981", "lakens2013"} <= set(cited_keys([methods]))
     group = tmp_path / "group"
     stem = "task-stim_space-MNI152NLin2009cAsym_contrast-scs_stat-{}_statmap"
     subject_maps = np.stack([_data(nib.load(p)) for p in sorted(
