@@ -358,8 +358,8 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
         parts.append("Each t contrast's group effect is in percent signal change; for "
                      f"{', '.join(dict.fromkeys(standardised))} the standardised effect dz (the effect "
                      "over the model's SD of one subject's contrast value, t / sqrt(n) for a "
-                     "one-sample test) [@lakens2013] and Hedges' g = J dz, J = 1 - 3 / (4 df - 1) "
-                     "with the design's residual df [@hedges1981], were mapped.")
+                     "one-sample test) [@lakens2013] and Hedges' g = J dz, J = 1 - 3 / (4 df - 1), "
+                     "df the error degrees of freedom of the design [@hedges1981], were mapped.")
     if group.mirrored:
         other = "left" if g.flip_to_pain_side == "right" else "right"
         parts.append(f"The maps of {len(group.mirrored)} patient(s) whose pain was on the {other} "
