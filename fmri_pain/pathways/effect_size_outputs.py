@@ -14,9 +14,11 @@ from fmri_pain.pathways.effect_sizes import STATISTICS, effect_size_table
 INTERVAL_METHOD = (
     "BCa bootstrap (bias-corrected and accelerated; Efron & Tibshirani 1993, ch. 14) over "
     "subjects, each subject resampled whole (all its sessions), the period effects re-estimated "
-    "in every resample; acceleration from the leave-one-subject-out jackknife; expanded for the "
-    "sample size (Hesterberg 2015, Am Stat 69:371): the tail quantile is "
-    "sqrt(n / (n - 1)) t(1 - alpha / 2, n - 1) instead of the normal z(1 - alpha / 2)")
+    "in every resample; acceleration from the leave-one-subject-out jackknife; the psc interval "
+    "expanded for the sample size (Hesterberg 2015, Am Stat 69:371: the tail quantile "
+    "sqrt(n / (n - 1)) t(1 - alpha / 2, n - 1) instead of the normal z(1 - alpha / 2)), the dz and "
+    "hedges_g intervals plain BCa; a limit whose BCa percentile leaves fewer than one resample "
+    "beyond it is noted in interval_note (it rests on the most extreme resamples)")
 
 DESCRIPTION = (
     "effect sizes of every t contrast over the conditions (per-condition ON > OFF effects and "
@@ -39,6 +41,8 @@ COLUMN_DESCRIPTIONS = {
                                          f"interval of {s} (see IntervalMethod)"}
        for s in STATISTICS for side in ("low", "high")},
     "n_boot_valid": {"Description": "resamples in which dz was defined (sd(d) > 0, two subjects)"},
+    "interval_note": {"Description": "limits whose BCa percentile leaves fewer than one resample "
+                                     "beyond them: rough, they rest on the most extreme resamples"},
     "period_adjustment": {"Description": "how the period was handled for this unit"},
     "left_out": {"Description": "subjects left out of the contrast: a condition it weighs is missing"},
 }
@@ -89,7 +93,10 @@ def write_effect_sizes(effects: pd.DataFrame, out: Path, *, conditions: tuple[st
 
 
 def plot_effect_forest(table: pd.DataFrame, contrast: str, alpha: float = 0.05, stat: str = "dz"):
-    """Forest plot of one contrast's effect size with its interval per node and pathway (no p values)."""
+    """Forest plot of one contrast's effect size with its interval per node and pathway (no p values).
+
+    A limit the resamples do not resolve (n/a in the table) is drawn dashed to the plot's edge.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,16 +107,26 @@ def plot_effect_forest(table: pd.DataFrame, contrast: str, alpha: float = 0.05, 
               "control": "0.5", "lateral-medial": "tab:purple"}
     fig, ax = plt.subplots(figsize=(6, 0.28 * len(data) + 1.2))
     ypos = np.arange(len(data))
+    open_ended = []
     for y, row in zip(ypos, data.itertuples()):
         color = colors.get(row.pathway, "k")
-        ax.plot([getattr(row, f"{stat}_ci_low"), getattr(row, f"{stat}_ci_high")], [y, y],
-                color=color, lw=1.5)
-        ax.plot(getattr(row, stat), y, "o" if row.level == "node" else "D", color=color, ms=6)
+        estimate = getattr(row, stat)
+        low, high = getattr(row, f"{stat}_ci_low"), getattr(row, f"{stat}_ci_high")
+        ax.plot([low if np.isfinite(low) else estimate, high if np.isfinite(high) else estimate],
+                [y, y], color=color, lw=1.5)
+        ax.plot(estimate, y, "o" if row.level == "node" else "D", color=color, ms=6)
+        open_ended += [(y, estimate, side, color) for side, limit in ((0, low), (1, high))
+                       if not np.isfinite(limit)]
+    edges = ax.get_xlim()
+    for y, estimate, side, color in open_ended:  # a limit the resamples do not resolve: dashed
+        ax.plot([estimate, edges[side]], [y, y], color=color, lw=1.0, ls="--")
+    ax.set_xlim(edges)
     ax.set_yticks(ypos)
     ax.set_yticklabels([r.node + ("" if r.level == "node" else f" [{r.level}]")
                         for r in data.itertuples()], fontsize=8)
     ax.axvline(0, color="0.6", lw=0.8)
     label = {"dz": "dz", "hedges_g": "Hedges' g", "psc": "% signal change"}[stat]
-    ax.set_xlabel(f"{contrast}: {label} and {100 * (1 - alpha):.0f}% BCa interval")
+    ax.set_xlabel(f"{contrast}: {label} and {100 * (1 - alpha):.0f}% BCa interval"
+                  + (" (dashed: limit not resolved by the resamples)" if open_ended else ""))
     fig.tight_layout()
     return fig
