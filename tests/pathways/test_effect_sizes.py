@@ -98,6 +98,10 @@ def test_statistics_equal_the_within_subject_model_and_numpy():
         assert row["dz"] == pytest.approx(d.mean() / d.std(ddof=1), rel=1e-9)
         assert row["hedges_g"] == pytest.approx(d.mean() / d.std(ddof=1) * (1 - 3 / (4 * 12 - 1)))
         assert row["df"] == 12 and row["psc_ci_low"] < row["psc"] < row["psc_ci_high"]
+        # J is the same in every resample here (all subjects count): g's interval is J times dz's
+        j = 1 - 3 / (4 * 12 - 1)
+        assert (row["hedges_g_ci_low"], row["hedges_g_ci_high"]) == pytest.approx(
+            (j * row["dz_ci_low"], j * row["dz_ci_high"]), rel=1e-9)
     # a condition's value is its mean over (sum-coded) periods
     mean_period = np.mean(list(period.values()))
     scs = wide["SCS"].to_numpy() + mean_period
