@@ -60,10 +60,12 @@ class PathwaysSpec:
         Run the multivariate decoding.
     n_permutations : int
         Label permutations (within subject) of the decoding accuracy.
+    n_bootstrap : int
+        Bootstrap resamples of subjects for the BCa intervals of the effect sizes (effect_sizes.tsv).
     alpha : float
         Level of the confidence intervals (1 - alpha) and of FDR.
     random_state : int
-        Seed of the permutations.
+        Seed of the permutations and of the bootstrap resampling.
     """
 
     enabled: bool = True
@@ -80,6 +82,7 @@ class PathwaysSpec:
     behaviour_covariates: tuple[str, ...] = ("pain_relief", "vas_pain", "stim_amplitude_ma")
     decoding: bool = True
     n_permutations: int = 100
+    n_bootstrap: int = 2000
     alpha: float = 0.05
     random_state: int = 0
 
@@ -92,6 +95,8 @@ class PathwaysSpec:
             raise ValueError(f"pathways.default_pain_side must be 'right' or 'left', got {self.default_pain_side!r}")
         if self.n_permutations < 0:
             raise ValueError("pathways.n_permutations must be >= 0")
+        if self.n_bootstrap < 1:
+            raise ValueError("pathways.n_bootstrap must be >= 1")
         if not 0 < self.alpha < 1:
             raise ValueError("pathways.alpha must be in (0, 1)")
         object.__setattr__(self, "ppi_seeds", tuple(self.ppi_seeds))

@@ -94,6 +94,7 @@ SECTION_RANGES: dict[type, dict[str, Range]] = {
         "label_fraction": Range(0, 1, lo_open=True),
         "high_pass": Range(0.0001, 1, unit="Hz"),
         "n_permutations": Range(0, 100_000),
+        "n_bootstrap": Range(100, 1_000_000),
         "alpha": Range(0, 1, lo_open=True, hi_open=True),
         "random_state": Range(0, 2**32 - 1),
     },

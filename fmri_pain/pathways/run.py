@@ -27,6 +27,7 @@ from fmri_pain.pathways.connectivity import (
     run_connectivity,
 )
 from fmri_pain.pathways.decoding import run_decoding
+from fmri_pain.pathways.effect_size_outputs import write_effect_sizes
 from fmri_pain.pathways.equivalence import write_equivalence
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.sequence import sequence_statistics
@@ -38,7 +39,8 @@ LOGGER = logging.getLogger(__name__)
 PATHWAYS_DIR = ("group", "pathways")
 
 PART_FILES = {
-    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png"),
+    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png", "effect_sizes.tsv",
+                  "effect_sizes.json"),
     "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
     "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
     "equivalence": ("equivalence.tsv", "equivalence.json", "equivalence_contrast-*.png"),
@@ -319,6 +321,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
             fig = plot_forest(stats, contrast, spec.alpha)
             outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
             plt.close(fig)
+        outputs.update(write_effect_sizes(effects, out, conditions=conditions, spec=spec, params=params))
     if equivalence is not None and equivalence.tests:
         if "roi_stats" in outputs:
             outputs.update(write_equivalence(effects, equivalence, out, conditions=conditions,

@@ -360,6 +360,13 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
     parts += site_sentences(group.maps)
     parts.append(f"Group models were fitted with {nilearn}'s SecondLevelModel (ordinary least "
                  "squares per voxel) [@nilearn].")
+    standardised = [m.contrast for m in group.maps if "dz" in m.paths]
+    if standardised:
+        parts.append("Each t contrast's group effect is in percent signal change; for "
+                     f"{', '.join(dict.fromkeys(standardised))} the standardised effect dz (the effect "
+                     "over the model's SD of one subject's contrast value, t / sqrt(n) for a "
+                     "one-sample test) [@lakens2013] and Hedges' g = J dz, J = 1 - 3 / (4 df - 1), "
+                     "df the error degrees of freedom of the design [@hedges1981], were mapped.")
     if group.mirrored:
         other = "left" if g.flip_to_pain_side == "right" else "right"
         parts.append(f"The maps of {len(group.mirrored)} patient(s) whose pain was on the {other} "
@@ -450,6 +457,13 @@ def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | No
             if key in pathways else None
         if extra:
             text += " " + extra[0].upper() + extra[1:].rstrip(".") + "."
+    sizes = pathways.get("effect_sizes")
+    if sizes:
+        side = _read_json(Path(sizes).with_suffix(".json"))
+        text += (f" Effect sizes: {side.get('Description', '').rstrip('.')} [@lakens2013; @hedges1981]; "
+                 f"{100 * side.get('ConfidenceLevel', 0.95):g}% intervals: "
+                 f"{side.get('IntervalMethod', 'bootstrap')} [@efron1993; @hesterberg2015], "
+                 f"{side.get('NumberOfBootstrapResamples')} resamples, seed {side.get('RandomSeed')}.")
     return MethodsSection("pathways", text)
 
 

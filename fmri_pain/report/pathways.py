@@ -65,6 +65,14 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
         parts.append(_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
     for key in sorted(k for k in outputs if k.startswith("forest_")):
         parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
+    if "effect_sizes" in outputs:
+        parts += _described_table(outputs["effect_sizes"], "Effect sizes with BCa intervals",
+                                  lambda d: d[d["level"] != "node"],
+                                  ["level", "node", "contrast", "n_subjects", "psc", "psc_ci_low",
+                                   "psc_ci_high", "dz", "dz_ci_low", "dz_ci_high", "hedges_g"])
+        for key in sorted(k for k in outputs if k.startswith("effect_forest_")):
+            parts.append(_img_tag(outputs[key], f"forest plot of dz, contrast "
+                                                f"{key.removeprefix('effect_forest_')}"))
     if "connectivity_ppi_stats" in outputs:
         parts += _described_table(outputs["connectivity_ppi_stats"],
                                   "Condition-dependent connectivity (gPPI)",

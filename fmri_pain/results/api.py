@@ -237,7 +237,8 @@ class Results(Rethresholding, Plotting):
         contrast : str
             Contrast name, e.g. ``"dualMinusScs"`` (see :attr:`contrasts`).
         stat : str, default "z"
-            ``z``, ``t``, ``F``, ``effect``, ``variance``, ``logp`` ... as stored.
+            ``z``, ``t``, ``F``, ``effect`` (percent signal change), ``variance``, ``dz``,
+            ``hedgesg`` (standardised effects of t contrasts), ``logp`` ... as stored.
         subject : str, optional
             Subject label (with or without ``sub-``); None for the group map.
         session : str, optional
@@ -326,6 +327,10 @@ class Results(Rethresholding, Plotting):
     def roi_stats(self) -> pd.DataFrame:
         """Group statistics per node and contrast (``roi_stats.tsv``)."""
         return self.pathway_table("roi_stats")
+
+    def effect_sizes(self) -> pd.DataFrame:
+        """Effect sizes (psc, dz, Hedges' g) with BCa intervals per unit and contrast (``effect_sizes.tsv``)."""
+        return self.pathway_table("effect_sizes")
 
     @property
     def connectivity_kinds(self) -> list[str]:

@@ -23,6 +23,7 @@ from fmri_pain.config.group import GroupSpec
 from fmri_pain.glm.second_level.carryover_shift import SHIFT_COLUMNS, carryover_shift, shift_record
 from fmri_pain.glm.second_level.collect import (check_first_level_parameters, collect_subject_maps,
                                                 common_space, defined_contrasts, keep_defined_contrasts)
+from fmri_pain.glm.second_level.effect_sizes import write_effect_size_maps
 from fmri_pain.glm.second_level.models import (GroupDesign, compute_group_contrast, covariate_label,
                                                fit_second_level, group_mask, load_subject_map,
                                                needs_flip, one_sample_design, paired_design,
@@ -283,6 +284,9 @@ class _GroupFit:
                                  **(extra or {}).get(key, {}))
             paths = write_contrast_maps(stat_maps, stat_type, sidecar, contrast=name,
                                         folder=folder, **where_to)
+            if stat_type == "t":  # the effect in PSC, and dz and Hedges' g where they apply
+                paths |= write_effect_size_maps(stat_maps, design, key, sidecar, contrast=name,
+                                                folder=folder, **where_to)
             entry = GroupMap(name, key, design.route, stat_type, paths, design, images, flips,
                              subjects=subjects, warnings=list(notes))
             if folder is None:
