@@ -12,6 +12,7 @@ import pandas as pd
 from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.pathways import PathwaysSpec
+from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
 from fmri_pain.pathways.behaviour import behaviour_statistics, plot_behaviour
@@ -22,6 +23,7 @@ from fmri_pain.pathways.connectivity import (
     run_connectivity,
 )
 from fmri_pain.pathways.decoding import run_decoding
+from fmri_pain.pathways.responder_analysis import run_responder_analysis
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
@@ -110,7 +112,7 @@ class _Parts:
             return None
         return write_tsv(pd.DataFrame(self.skipped, columns=["part", "reason"]), path, sidecar={
             "Description": "parts of the pain-pathway analysis that were not computed, and why",
-            "part": {"Description": "roi_stats, connectivity, behaviour or decoding"},
+            "part": {"Description": "roi_stats, connectivity, behaviour, decoding or responders"},
             "reason": {"Description": "why the part was not computed"}})
 
 
@@ -169,7 +171,8 @@ def plot_forest(stats: pd.DataFrame, contrast: str, alpha: float = 0.05):
 def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: Path | str,
                          spec: PathwaysSpec | None = None, events: EventsSpec | None = None, *,
                          conditions: tuple[str, ...] = CONDITIONS,
-                         atlas: PathwayAtlas | None = None) -> dict[str, Path]:
+                         atlas: PathwayAtlas | None = None,
+                         responders: RespondersSpec | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -196,6 +199,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     atlas : PathwayAtlas, optional
         Use this atlas for every subject (e.g. :func:`atlas_from_masks`) instead of
         building the pathway atlas per pain side.
+    responders : RespondersSpec, optional
+        The ``responders`` section: when active, responder status, node tests and
+        prediction (:mod:`fmri_pain.pathways.responder_analysis`).
 
     Returns
     -------
@@ -285,6 +291,14 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                                                spec, atlas_for))
 
     _behaviour(effects, spec, out, outputs, parts)
+
+    if responders is not None and responders.active:
+        written, reasons = run_responder_analysis(
+            maps, effects, out, responders, n_permutations=spec.n_permutations,
+            random_state=spec.random_state, alpha=spec.alpha, parameters=params)
+        outputs.update(written)
+        for reason in reasons:
+            parts.skip("responders", reason)
 
     if not spec.decoding:
         parts.skip("decoding", "disabled in the spec (pathways.decoding: false)")

@@ -14,8 +14,10 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.errors import InputError
 from fmri_pain.glm.inference.group_contrasts import PermutationOutput, run_permutation_inference
+from fmri_pain.glm.inference.responder_maps import ResponderMapsOutput
 from fmri_pain.glm.second_level.fit import run_group
 from fmri_pain.glm.second_level.outputs import GroupResult
+from fmri_pain.pipeline.responders import run_responder_maps_step
 from fmri_pain.report.group import methods_boilerplate, write_group_report
 from fmri_pain.report.methods import write_citation_files
 
@@ -31,6 +33,7 @@ class GroupLevelResult:
     pathways: dict[str, Path] | None
     report: Path
     timings: dict[str, float] = field(default_factory=dict)
+    responder_maps: ResponderMapsOutput | None = None
 
     @property
     def left_out(self) -> list[str]:
@@ -82,8 +85,10 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         maps = group.subject_maps.dropna(subset=["condition"])
         pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
         pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
-                                        spec.events, conditions=spec.conditions)
+                                        spec.events, conditions=spec.conditions,
+                                        responders=spec.responders)
         timings["pathways"] = time.perf_counter() - start
+    responder_maps = run_responder_maps_step(group, pathways, spec)
 
     start = time.perf_counter()
     methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways)
@@ -91,4 +96,6 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
     report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods)
     timings["report"] = time.perf_counter() - start
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
-    return GroupLevelResult(group, permutations or [], pathways, report, timings)
+    return GroupLevelResult(group, permutations or [], pathways, report, timings,
+                            responder_maps=responder_maps)
+
