@@ -24,6 +24,7 @@ from fmri_pain._version import __version__
 from fmri_pain.bids.derivatives import dataset_root, software_versions, write_text
 from fmri_pain.glm.first_level.model import AR_BINS
 from fmri_pain.config.spec import AnalysisSpec
+from fmri_pain.report.responders import responder_methods
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")
 _ENTRY = re.compile(r"^@(\w+)\{([^,\s]+),\s*$")
@@ -411,6 +412,7 @@ def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | No
     desc = _read_json(Path(stats).with_suffix(".json")).get("Description") if stats else None
     text = ("Pain-pathway ROI analysis: " + (desc.rstrip(".") if desc else "ROI effects per node")
             + " (statsmodels [@statsmodels]).")
+    text = " ".join(filter(None, [text, responder_methods(dict(pathways))]))
     return MethodsSection("pathways", text)
 
 

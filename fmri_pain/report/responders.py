@@ -54,3 +54,21 @@ def responder_report_section(outputs: dict[str, Path]) -> str:
         parts.append("<h4>Maps: responders vs non-responders</h4>")
         parts.append(_table(outputs["responder_maps"]))
     return "\n".join(parts)
+
+
+def responder_methods(outputs: dict[str, Path]) -> str:
+    """Methods sentences of the responder analysis, from the sidecars of what was written ("" if none)."""
+    if "responders" not in outputs:
+        return ""
+    sentences = ["Responders: " + _description(outputs["responders"]).rstrip(".") + "."]
+    if "responder_stats" in outputs:
+        sentences.append("Responders vs non-responders: " + _description(outputs["responder_stats"]).rstrip(".")
+                         + " [@benjamini1995].")
+    if "responder_prediction" in outputs:
+        sentences.append("Prediction of response: " + _description(outputs["responder_prediction"]).rstrip(".")
+                         + " [@sklearn].")
+    if "responder_maps" in outputs:
+        sentences.append("Maps of responders minus non-responders per condition: a two-group model "
+                         "(nilearn SecondLevelModel [@nilearn]) and a permutation test exchanging whole "
+                         "subjects between the groups (max-|t| family-wise error [@nichols2002]).")
+    return " ".join(sentences)
