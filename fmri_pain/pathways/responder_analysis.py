@@ -21,8 +21,15 @@ from fmri_pain.pathways.responders import MissingColumnError, responder_statisti
 from fmri_pain.pathways.stats import pathway_means
 
 RESPONDER_FILES = ("responders.tsv", "responders.json", "responder_stats.tsv", "responder_stats.json",
-                   "responder_prediction.tsv", "responder_prediction.json")
-"""Files of the responder analysis (removed when it is skipped, so none is stale)."""
+                   "responder_prediction.tsv", "responder_prediction.json", "responder_maps.tsv",
+                   "responder_maps.json")
+"""Files of the responder analysis (removed before it runs and when it is off, so none is stale)."""
+
+
+def remove_responder_files(out: Path) -> None:
+    """Remove the responder tables of an earlier run from ``out``."""
+    for stale in RESPONDER_FILES:
+        (out / stale).unlink(missing_ok=True)
 
 PREDICTION_COLUMNS = ("condition", "features", "n_subjects", "n_responders", "n_non_responders",
                       "n_features", *METRICS, *(f"p_{m}" for m in METRICS),
@@ -91,8 +98,7 @@ def run_responder_analysis(maps: pd.DataFrame, effects: pd.DataFrame, out: Path,
     skipped : list of str
         Why a part was not computed (an empty list when everything ran).
     """
-    for stale in RESPONDER_FILES:
-        (out / stale).unlink(missing_ok=True)
+    remove_responder_files(out)
     try:
         status = responder_status(maps, spec.rules, combine=spec.combine, conditions=spec.conditions)
     except (MissingColumnError, ValueError) as exc:

@@ -23,7 +23,7 @@ from fmri_pain.pathways.connectivity import (
     run_connectivity,
 )
 from fmri_pain.pathways.decoding import run_decoding
-from fmri_pain.pathways.responder_analysis import run_responder_analysis
+from fmri_pain.pathways.responder_analysis import remove_responder_files, run_responder_analysis
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
 from fmri_pain.trial import CONDITIONS
@@ -299,6 +299,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         outputs.update(written)
         for reason in reasons:
             parts.skip("responders", reason)
+    else:
+        remove_responder_files(out)
 
     if not spec.decoding:
         parts.skip("decoding", "disabled in the spec (pathways.decoding: false)")

@@ -109,3 +109,14 @@ def test_a_rule_on_an_absent_column_is_a_recorded_skip(dataset, tmp_path):
     root = out / "group" / "pathways"
     assert not (root / "responders.tsv").exists() and not (root / "responder_stats.tsv").exists()
     assert "responders" not in outputs
+
+
+def test_turning_the_analysis_off_leaves_no_stale_tables(dataset, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(dataset["out"], out)
+    outputs = run_pathway_analysis(dataset["maps"], None, out, SPEC, conditions=("SCS", "DUAL"),
+                                   atlas=dataset["atlas"])
+    assert not list((out / "group" / "pathways").glob("responder*"))
+    assert "responders" not in outputs
