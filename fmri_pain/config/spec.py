@@ -35,6 +35,7 @@ from fmri_pain.config.group import GroupSpec
 from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
+from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class AnalysisSpec:
     inference: InferenceSpec = field(default_factory=InferenceSpec)
     pathways: PathwaysSpec = field(default_factory=PathwaysSpec)
     equivalence: EquivalenceSpec = field(default_factory=EquivalenceSpec)
+    responders: RespondersSpec = field(default_factory=RespondersSpec)
     execution: ExecutionSpec = field(default_factory=ExecutionSpec)
 
     def to_dict(self) -> dict[str, Any]:
@@ -266,6 +268,11 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
             raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
                             f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
     check_equivalence(spec.equivalence, spec.conditions, source)
+    known = {c.lower() for c in spec.conditions}
+    for i, name in enumerate(spec.responders.conditions):
+        if name.lower() not in known:
+            raise SpecError(f"{source}: responders.conditions[{i}] = {shown(name)} is not among the "
+                            f"conditions {shown(spec.conditions)}")
     fl = spec.first_level
     if fl.hrf_model == "fir" and (not fl.fir_delays or len(set(fl.fir_delays)) != len(fl.fir_delays)):
         raise SpecError(f"{source}: first_level.fir_delays must list distinct delays (at least one) "

@@ -14,6 +14,7 @@ from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, writ
 from fmri_pain.config.equivalence import EquivalenceSpec
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.pathways import PathwaysSpec
+from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.errors import InputError
 from fmri_pain.glm.second_level.site import sites_by_subject
 from fmri_pain.pathways.atlas import PathwayAtlas, build_atlas, spatial_reference
@@ -29,6 +30,7 @@ from fmri_pain.pathways.connectivity import (
 from fmri_pain.pathways.decoding import run_decoding
 from fmri_pain.pathways.effect_size_outputs import write_effect_sizes
 from fmri_pain.pathways.equivalence import write_equivalence
+from fmri_pain.pathways.responder_analysis import remove_responder_files, run_responder_analysis
 from fmri_pain.pathways.roi import extract_roi_effects
 from fmri_pain.pathways.sequence import sequence_statistics
 from fmri_pain.pathways.stats import DF_METHODS, roi_statistics
@@ -132,7 +134,8 @@ class _Parts:
             return None
         return write_tsv(pd.DataFrame(self.skipped, columns=["part", "reason"]), path, sidecar={
             "Description": "parts of the pain-pathway analysis that were not computed, and why",
-            "part": {"Description": "roi_stats, equivalence, connectivity, behaviour or decoding"},
+            "part": {"Description": "roi_stats, equivalence, connectivity, behaviour, decoding or "
+                                    "responders"},
             "reason": {"Description": "why the part was not computed"}})
 
 
@@ -194,7 +197,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                          atlas: PathwayAtlas | None = None,
                          equivalence: EquivalenceSpec | None = None,
                          carryover: bool = False,
-                         site_column: str | None = None) -> dict[str, Path]:
+                         site_column: str | None = None,
+                         responders: RespondersSpec | None = None) -> dict[str, Path]:
     """Run the pain-pathway analysis and write its outputs under ``output_dir/group/pathways``.
 
     Parameters
@@ -232,6 +236,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     site_column : str, optional
         The site column of ``maps`` (``group.site_column``): with two or more sites the ROI
         models get site indicators (recorded as ``Sites`` in ``roi_stats.json``).
+    responders : RespondersSpec, optional
+        The ``responders`` section: when active, responder status, node tests and
+        prediction (:mod:`fmri_pain.pathways.responder_analysis`).
 
     Returns
     -------
@@ -352,6 +359,16 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                                                spec, atlas_for))
 
     _behaviour(effects, spec, out, outputs, parts)
+
+    if responders is not None and responders.active:
+        written, reasons = run_responder_analysis(
+            maps, effects, out, responders, n_permutations=spec.n_permutations,
+            random_state=spec.random_state, alpha=spec.alpha, parameters=params)
+        outputs.update(written)
+        for reason in reasons:
+            parts.skip("responders", reason)
+    else:
+        remove_responder_files(out)
 
     if not spec.decoding:
         parts.skip("decoding", "disabled in the spec (pathways.decoding: false)")

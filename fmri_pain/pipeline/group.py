@@ -14,8 +14,10 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.errors import InputError
 from fmri_pain.glm.inference.group_contrasts import PermutationOutput, run_permutation_inference
+from fmri_pain.glm.inference.responder_maps import ResponderMapsOutput
 from fmri_pain.glm.second_level.fit import run_group
 from fmri_pain.glm.second_level.outputs import GroupResult
+from fmri_pain.pipeline.responders import run_responder_maps_step
 from fmri_pain.report.group import methods_boilerplate, write_group_report
 from fmri_pain.report.methods import write_citation_files
 
@@ -33,6 +35,7 @@ class GroupLevelResult:
     timings: dict[str, float] = field(default_factory=dict)
     equivalence_maps: list = field(default_factory=list)
     """Voxelwise margin tests (``glm.inference.equivalence.EquivalenceMapOutput``)."""
+    responder_maps: ResponderMapsOutput | None = None
 
     @property
     def left_out(self) -> list[str]:
@@ -95,8 +98,10 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
                                         spec.events, conditions=spec.conditions,
                                         equivalence=spec.equivalence,
                                         carryover=spec.group.carryover,
-                                        site_column=spec.group.site_column)
+                                        site_column=spec.group.site_column,
+                                        responders=spec.responders)
         timings["pathways"] = time.perf_counter() - start
+    responder_maps = run_responder_maps_step(group, pathways, spec)
 
     start = time.perf_counter()
     methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways,
@@ -106,4 +111,5 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
                                 equivalence_maps=equivalence_maps)
     timings["report"] = time.perf_counter() - start
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
-    return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps)
+    return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps,
+                            responder_maps=responder_maps)

@@ -25,6 +25,7 @@ from fmri_pain.bids.derivatives import dataset_root, software_versions, write_te
 from fmri_pain.glm.first_level.model import AR_BINS
 from fmri_pain.report.carryover import carryover_methods
 from fmri_pain.config.spec import AnalysisSpec
+from fmri_pain.report.responders import responder_methods
 
 _CITE = re.compile(r"\[(@[A-Za-z0-9_:-]+(?:\s*;\s*@[A-Za-z0-9_:-]+)*)\]")
 _ENTRY = re.compile(r"^@(\w+)\{([^,\s]+),\s*$")
@@ -464,6 +465,7 @@ def pathways_section(pathways: Mapping[str, Path] | None) -> MethodsSection | No
                  f"{100 * side.get('ConfidenceLevel', 0.95):g}% intervals: "
                  f"{side.get('IntervalMethod', 'bootstrap')} [@efron1993; @hesterberg2015], "
                  f"{side.get('NumberOfBootstrapResamples')} resamples, seed {side.get('RandomSeed')}.")
+    text = " ".join(filter(None, [text, responder_methods(dict(pathways))]))
     return MethodsSection("pathways", text)
 
 

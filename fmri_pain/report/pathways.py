@@ -97,5 +97,8 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
         parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
         parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
                                                           "accuracy", "chance", "p_perm"]))
+    from fmri_pain.report.responders import responder_report_section
+
+    parts.append(responder_report_section(outputs))
     parts.append("</div>")
     return "\n".join(parts)

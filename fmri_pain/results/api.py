@@ -359,6 +359,15 @@ class Results(Rethresholding, Plotting):
         """Decoding results (``decoding.tsv``)."""
         return self.pathway_table("decoding")
 
+    def responders(self, table: str = "status") -> pd.DataFrame:
+        """A table of the responder analysis: ``status`` (``responders.tsv``), ``stats``
+        (``responder_stats.tsv``), ``prediction`` (``responder_prediction.tsv``) or ``maps``
+        (``responder_maps.tsv``: which condition's maps were written, or why not)."""
+        stems = {"status": "responders", "stats": "responder_stats", "prediction": "responder_prediction",
+                 "maps": "responder_maps"}
+        self._check("responder table", table, list(stems))
+        return self.pathway_table(stems[table])
+
     def figures(self) -> list[Path]:
         """PNG figures written by the pipeline (design matrices, pathway plots ...)."""
         return sorted(p for p in self.output_dir.rglob("*.png")

@@ -27,6 +27,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from fmri_pain._version import __version__
@@ -34,6 +35,7 @@ from fmri_pain.simulate import model as M
 from fmri_pain.simulate.anatomy import tissue
 from fmri_pain.simulate.files import write_json
 from fmri_pain.simulate.plan import plan_subjects
+from fmri_pain.simulate.responders import check_responder_effect, responder_truth
 from fmri_pain.simulate.subject import simulate_subject
 from fmri_pain.simulate.tables import write_dataset_files
 from fmri_pain.simulate.truth import truth_record, write_roi_masks
@@ -55,7 +57,8 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
                    n_volumes: int = 100, tr: float = 2.0, derivatives: bool = True, raw: bool = True,
                    null: bool = False, ppi: bool = False, effect_scale: float = 1.0,
                    dropout: bool = False,
-                   carryover: dict[str, float] | None = None) -> SimulatedTrial:
+                   carryover: dict[str, float] | None = None,
+                   responder_effect: Mapping[str, Any] | None = None) -> SimulatedTrial:
     """Simulate the crossover trial and write raw BIDS, fMRIPrep-style derivatives and ground truth.
 
     Parameters
@@ -86,6 +89,10 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
         First-order carry-over, e.g. ``{"DUAL": 0.4}``: percent signal change added (times
         ``effect_scale``) to the amplitude of every ROI active in the session of the period right
         after that condition. Recorded in truth.json (``carryover`` and per session).
+    responder_effect : mapping, optional
+        ``{"roi": name, "delta": percent, "fraction": p, "conditions": [...]}``: sessions respond with
+        probability ``fraction`` (pain_relief >= 50 %, non-responders < 50 %) and responders' amplitude in
+        ``roi`` is higher by ``delta`` (:mod:`fmri_pain.simulate.responders`); recorded in truth.json.
 
     Returns
     -------
@@ -115,7 +122,8 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
     unknown = sorted(set(carryover) - set(M.CONDITIONS))
     if unknown:
         raise ValueError(f"carryover: conditions {unknown} are not among {list(M.CONDITIONS)}")
-    subjects = plan_subjects(n_subjects, seed, scale, null, carryover)
+    responder_effect = check_responder_effect(responder_effect)
+    subjects = plan_subjects(n_subjects, seed, scale, null, carryover, responder_effect)
     mni = tissue(float(voxel_size))
     tissue(2.0 if voxel_size >= 3 else 1.0)  # warm the cache before any worker forks
 
@@ -148,6 +156,8 @@ def simulate_trial(output_dir: str | Path, n_subjects: int = 6, seed: int = 0, *
     truth = truth_record(subjects, results, jobs, seed=seed, voxel_size=float(voxel_size),
                          n_volumes=n_volumes, tr=float(tr), null=null, ppi=ppi, scale=scale, dropout=dropout,
                          carryover=carryover)
+    if responder_effect is not None:
+        truth["responders"] = responder_truth(responder_effect, subjects)
     write_roi_masks(truth_dir, mni.shape, mni.affine)
     truth["generation_seconds"] = round(time.perf_counter() - start, 2)
     write_json(truth, truth_dir / "truth.json")

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from fmri_pain.simulate import model as M
+from fmri_pain.simulate.responders import is_responder, responder_relief
 
 
 def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
@@ -19,10 +20,12 @@ def keyed_rng(seed: int, *keys: int) -> np.random.Generator:
 
 
 def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool,
-                  carryover: dict[str, float] | None = None) -> list[dict[str, Any]]:
+                  carryover: dict[str, float] | None = None,
+                  responder_effect: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every subject's sequence, demographics, head offset, HRF latency, random effects and sessions.
 
-    Each session holds the ROI amplitudes used (0 with ``null``; scaled by ``scale``) and its behaviour.
+    Each session holds the ROI amplitudes used (0 with ``null``; scaled by ``scale``) and its behaviour;
+    with ``responder_effect`` (:mod:`fmri_pain.simulate.responders`) also its responder status.
     ``carryover`` (condition -> percent) is added to the amplitude of every ROI active in the
     session of the period right after that condition (first-order carry-over); each session
     records it.
@@ -56,6 +59,14 @@ def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool,
                 amps[roi.name] = 0.0 if (null or not active) else round(scale * value, 6)
             lateral = np.mean([amps["pINS_L"], amps["pINS_R"], amps["S2_L"], amps["S2_R"]])
             relief = float(np.clip(20.0 + 15.0 * lateral + srng.normal(0.0, 8.0), 0.0, 95.0))
+            responder = None
+            if responder_effect is not None:  # its own keyed draws: every other draw stays the same
+                rrng = keyed_rng(seed, 5, i, M.CONDITIONS.index(cond))
+                responder = is_responder(responder_effect, rrng, cond)
+                relief = responder_relief(rrng, responder)
+                if responder:
+                    amps[responder_effect["roi"]] = round(amps[responder_effect["roi"]]
+                                                          + responder_effect["delta"], 6)
             vas = float(np.clip(vas_baseline * (1 - relief / 100) + srng.normal(0.0, 0.4), 0.0, 10.0))
             if cond == "SCS":
                 stim = srng.uniform(2.0, 6.0)
@@ -67,7 +78,8 @@ def plan_subjects(n_subjects: int, seed: int, scale: float, null: bool,
                              "carryover_from": previous,
                              "carryover_percent": 0.0 if null else round(scale * carry, 6),
                              "pain_relief": round(relief, 1), "vas_pain": round(vas, 1),
-                             "stim_amplitude_ma": round(float(stim), 2)})
+                             "stim_amplitude_ma": round(float(stim), 2),
+                             **({} if responder is None else {"responder": responder})})
         subjects.append({
             "label": f"{i + 1:02d}", "index": i, "sequence": sequence, "pain_side": pain_side, "age": age,
             "sex": sex, "offset": offset, "native_from_mni": M.rigid_matrix(offset), "latency": latency,
