@@ -355,6 +355,14 @@ class Results(Rethresholding, Plotting):
         """Non-inferiority, superiority and TOST tests per node and pathway (``equivalence.tsv``)."""
         return self.pathway_table("equivalence")
 
+    def carryover(self, table: str = "carryover") -> pd.DataFrame:
+        """A table of the carry-over analysis (``group.carryover``): ``carryover``
+        (``carryover.tsv``: carryoverF per unit and the shift of the condition estimates) or
+        ``sequence`` (``sequence_stats.tsv``: the between-subject sequence test)."""
+        stems = {"carryover": "carryover", "sequence": "sequence_stats"}
+        self._check("carry-over table", table, list(stems))
+        return self.pathway_table(stems[table])
+
     def decoding(self) -> pd.DataFrame:
         """Decoding results (``decoding.tsv``)."""
         return self.pathway_table("decoding")

@@ -279,6 +279,11 @@ def test_stage_writes_carryover_and_sequence_tables(tmp_path):
 
     methods = pathways_section(outputs).text
     assert "Between-subject sequence test" in methods and "with and without carry-over" in methods
+    from fmri_pain.results import load_results
+
+    res = load_results(tmp_path / "out")
+    pd.testing.assert_frame_equal(res.carryover(), carry)
+    assert res.carryover("sequence")["stat"].tolist() == pytest.approx(seq["stat"].tolist())
     # without the flag the tables are not written (and none stays stale)
     outputs = run_pathway_analysis(pd.DataFrame(rows), None, tmp_path / "out", spec, atlas=atlas)
     assert "carryover" not in outputs and not (tmp_path / "out/group/pathways/carryover.tsv").exists()
