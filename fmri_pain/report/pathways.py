@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
-
-def _img_tag(path: Path, alt: str) -> str:
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
-           f"<figcaption>{html.escape(alt)}</figcaption></figure>"
+from fmri_pain.report.tsv_html import described_table, description, img_tag, tsv_table
 
 
-def _table(path: Path, query=None, columns=None, max_rows: int = 60) -> str:
-    df = pd.read_csv(path, sep="\t", na_values="n/a")
-    if query is not None:
-        df = query(df)
-    if columns:
-        df = df[[c for c in columns if c in df.columns]]
-    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="",
-                                     classes="table pathways", border=0)
-
-
-def _description(path: Path) -> str:
-    sidecar = Path(path).with_suffix(".json")
-    try:
-        return str(json.loads(sidecar.read_text()).get("Description", ""))
-    except (OSError, ValueError):
-        return ""
-
-
-def _described_table(path: Path, heading: str, query, columns: list[str]) -> list[str]:
-    """A heading, the table's sidecar description (the model that ran) and the table."""
-    return [f"<h3>{heading}</h3>", f"<p>{html.escape(_description(path))}.</p>",
-            _table(path, query, columns)]
+def _described(path: Path, heading: str, query, columns: list[str]) -> list[str]:
+    return described_table(path, heading, query, columns, level=3, max_rows=60)
 
 
 def pathway_report_section(outputs: dict[str, Path]) -> str:
@@ -49,9 +23,9 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
     """
     parts = ['<div class="pathways"><h2>Pain pathways</h2>']
     if "roi_effects" in outputs:
-        parts.append(f"<p>Node effects: {html.escape(_description(outputs['roi_effects']))}.</p>")
+        parts.append(f"<p>Node effects: {html.escape(description(outputs['roi_effects']))}.</p>")
     if "roi_stats" in outputs:
-        parts.append(f"<p>Statistics: {html.escape(_description(outputs['roi_stats']))}. Every table "
+        parts.append(f"<p>Statistics: {html.escape(description(outputs['roi_stats']))}. Every table "
                      "gives the degrees of freedom (df) of its t or F reference.</p>")
     if "skipped" in outputs:
         skipped = pd.read_csv(outputs["skipped"], sep="\t", na_values="n/a")
@@ -62,40 +36,40 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
             "p_fdr", "model"]
     if "roi_stats" in outputs:
         parts.append("<h3>ROI statistics</h3>")
-        parts.append(_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
+        parts.append(tsv_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
     for key in sorted(k for k in outputs if k.startswith("forest_")):
-        parts.append(_img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
+        parts.append(img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
     if "effect_sizes" in outputs:
-        parts += _described_table(outputs["effect_sizes"], "Effect sizes with BCa intervals",
+        parts += _described(outputs["effect_sizes"], "Effect sizes with BCa intervals",
                                   lambda d: d[d["level"] != "node"],
                                   ["level", "node", "contrast", "n_subjects", "psc", "psc_ci_low",
                                    "psc_ci_high", "dz", "dz_ci_low", "dz_ci_high", "hedges_g"])
         for key in sorted(k for k in outputs if k.startswith("effect_forest_")):
-            parts.append(_img_tag(outputs[key], f"forest plot of dz, contrast "
+            parts.append(img_tag(outputs[key], f"forest plot of dz, contrast "
                                                 f"{key.removeprefix('effect_forest_')}"))
     if "connectivity_ppi_stats" in outputs:
-        parts += _described_table(outputs["connectivity_ppi_stats"],
+        parts += _described(outputs["connectivity_ppi_stats"],
                                   "Condition-dependent connectivity (gPPI)",
                                   lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
                                   ["seed", "target", "contrast", "estimate", "ci_low", "ci_high",
                                    "stat", "df", "p", "p_fdr"])
         for key in sorted(k for k in outputs if k.startswith("connectome_")):
-            parts.append(_img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
+            parts.append(img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
     if "connectivity_correlation_stats" in outputs:
-        parts += _described_table(outputs["connectivity_correlation_stats"], "Residual correlations",
+        parts += _described(outputs["connectivity_correlation_stats"], "Residual correlations",
                                   lambda d: d.sort_values("p").head(20),
                                   ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p",
                                    "p_fdr"])
     if "behaviour" in outputs:
-        parts += _described_table(outputs["behaviour"], "Brain-behaviour",
+        parts += _described(outputs["behaviour"], "Brain-behaviour",
                                   lambda d: d[d["level"] == "pathway"],
                                   ["node", "covariate", "term", "estimate", "ci_low", "ci_high",
                                    "stat", "df", "p", "p_fdr", "n_subjects", "n_obs", "model"])
         for key in sorted(k for k in outputs if k.startswith("behaviour_")):
-            parts.append(_img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
+            parts.append(img_tag(outputs[key], f"pathway effects vs {key.removeprefix('behaviour_')}"))
     if "decoding" in outputs:
         parts.append("<h3>Decoding the condition (leave-one-subject-out)</h3>")
-        parts.append(_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
+        parts.append(tsv_table(outputs["decoding"], columns=["task", "region", "n_samples", "n_features",
                                                           "accuracy", "chance", "p_perm"]))
     from fmri_pain.report.responders import responder_report_section
 

@@ -3,56 +3,40 @@
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 
 import pandas as pd
 
-
-def _description(path: Path) -> str:
-    try:
-        return str(json.loads(Path(path).with_suffix(".json").read_text()).get("Description", ""))
-    except (OSError, ValueError):
-        return ""
+from fmri_pain.report.tsv_html import described_table, description, tsv_table
 
 
-def _table(path: Path, query=None, columns=None, max_rows: int = 80) -> str:
-    df = pd.read_csv(path, sep="\t", na_values="n/a")
-    if query is not None:
-        df = query(df)
-    if columns:
-        df = df[[c for c in columns if c in df.columns]]
-    return df.head(max_rows).to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="",
-                                     classes="table pathways", border=0)
-
-
-def _described_table(path: Path, heading: str, query, columns: list[str]) -> list[str]:
-    return [f"<h4>{heading}</h4>", f"<p>{html.escape(_description(path))}.</p>", _table(path, query, columns)]
+def _described(path: Path, heading: str, query, columns: list[str]) -> list[str]:
+    return described_table(path, heading, query, columns, level=4, max_rows=80)
 
 
 def responder_report_section(outputs: dict[str, Path]) -> str:
     """HTML of the responder analysis from the pathway stage's outputs ("" when it did not run)."""
     if "responders" not in outputs:
         return ""
-    parts = ["<h3>Responders</h3>", f"<p>{html.escape(_description(outputs['responders']))}.</p>"]
+    parts = ["<h3>Responders</h3>", f"<p>{html.escape(description(outputs['responders']))}.</p>"]
     status = pd.read_csv(outputs["responders"], sep="\t", dtype={"responder": str}, na_values=["n/a"],
                          keep_default_na=False)
     counts = (status.assign(responder=status["responder"].fillna("n/a"))
               .groupby(["condition", "responder"]).size().unstack(fill_value=0).reset_index())
     parts.append(counts.to_html(index=False, classes="table pathways", border=0))
     if "responder_stats" in outputs:
-        parts += _described_table(outputs["responder_stats"], "Node effects: responders vs non-responders",
+        parts += _described(outputs["responder_stats"], "Node effects: responders vs non-responders",
                                   lambda d: d.sort_values(["condition", "level", "p_perm"]),
                                   ["condition", "level", "node", "n_responders", "n_non_responders",
                                    "difference", "t", "df", "p_welch", "p_perm", "p_fdr"])
     if "responder_prediction" in outputs:
-        parts += _described_table(outputs["responder_prediction"], "Predicting response (leave-one-subject-out)",
+        parts += _described(outputs["responder_prediction"], "Predicting response (leave-one-subject-out)",
                                   None, ["condition", "features", "n_subjects", "n_features", "accuracy",
                                          "p_accuracy", "balanced_accuracy", "p_balanced_accuracy", "auc",
                                          "p_auc", "n_rearrangements"])
     if "responder_maps" in outputs:
         parts.append("<h4>Maps: responders vs non-responders</h4>")
-        parts.append(_table(outputs["responder_maps"]))
+        parts.append(tsv_table(outputs["responder_maps"]))
     return "\n".join(parts)
 
 
@@ -60,12 +44,12 @@ def responder_methods(outputs: dict[str, Path]) -> str:
     """Methods sentences of the responder analysis, from the sidecars of what was written ("" if none)."""
     if "responders" not in outputs:
         return ""
-    sentences = ["Responders: " + _description(outputs["responders"]).rstrip(".") + "."]
+    sentences = ["Responders: " + description(outputs["responders"]).rstrip(".") + "."]
     if "responder_stats" in outputs:
-        sentences.append("Responders vs non-responders: " + _description(outputs["responder_stats"]).rstrip(".")
+        sentences.append("Responders vs non-responders: " + description(outputs["responder_stats"]).rstrip(".")
                          + " [@benjamini1995].")
     if "responder_prediction" in outputs:
-        sentences.append("Prediction of response: " + _description(outputs["responder_prediction"]).rstrip(".")
+        sentences.append("Prediction of response: " + description(outputs["responder_prediction"]).rstrip(".")
                          + " [@sklearn].")
     if "responder_maps" in outputs:
         sentences.append("Maps of responders minus non-responders per condition: a two-group model "

@@ -20,7 +20,7 @@ from fmri_pain.pathways.effect_sizes import TABLE_COLUMNS
 from fmri_pain.pathways.run import run_pathway_analysis
 from fmri_pain.report.methods import cited_keys, pathways_section
 from fmri_pain.report.pathways import pathway_report_section
-from tests.support.pathways_fixtures import williams_design
+from tests.support.pathways_fixtures import cube_masks, williams_design
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SHAPE = (6, 6, 6)
@@ -31,12 +31,7 @@ EFFECT = {"SCS": 1.0, "DRGS": 1.2, "DUAL": 2.0}
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("effect_sizes")
     rng = np.random.default_rng(8)
-    masks = {}
-    for name, sl in (("a", np.s_[1:3, 1:3, 1:3]), ("b", np.s_[3:5, 3:5, 3:5])):
-        data = np.zeros(SHAPE, np.uint8)
-        data[sl] = 1
-        masks[name] = root / f"mask_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, AFFINE), masks[name])
+    masks = cube_masks(root, SHAPE, AFFINE, {"a": np.s_[1:3, 1:3, 1:3], "b": np.s_[3:5, 3:5, 3:5]})
     atlas = atlas_from_masks(masks, {"a": "lateral", "b": "medial"})
     design = williams_design(8, n_periods_kept=2)
     subject_effect = {s: rng.normal(0, 1) for s in design["subject"].unique()}

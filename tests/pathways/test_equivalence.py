@@ -27,7 +27,7 @@ from fmri_pain.pathways.equivalence import (
 )
 from fmri_pain.pathways.stats import crossover_design, random_intercept_fit
 from fmri_pain.trial import CONDITIONS
-from tests.support.pathways_fixtures import closed_form_reml, null_effects, williams_design
+from tests.support.pathways_fixtures import closed_form_reml, cube_masks, null_effects, williams_design
 
 ALPHA = 0.05
 N_SETS = 500
@@ -236,12 +236,7 @@ def test_pathway_stage_writes_the_table_and_removes_it_when_no_test_is_asked(tmp
     from fmri_pain.pathways.run import run_pathway_analysis
 
     shape, affine = (6, 6, 6), np.diag([4.0, 4.0, 4.0, 1.0])
-    masks = {}
-    for name, sl in (("S1", np.s_[1:3, 1:3, 1:3]), ("ACC", np.s_[3:5, 3:5, 3:5])):
-        data = np.zeros(shape, np.uint8)
-        data[sl] = 1
-        masks[name] = tmp_path / f"mask_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, affine), masks[name])
+    masks = cube_masks(tmp_path, shape, affine, {"S1": np.s_[1:3, 1:3, 1:3], "ACC": np.s_[3:5, 3:5, 3:5]})
     atlas = atlas_from_masks(masks, {"S1": "lateral", "ACC": "medial"})
     design = williams_design(12)
     rng = np.random.default_rng(7)

@@ -37,7 +37,7 @@ from fmri_pain.pathways.stats import (crossover_design, fit_crossover, model_con
                                       random_intercept_fit, roi_statistics)
 from fmri_pain.pathways.within import within_subject_fit
 from fmri_pain.trial import CONDITIONS
-from tests.support.pathways_fixtures import null_effects, williams_design
+from tests.support.pathways_fixtures import cube_masks, null_effects, williams_design
 from tests.support.profile_reml import profile_reml
 
 ALPHA = 0.05
@@ -236,12 +236,7 @@ def test_carryover_table_shift_and_notes():
 
 def test_stage_writes_carryover_and_sequence_tables(tmp_path):
     shape, affine = (4, 4, 4), np.diag([4.0, 4.0, 4.0, 1.0])
-    masks = {}
-    for name, sl in (("a", np.s_[0:2, 0:2, 0:2]), ("control", np.s_[2:4, 2:4, 2:4])):
-        data = np.zeros(shape, np.uint8)
-        data[sl] = 1
-        masks[name] = tmp_path / f"mask_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, affine), masks[name])
+    masks = cube_masks(tmp_path, shape, affine, {"a": np.s_[0:2, 0:2, 0:2], "control": np.s_[2:4, 2:4, 2:4]})
     atlas = atlas_from_masks(masks, {"a": "lateral", "control": "medial"})
     table = _carry_table(12, np.random.default_rng(8), 1.5, nodes=("a", "control"))
     wide = table.pivot_table(index=["subject", "session", "condition", "period", "sequence"],

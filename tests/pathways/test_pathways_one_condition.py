@@ -24,6 +24,7 @@ from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.run import run_pathway_analysis
 from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.config.pathways import PathwaysSpec
+from tests.support.pathways_fixtures import cube_masks
 
 N_SUBJECTS, N_SCANS, TR = 5, 60, 2.0
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
@@ -41,12 +42,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("one_condition")
     rng = np.random.default_rng(4)
     shape = (6, 6, 6)
-    masks = {}
-    for name, sl in (("a", np.s_[1:3, 1:3, 1:3]), ("b", np.s_[3:5, 3:5, 3:5])):
-        data = np.zeros(shape, np.uint8)
-        data[sl] = 1
-        masks[name] = root / f"mask_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, AFFINE), masks[name])
+    masks = cube_masks(root, shape, AFFINE, {"a": np.s_[1:3, 1:3, 1:3], "b": np.s_[3:5, 3:5, 3:5]})
     atlas = atlas_from_masks(masks, {"a": "lateral", "b": "medial"})
     brain = root / "brain_mask.nii.gz"
     nib.save(nib.Nifti1Image(np.ones(shape, np.uint8), AFFINE), brain)

@@ -8,7 +8,6 @@ decoding are switched off.
 
 from __future__ import annotations
 
-import json
 
 import nibabel as nib
 import numpy as np
@@ -20,14 +19,12 @@ from fmri_pain.config.responders import ResponderRule, RespondersSpec
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.run import run_pathway_analysis
 from fmri_pain.report.pathways import pathway_report_section
+from tests.pathways.test_pathways_one_condition import _strict
+from tests.support.pathways_fixtures import cube_masks
 
 AFFINE = np.diag([4.0, 4.0, 4.0, 1.0])
 SPEC = PathwaysSpec(n_permutations=199, connectivity=False, decoding=False, behaviour_covariates=())
 RULE = RespondersSpec(rules=(ResponderRule("pain_relief", at_least=50),))
-
-
-def _strict(path):
-    return json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +32,7 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("responders")
     rng = np.random.default_rng(7)
     shape = (6, 6, 6)
-    masks = {}
-    for name, sl in (("a", np.s_[1:3, 1:3, 1:3]), ("b", np.s_[3:5, 3:5, 3:5])):
-        data = np.zeros(shape, np.uint8)
-        data[sl] = 1
-        masks[name] = root / f"mask_{name}.nii.gz"
-        nib.save(nib.Nifti1Image(data, AFFINE), masks[name])
+    masks = cube_masks(root, shape, AFFINE, {"a": np.s_[1:3, 1:3, 1:3], "b": np.s_[3:5, 3:5, 3:5]})
     atlas = atlas_from_masks(masks, {"a": "lateral", "b": "medial"})
     in_a = np.asarray(nib.load(masks["a"]).dataobj) > 0
     in_b = np.asarray(nib.load(masks["b"]).dataobj) > 0
@@ -80,12 +72,12 @@ def test_status_stats_and_prediction_are_written(dataset):
     assert node.loc[("SCS", "a"), "p_fdr"] < 0.05
     assert node.loc[("SCS", "b"), "p_perm"] > 0.05 or node.loc[("SCS", "b"), "p_fdr"] >= 0.05
     assert (stats["p_perm"] >= 1 / 200).all() and (stats["p_fdr"] >= stats["p_perm"] - 1e-12).all()
-    side = _strict(outputs["responder_stats"].with_suffix(".json"))
+    side = _strict(outputs["responder_stats"].with_suffix(".json").read_text())
     assert "Welch" in side["Description"] and side["Parameters"]["Definition"] == "pain_relief >= 50"
     prediction = pd.read_csv(outputs["responder_prediction"], sep="\t")
     assert set(prediction["features"]) == {"nodes", "pathways"} and (prediction["n_subjects"] == 10).all()
     assert (prediction["p_auc"] >= 1 / 200).all()
-    _strict(outputs["responder_prediction"].with_suffix(".json"))
+    _strict(outputs["responder_prediction"].with_suffix(".json").read_text())
 
 
 def test_the_report_shows_the_responders(dataset):

@@ -147,3 +147,17 @@ def closed_form_reml(x, groups, y):
     return {"beta": beta, "group_var": np.where(boundary, 0.0, group_var),
             "resid_var": np.where(boundary, pooled, mse), "boundary": boundary, "msb": msb, "mse": mse,
             "df_within": df_w, "df_between": df_b, "k": int(k)}
+
+
+def cube_masks(folder: Path, shape: tuple[int, int, int], affine, cubes: dict) -> dict[str, Path]:
+    """``mask_<name>.nii.gz`` in ``folder`` for each ``name -> index slice`` of ``cubes``."""
+    import nibabel as nib
+    import numpy as np
+
+    masks = {}
+    for name, where in cubes.items():
+        data = np.zeros(shape, np.uint8)
+        data[where] = 1
+        masks[name] = Path(folder) / f"mask_{name}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), masks[name])
+    return masks

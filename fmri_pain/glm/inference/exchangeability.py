@@ -91,7 +91,8 @@ def exchangeability(design: GroupDesign, key: str, variance_groups: str = "auto"
         "Blocks": None if blocks is None else {str(b): int(n) for b, n in
                                                zip(*np.unique(blocks, return_counts=True))}}}
     groups, reason = _variance_groups(x, design, sites, variance_groups)
-    if groups is None and reason and variance_groups != "none":
+    if groups is None and reason and variance_groups != "none" and sites is not None:
+        # a single-site trial has nothing to warn about; a multi-site one is told why not
         notes.append(f"variance groups not used: {reason}")
     record["VarianceGroupsUsed"] = {
         "Requested": variance_groups, "Unit": "site" if groups is not None else None,

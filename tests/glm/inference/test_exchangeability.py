@@ -41,6 +41,7 @@ def test_sign_flips_need_no_blocks_and_slopes_permute_within_site():
     assert free.blocks is None and free.variance_groups is None
     assert free.record["ExchangeabilityBlocks"]["Description"] == "whole subjects permuted freely"
     assert free.record["VarianceGroupsUsed"]["Reason"] == "no site in the design (one variance group)"
+    assert free.notes == []  # a single-site trial gets no warning about variance groups
 
 
 def test_repeated_model_blocks_are_subjects_nested_in_sites():

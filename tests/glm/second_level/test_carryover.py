@@ -17,6 +17,7 @@ from fmri_pain.glm.second_level.models import (compute_group_contrast, fit_secon
 from fmri_pain.trial import CONDITIONS, trial_contrasts, williams_sequences
 from tests.glm.second_level.test_group_honesty import make_trial
 from tests.support.group import run_group_glm
+from tests.glm.second_level.test_second_level import _images
 
 EFFECT = {"SCS": 1.0, "DRGS": 1.5, "DUAL": 2.5}
 
@@ -30,16 +31,6 @@ def _rows(n_subjects: int, sequences=None) -> pd.DataFrame:
             rows.append({"subject": f"{s + 1:02d}", "condition": cond, "period": period,
                          "sequence": "-".join(seq)})
     return pd.DataFrame(rows)
-
-
-def _images(values, shape=(3, 3, 3)):
-    rng = np.random.default_rng(0)
-    out = []
-    for v in values:
-        data = rng.normal(0, 1, shape).astype(np.float32) + 5
-        data[0, 0, 0] = v
-        out.append(nib.Nifti1Image(data, np.diag([4, 4, 4, 1])))
-    return out
 
 
 def test_previous_condition_from_sequence_or_the_period_before():
@@ -89,7 +80,7 @@ def test_voxelwise_carryover_statistics_match_statsmodels():
          + rng.normal(0, 0.5, len(rows))).to_numpy(float)
     design = repeated_measures_design(rows, CONDITIONS, trial_contrasts(), carryover=True)
     mask = nib.Nifti1Image(np.ones((3, 3, 3), np.uint8), np.diag([4, 4, 4, 1]))
-    model = fit_second_level(_images(y), design, mask)
+    model = fit_second_level(_images(y, shape=(3, 3, 3)), design, mask)
     # independent model: treatment-coded previous condition (SCS reference; period 1 rows 0)
     data = rows.assign(y=y, prevDRGS=(prev == "DRGS").astype(float),
                        prevDUAL=(prev == "DUAL").astype(float))
