@@ -12,8 +12,6 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from fmri_pain.preprocess.transforms import apply_affine
-
 
 def resample_series(
     data: np.ndarray,
@@ -46,15 +44,20 @@ def resample_series(
     inv_aff = np.linalg.inv(bold_affine)
     out = np.empty((ref_points.shape[0], n_vol), dtype=dtype)
     coverage = np.ones(ref_points.shape[0], dtype=bool)
-    upper = np.asarray(data.shape[:3], dtype=float) - 0.5
+    upper = np.asarray(data.shape[:3], dtype=float)[:, None] - 0.5
+    # homogeneous points (4, n): one BLAS product per volume gives the (3, n) voxel coordinates
+    # in the C-contiguous layout map_coordinates reads without a copy
+    homog = np.empty((4, ref_points.shape[0]))
+    homog[:3] = np.asarray(ref_points, dtype=float).T
+    homog[3] = 1.0
     for t in range(n_vol):
         mat = inv_aff if motion is None else inv_aff @ motion[t]
-        vox = apply_affine(mat, ref_points)
-        coverage &= np.all((vox > -0.5) & (vox < upper), axis=1)
+        vox = mat[:3] @ homog
+        coverage &= np.all((vox > -0.5) & (vox < upper), axis=0)
         vol = np.asarray(data[..., t], dtype=np.float64)
         if order > 1:
             vol = ndimage.spline_filter(vol, order=order, mode="nearest")
-        out[:, t] = ndimage.map_coordinates(vol, vox.T, order=order, mode="nearest", prefilter=False)
+        out[:, t] = ndimage.map_coordinates(vol, vox, order=order, mode="nearest", prefilter=False)
     out[~coverage] = 0.0
     return out, coverage
 
