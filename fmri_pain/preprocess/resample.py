@@ -62,9 +62,21 @@ def resample_series(
     return out, coverage
 
 
-def to_volume(values: np.ndarray, index: np.ndarray, shape: tuple) -> np.ndarray:
-    """Scatter ``values`` (n, ...) at flat voxel ``index`` into an array of ``shape`` (+ trailing dims)."""
+def to_volume(values: np.ndarray, index: np.ndarray, shape: tuple, order: str = "C") -> np.ndarray:
+    """Scatter ``values`` (n, ...) at flat voxel ``index`` into an array of ``shape`` (+ trailing dims).
+
+    ``index`` is in C order of ``shape``. ``order="F"`` returns the same values in a Fortran-ordered
+    array: NIfTI's on-disk order, so nibabel writes it with one copy instead of a transposition.
+    """
     trailing = values.shape[1:]
-    vol = np.zeros((int(np.prod(shape)),) + trailing, dtype=values.dtype)
-    vol[index] = values
-    return vol.reshape(tuple(shape) + trailing)
+    n = int(np.prod(shape))
+    if order == "C":
+        vol = np.zeros((n,) + trailing, dtype=values.dtype)
+        vol[index] = values
+        return vol.reshape(tuple(shape) + trailing)
+    if order != "F":
+        raise ValueError(f"order must be 'C' or 'F', got {order!r}")
+    findex = np.ravel_multi_index(np.unravel_index(index, shape), shape, order="F")
+    vol = np.zeros((n,) + trailing, dtype=values.dtype, order="F")
+    vol[findex] = values
+    return vol.reshape(tuple(shape) + trailing, order="F")
