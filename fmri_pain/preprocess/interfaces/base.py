@@ -69,7 +69,9 @@ def read_series(path: str) -> tuple[nib.Nifti1Image, np.ndarray]:
     from fmri_pain.bids.nifti import load_in_memory
 
     img = load_in_memory(path)
-    return img, np.asarray(img.dataobj, dtype=np.float32)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    # an image over the array alone: the decompressed bytes behind the proxy are freed
+    return nib.Nifti1Image(data, img.affine, img.header), data
 
 
 def native_image(data: np.ndarray, affine: np.ndarray, dtype=np.float32, tr: float | None = None) -> nib.Nifti1Image:
