@@ -37,12 +37,14 @@ def resample_series(
     Returns
     -------
     values : ndarray (n, t)
+        A Fortran-ordered view (each volume's samples contiguous).
     coverage : ndarray (n,) bool
         True where the point lies inside the BOLD field of view in every volume.
     """
     n_vol = data.shape[-1]
     inv_aff = np.linalg.inv(bold_affine)
-    out = np.empty((ref_points.shape[0], n_vol), dtype=dtype)
+    # volume-major: each volume's samples are one contiguous row (returned transposed, a view)
+    out = np.empty((n_vol, ref_points.shape[0]), dtype=dtype)
     coverage = np.ones(ref_points.shape[0], dtype=bool)
     upper = np.asarray(data.shape[:3], dtype=float)[:, None] - 0.5
     # homogeneous points (4, n): one BLAS product per volume gives the (3, n) voxel coordinates
@@ -57,9 +59,9 @@ def resample_series(
         vol = np.asarray(data[..., t], dtype=np.float64)
         if order > 1:
             vol = ndimage.spline_filter(vol, order=order, mode="nearest")
-        out[:, t] = ndimage.map_coordinates(vol, vox, order=order, mode="nearest", prefilter=False)
-    out[~coverage] = 0.0
-    return out, coverage
+        out[t] = ndimage.map_coordinates(vol, vox, order=order, mode="nearest", prefilter=False)
+    out[:, ~coverage] = 0.0
+    return out.T, coverage
 
 
 def to_volume(values: np.ndarray, index: np.ndarray, shape: tuple, order: str = "C") -> np.ndarray:
