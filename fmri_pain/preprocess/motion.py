@@ -84,7 +84,7 @@ def _steepest_descent(ref: np.ndarray, affine: np.ndarray, idx: np.ndarray, cent
 
 
 def _register_series(
-    vols: np.ndarray,
+    coeffs: np.ndarray,
     ref: np.ndarray,
     affine: np.ndarray,
     center: np.ndarray,
@@ -93,7 +93,11 @@ def _register_series(
     step: int,
     init: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Register each (already smoothed) volume to ``ref``; returns (n, 4, 4) pull matrices."""
+    """Register each volume to ``ref``; returns (n, 4, 4) pull matrices.
+
+    ``coeffs`` (n, x, y, z): the cubic B-spline coefficients of the smoothed volumes
+    (:func:`_spline_coefficients`), computed once for both passes.
+    """
     idx = _sample_points(ref, step)
     sd = _steepest_descent(ref, affine, idx, center)
     hess = sd.T @ sd
@@ -103,11 +107,11 @@ def _register_series(
     inv_aff = np.linalg.inv(affine)
     # parameter scales for the convergence test: 0.005 mm, and the angle moving 0.005 mm at 65 mm
     tol = np.array([5e-3] * 3 + [5e-3 / 65.0] * 3)
-    n_vol = vols.shape[-1]
+    n_vol = coeffs.shape[0]
     mats = np.empty((n_vol, 4, 4))
     current = np.eye(4)
     for t in range(n_vol):
-        vol = ndimage.spline_filter(vols[..., t], order=3, mode="nearest")
+        vol = coeffs[t]
         mat = init[t].copy() if init is not None else current.copy()
         for _ in range(n_iter):
             coords = apply_affine(inv_aff @ mat, pts_world).T
@@ -119,6 +123,17 @@ def _register_series(
         mats[t] = mat
         current = mat
     return mats
+
+
+def _spline_coefficients(vols: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients (float64) of each volume of ``vols`` (x, y, z, t), as (t, x, y, z).
+
+    Volume-major, so each volume's coefficients are contiguous for ``map_coordinates``.
+    """
+    out = np.empty((vols.shape[-1],) + vols.shape[:3])
+    for t in range(vols.shape[-1]):
+        ndimage.spline_filter(vols[..., t], order=3, output=out[t], mode="nearest")
+    return out
 
 
 def resample_volume(vol: np.ndarray, affine: np.ndarray, matrix: np.ndarray, order: int = 1) -> np.ndarray:
@@ -175,7 +190,8 @@ def realign(
     for t in range(data.shape[-1]):
         ndimage.gaussian_filter(data[..., t], sigma, output=smoothed[..., t], mode="nearest")
     center = volume_center(data.shape, affine)
-    mats = _register_series(smoothed, smoothed[..., ref_index], affine, center, sigma, n_iter, step)
+    coeffs = _spline_coefficients(smoothed)
+    mats = _register_series(coeffs, smoothed[..., ref_index], affine, center, sigma, n_iter, step)
     steady = slice(exclude, None) if exclude < data.shape[-1] - 1 else slice(None)
 
     def _mean(volumes: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -189,7 +205,8 @@ def realign(
 
     if two_pass:
         ref2 = _mean(smoothed, mats)
-        mats = _register_series(smoothed, ref2, affine, center, sigma, n_iter, step, init=mats)
+        mats = _register_series(coeffs, ref2, affine, center, sigma, n_iter, step, init=mats)
+    del coeffs
     reference = _mean(data, mats)
     params = np.array([rigid_params(m, center) for m in mats])
     return RealignResult(matrices=mats, params=params, reference=reference, center=center)

@@ -10,15 +10,25 @@ import pandas as pd
 from nipype.algorithms.confounds import regress_poly
 
 
-def tsnr(data: np.ndarray, skip: int = 0) -> np.ndarray:
-    """Temporal SNR (mean / SD after removing a quadratic trend) of a 4D array; 0 where SD is 0."""
-    steady = np.asarray(data[..., skip:], dtype=np.float64)
-    flat = steady.reshape(-1, steady.shape[-1])
+def tsnr(data: np.ndarray, skip: int = 0, mask: np.ndarray | None = None) -> np.ndarray:
+    """Temporal SNR (mean / SD after removing a quadratic trend) of a 4D array; 0 where SD is 0.
+
+    With ``mask`` (3D bool) only the voxels inside it are computed (0 outside): each voxel's
+    value is the same as without the mask, at a fraction of the memory of the whole grid.
+    """
+    steady = data[..., skip:]
+    flat = (steady.reshape(-1, steady.shape[-1]) if mask is None else steady[np.asarray(mask, bool)])
+    flat = np.asarray(flat, dtype=np.float64)
     mean = flat.mean(axis=1)
     resid = regress_poly(2, flat, remove_mean=True)[0]
+    del flat
     sd = resid.std(axis=1)
-    out = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
-    return out.reshape(steady.shape[:3]).astype(np.float32)
+    vals = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0).astype(np.float32)
+    if mask is None:
+        return vals.reshape(steady.shape[:3])
+    out = np.zeros(steady.shape[:3], dtype=np.float32)
+    out[np.asarray(mask, bool)] = vals
+    return out
 
 
 def qc_metrics(tsnr_map: np.ndarray, mask: np.ndarray, confounds: pd.DataFrame) -> dict:
@@ -59,6 +69,11 @@ def carpet_figure(bold_img, mask_img, confounds: pd.DataFrame, tr: float, title:
     ax.set_xlim(t[0], t[-1])
     ax = fig.add_subplot(gs[2])
     plot_carpet(bold_img, mask_img, t_r=tr, axes=ax, figure=fig, standardize="zscore_sample")
+    # nearest-neighbour resampling of the voxel x time image before colour mapping: the same
+    # pixels as matplotlib's RGBA stage, without an RGBA float copy of every voxel (~4x the data)
+    for axes in fig.axes:
+        for image in axes.images:
+            image.set_interpolation_stage("data")
     return fig
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.fft
 
 AXES = {"i": 0, "j": 1, "k": 2, "i-": 0, "j-": 1, "k-": 2}
 
@@ -34,13 +35,21 @@ def shift_series(ts: np.ndarray, shift: np.ndarray) -> np.ndarray:
     tc = t - t.mean()
     slope = (ts * tc).sum(axis=-1, keepdims=True) / (tc @ tc)
     intercept = ts.mean(axis=-1, keepdims=True)
-    resid = ts - intercept - slope * tc
-    padded = np.concatenate([resid, resid[..., ::-1]], axis=-1)
+    # the residual and its mirror image written straight into the padded buffer (no extra copies)
+    padded = np.empty(ts.shape[:-1] + (2 * n,))
+    resid = padded[..., :n]
+    np.subtract(ts, intercept, out=resid)
+    resid -= slope * tc
+    padded[..., n:] = resid[..., ::-1]
     freqs = np.fft.rfftfreq(2 * n)
     shift = np.asarray(shift, dtype=float)[..., None]
-    spec = np.fft.rfft(padded, axis=-1) * np.exp(2j * np.pi * freqs * shift)
-    shifted = np.fft.irfft(spec, n=2 * n, axis=-1)[..., :n]
-    return shifted + intercept + slope * (tc + shift)
+    spec = scipy.fft.rfft(padded, axis=-1)
+    del padded, resid
+    spec *= np.exp(2j * np.pi * freqs * shift)
+    shifted = scipy.fft.irfft(spec, n=2 * n, axis=-1)[..., :n]
+    shifted += intercept
+    shifted += slope * (tc + shift)
+    return shifted
 
 
 def slice_time_correct(

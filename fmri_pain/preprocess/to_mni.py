@@ -53,7 +53,7 @@ def run_to_mni(data: np.ndarray, affine: np.ndarray, voxel_size: tuple[float, fl
     if motion.shape[0] != data.shape[-1]:
         raise ValueError(f"{data.shape[-1]} volumes but {motion.shape[0]} motion matrices")
     values, coverage = resample_series(data, affine, ref_pts, motion, order=order)
-    bold = to_volume(values, index, shape)
+    bold = to_volume(values, index, shape, order="F")  # NIfTI's order: written without a transposition
     del values
     ref_vals, _ = resample_series(boldref[..., None], boldref_affine, ref_pts, None, order=order)
     ref_std = to_volume(ref_vals[:, 0], index, shape)

@@ -242,3 +242,97 @@ def test_compcor_matches_nipype():
     for k in range(5):
         assert abs(np.corrcoef(ours[:, k], ref[:, k])[0, 1]) > 0.999
     np.testing.assert_allclose(info["variance_explained"][:5], meta["variance_explained"][:5], rtol=1e-4)
+
+
+def test_tsnr_inside_a_mask_equals_the_whole_grid_computation():
+    from fmri_pain.preprocess.qc import tsnr
+
+    rng = np.random.default_rng(3)
+    t = np.arange(40.0)
+    data = (100 + 0.5 * t + 0.01 * t**2 + rng.normal(0, 2, (6, 5, 4, 40))).astype(np.float32)
+    mask = rng.random((6, 5, 4)) > 0.4
+    whole = tsnr(data, skip=3)
+    masked = tsnr(data, skip=3, mask=mask)
+    np.testing.assert_array_equal(masked[mask], whole[mask])
+    assert np.all(masked[~mask] == 0) and np.all(whole[~mask] > 0)
+    # independent: mean over SD of the residual of a least-squares quadratic fit (numpy.polyfit)
+    ts = data[1, 2, 3, 3:].astype(float)
+    x = np.arange(ts.size)
+    resid = ts - np.polyval(np.polyfit(x, ts, 2), x)
+    np.testing.assert_allclose(whole[1, 2, 3], ts.mean() / resid.std(), rtol=1e-5)
+
+
+def test_to_volume_fortran_order_same_values_and_nifti_bytes(tmp_path):
+    from fmri_pain.preprocess.resample import to_volume
+
+    rng = np.random.default_rng(0)
+    shape = (5, 6, 7)
+    index = np.sort(rng.choice(np.prod(shape), 60, replace=False))
+    values = rng.normal(size=(60, 9)).astype(np.float32)
+    c, f = to_volume(values, index, shape), to_volume(values, index, shape, order="F")
+    assert f.flags.f_contiguous and c.shape == f.shape == shape + (9,)
+    np.testing.assert_array_equal(c, f)
+    np.testing.assert_array_equal(c.reshape(-1, 9)[index], values)
+    nib.save(nib.Nifti1Image(c, np.eye(4)), tmp_path / "c.nii")
+    nib.save(nib.Nifti1Image(f, np.eye(4)), tmp_path / "f.nii")
+    assert (tmp_path / "c.nii").read_bytes() == (tmp_path / "f.nii").read_bytes()
+    with pytest.raises(ValueError):
+        to_volume(values, index, shape, order="K")
+
+
+def test_shift_series_equals_the_plain_fourier_formula():
+    from fmri_pain.preprocess.slice_timing import shift_series
+
+    rng = np.random.default_rng(5)
+    ts = rng.normal(size=(4, 3, 30)) + np.linspace(0, 3, 30)
+    shift = rng.uniform(-0.5, 0.5, (4, 3))
+    # the formula written out with numpy.fft: detrend, mirror, phase shift, add the line back
+    n = ts.shape[-1]
+    tc = np.arange(n) - (n - 1) / 2
+    slope = (ts * tc).sum(-1, keepdims=True) / (tc @ tc)
+    icpt = ts.mean(-1, keepdims=True)
+    resid = ts - icpt - slope * tc
+    spec = np.fft.rfft(np.concatenate([resid, resid[..., ::-1]], -1), axis=-1)
+    spec *= np.exp(2j * np.pi * np.fft.rfftfreq(2 * n) * shift[..., None])
+    expected = np.fft.irfft(spec, n=2 * n, axis=-1)[..., :n] + icpt + slope * (tc + shift[..., None])
+    np.testing.assert_allclose(shift_series(ts, shift), expected, rtol=0, atol=1e-12)
+    # an integer shift of a band-limited periodic signal is a plain sample shift
+    k = np.arange(64)
+    sig = np.cos(2 * np.pi * 3 * k / 64)
+    np.testing.assert_allclose(shift_series(sig, 2.0)[5:-5], np.cos(2 * np.pi * 3 * (k + 2) / 64)[5:-5],
+                               atol=1e-2)
+
+
+def test_read_series_equals_nibabel(tmp_path):
+    from fmri_pain.preprocess.interfaces.base import read_series
+
+    data = np.random.default_rng(1).normal(size=(4, 5, 3, 6)).astype(np.float32)
+    aff = np.diag([3.0, 3.0, 3.5, 1.0])
+    nib.save(nib.Nifti1Image(data, aff), tmp_path / "b.nii.gz")
+    img, arr = read_series(str(tmp_path / "b.nii.gz"))
+    assert arr.dtype == np.float32
+    np.testing.assert_array_equal(arr, data)
+    np.testing.assert_array_equal(img.affine, aff)
+
+
+def test_carpet_pixels_equal_matplotlib_rgba_stage(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mimage
+    import pandas as pd
+
+    from fmri_pain.preprocess.qc import carpet_figure
+
+    rng = np.random.default_rng(2)
+    bold = nib.Nifti1Image(rng.normal(100, 5, (12, 12, 10, 30)).astype(np.float32), np.diag([4.0] * 3 + [1]))
+    mask = nib.Nifti1Image((rng.random((12, 12, 10)) > 0.3).astype(np.uint8), bold.affine)
+    conf = pd.DataFrame({"framewise_displacement": rng.random(30), "std_dvars": rng.random(30)})
+    fig = carpet_figure(bold, mask, conf, 2.0)
+    images = [im for ax in fig.axes for im in ax.images]
+    assert images and all(im.get_interpolation_stage() == "data" for im in images)
+    fig.savefig(tmp_path / "data.png", dpi=80)
+    for im in images:
+        im.set_interpolation_stage("rgba")
+    fig.savefig(tmp_path / "rgba.png", dpi=80)
+    np.testing.assert_array_equal(mimage.imread(tmp_path / "data.png"), mimage.imread(tmp_path / "rgba.png"))

@@ -64,6 +64,16 @@ def save(value: Any, path: str) -> str:
     return path
 
 
+def read_series(path: str) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """A NIfTI image read whole into memory (ISA-L gzip when installed) and its data as float32."""
+    from fmri_pain.bids.nifti import load_in_memory
+
+    img = load_in_memory(path)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    # an image over the array alone: the decompressed bytes behind the proxy are freed
+    return nib.Nifti1Image(data, img.affine, img.header), data
+
+
 def native_image(data: np.ndarray, affine: np.ndarray, dtype=np.float32, tr: float | None = None) -> nib.Nifti1Image:
     """An image on a native (scanner) grid: qform code 1 (scanner), units mm / s, the TR as 4th zoom."""
     img = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, TraitedSpec, traits
 
-from fmri_pain.preprocess.interfaces.base import StepInterface, native_image, saved_file
+from fmri_pain.preprocess.interfaces.base import StepInterface, native_image, read_series, saved_file
 
 
 class _NonSteadyInputSpec(BaseInterfaceInputSpec):
@@ -28,9 +28,9 @@ class NonSteadyState(StepInterface):
     def _step(self, in_file, dummy_scans):
         from fmri_pain.preprocess.motion import detect_nonsteady
 
-        img = nib.load(in_file)
         detected = not isinstance(dummy_scans, int)
-        n = detect_nonsteady(np.asarray(img.dataobj, dtype=np.float32)) if detected else dummy_scans
+        img = nib.load(in_file)
+        n = detect_nonsteady(read_series(in_file)[1]) if detected else dummy_scans
         if n >= img.shape[-1] - 2:
             raise ValueError(f"{in_file}: {n} non-steady-state volumes leave too few of {img.shape[-1]}")
         return {"n_dummy": int(n), "detected": detected}
@@ -61,8 +61,8 @@ class Realign(StepInterface):
         from fmri_pain.preprocess.confounds import MOTION_COLUMNS
         from fmri_pain.preprocess.motion import realign, rms_displacement
 
-        img = nib.load(in_file)
-        res = realign(np.asarray(img.dataobj, dtype=np.float32), img.affine, ref_index=n_dummy, n_iter=n_iter,
+        img, data = read_series(in_file)
+        res = realign(data, img.affine, ref_index=n_dummy, n_iter=n_iter,
                       exclude=n_dummy)
         boldref = native_image(res.reference, img.affine)
         mask = np.asarray(compute_epi_mask(boldref).dataobj, dtype=np.uint8)
@@ -104,13 +104,13 @@ class SliceTiming(StepInterface):
                 if len(set(np.round(st, 6))) == 1 else None)
         if skip:
             return {"out_file": in_file, "ref_time": None, "note": skip}
-        img = nib.load(in_file)
+        img, data = read_series(in_file)
         direction = metadata.get("SliceEncodingDirection", "k")
         if direction not in AXES:
             raise ValueError(f"{in_file}: unknown SliceEncodingDirection {direction!r}")
         times = list(st)[::-1] if direction.endswith("-") else list(st)
         tr = float(metadata["RepetitionTime"])
-        data, ref_time = slice_time_correct(np.asarray(img.dataobj, dtype=np.float32), tr, times,
+        data, ref_time = slice_time_correct(data, tr, times,
                                             slice_axis=AXES[direction])
         return {"out_file": native_image(data, img.affine, tr=tr), "ref_time": ref_time,
                 "note": f"slice-timing corrected to {ref_time:.4f} s within the TR (Fourier shift)"}

@@ -79,7 +79,7 @@ class QualityControl(StepInterface):
 
         img, mask_img = nib.load(in_file), nib.load(mask)
         brain = np.asarray(mask_img.dataobj) > 0
-        tsnr_map = tsnr(np.asarray(img.dataobj, dtype=np.float32), skip=n_dummy) * brain
+        tsnr_map = tsnr(np.asarray(img.dataobj, dtype=np.float32), skip=n_dummy, mask=brain)
         conf = pd.read_csv(confounds, sep="\t", na_values="n/a")
         tpl, tpl_aff = template_t1(2.0)
         return {"out_tsnr": native_image(tsnr_map, img.affine), "out_metrics": qc_metrics(tsnr_map, brain, conf),
