@@ -164,8 +164,11 @@ def _carryover_shift(rows: pd.DataFrame, design: GroupDesign, conditions, contra
 def _sequence_test(cond_rows: pd.DataFrame, fitter: "_GroupFit") -> None:
     """The between-subject sequence route: subject-mean maps, one-way F across sequences."""
     known, notes = subject_sequences(cond_rows)
+    site = fitter.spec.site_column
+    per_site = {site: (site, "first")} if site and site in known else {}
     per_subject = (known.groupby("subject", sort=True)
-                   .agg(sequence=("sequence", "first"), n_conditions=("condition", "nunique"))
+                   .agg(sequence=("sequence", "first"), n_conditions=("condition", "nunique"),
+                        **per_site)
                    .reset_index())
     if len(per_subject) < 3:
         fitter.log.warn(f"sequence model not fitted: {len(per_subject)} subject(s) with a sequence")
@@ -184,6 +187,11 @@ def _sequence_test(cond_rows: pd.DataFrame, fitter: "_GroupFit") -> None:
     rows = write_subject_means(per_subject, images, output_dir=fitter.output_dir,
                                task=fitter.task, space=fitter.space)
     design = sequence_design(rows)
+    if design.contrasts:
+        try:  # site indicators, and whole subjects permuted within site (exchangeability)
+            design = add_site(design, site)
+        except ValueError as exc:
+            notes.append(f"site not modelled in the sequence test: {exc}")
     if not design.contrasts:
         for note in [*notes, *design.notes]:
             fitter.log.warn(f"sequence model: {note}")

@@ -189,3 +189,20 @@ def test_trial_permutations_stay_within_subject_or_site_and_site_groups_are_reco
     site_only = dataclasses.replace(spec.inference, variance_groups="site")
     with pytest.raises(SpecError, match="inference.variance_groups = site"):
         run_permutation_inference(group, site_only, alpha=0.05)
+
+
+def test_sequence_test_models_site_and_permutes_subjects_within_site(tmp_path):
+    spec = spec_from_dict({"pathways": {"enabled": False}, "group": {"carryover": True},
+                           "inference": {"n_perm": 20, "tfce": False}})
+    runs = make_trial(tmp_path, 8, spec)
+    for run in runs:
+        run.covariates["site"] = "A" if int(run.subject) <= 4 else "B"
+    group = run_group_glm(tmp_path, runs, spec)
+    sequence = next(m for m in group.maps if m.route == "sequence")
+    assert "site-B" in sequence.design.design.columns
+    outputs = {o.contrast: o for o in run_permutation_inference(group, spec.inference, alpha=0.05)}
+    seq = outputs["sequenceF"]
+    assert seq.result.scheme == "within"  # whole subjects, within their site
+    side = _sidecar(seq.paths["logp_fwe"])
+    assert side["ExchangeabilityBlocks"]["Unit"] == "site"
+    assert side["ExchangeabilityBlocks"]["Blocks"] == {"A": 4, "B": 4}
