@@ -146,26 +146,25 @@ def _iter_blocks(img, path, subject, prefetch: bool = True) -> Iterator[tuple[in
     stop = threading.Event()
     done = object()
 
+    def put(item) -> bool:
+        """Hand ``item`` to the consumer; False when it stopped listening."""
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def reader() -> None:
         try:
             for item in _read_blocks(img, path, subject):
-                while not stop.is_set():
-                    try:
-                        slots.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
             item = done
         except BaseException as exc:  # handed to the consumer, raised there
             item = exc
-        while not stop.is_set():
-            try:
-                slots.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        put(item)
 
     thread = threading.Thread(target=reader, name="bold-reader", daemon=True)
     thread.start()

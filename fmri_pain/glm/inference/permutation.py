@@ -44,8 +44,7 @@ from fmri_pain.glm.inference.design import (
 from fmri_pain.glm.inference.rearrangements import (
     SCHEMES,
     count_rearrangements,
-    draw_rearrangements,
-    enumerate_rearrangements,
+    rearrangements_to_use,
     scheme_for_basis,
     tie_labels,
 )
@@ -240,16 +239,10 @@ def permutation_test(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray, *,
                        "permutation test (%s, %d maps x %d voxels): %s", scheme, n, n_vox,
                        estimate.describe())
             check_resources(estimate)
-        if is_exhaustive:
-            index, signs = enumerate_rearrangements(n, scheme, blocks=blocks, design=design)
-            index, signs = index[1:], signs[1:]  # the identity is the observed statistic
-            if n_perm >= n_distinct:
-                notes.append(f"n_perm = {n_perm} exceeds the {n_distinct} distinct rearrangements "
-                             f"({scheme}): all {n_distinct} were used once each, the observed "
-                             "one included (exact test)")
-        else:
-            index, signs = draw_rearrangements(n, n_perm, scheme, blocks=blocks,
-                                               random_state=random_state)
+        index, signs, used = rearrangements_to_use(
+            n, n_perm, scheme, n_distinct=n_distinct, exhaustive=is_exhaustive, blocks=blocks,
+            design=design, random_state=random_state)
+        notes += used
     else:
         index, signs = (np.asarray(a) for a in permutations)
         if index.shape != signs.shape or index.ndim != 2 or index.shape[1] != n:

@@ -22,6 +22,7 @@ __all__ = [
     "draw_rearrangements",
     "count_rearrangements",
     "enumerate_rearrangements",
+    "rearrangements_to_use",
     "nilearn_rearrangements",
     "auto_scheme",
     "scheme_for_basis",
@@ -187,6 +188,30 @@ def enumerate_rearrangements(n_samples: int, scheme: str, *, blocks: np.ndarray 
     assert index.shape[0] == count
     return index.astype(np.int64), signs
 
+
+
+def rearrangements_to_use(n_samples: int, n_perm: int, scheme: str, *, n_distinct: int,
+                          exhaustive: bool, blocks: np.ndarray | None = None,
+                          design: np.ndarray | None = None,
+                          random_state: int | np.random.Generator | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The rearrangements a test evaluates, the observed one excluded, and the notes to record.
+
+    ``exhaustive`` (every distinct rearrangement once, PALM's exact test): all
+    ``n_distinct - 1`` non-identity ones from :func:`enumerate_rearrangements`, with a
+    note when ``n_perm`` asked for at least as many; otherwise ``n_perm`` random draws
+    (:func:`draw_rearrangements`).
+    """
+    if not exhaustive:
+        return (*draw_rearrangements(n_samples, n_perm, scheme, blocks=blocks,
+                                     random_state=random_state), [])
+    index, signs = enumerate_rearrangements(n_samples, scheme, blocks=blocks, design=design)
+    notes = []
+    if n_perm >= n_distinct:
+        notes.append(f"n_perm = {n_perm} exceeds the {n_distinct} distinct rearrangements "
+                     f"({scheme}): all {n_distinct} were used once each, the observed one "
+                     "included (exact test)")
+    return index[1:], signs[1:], notes  # the identity is the observed statistic
 
 
 def nilearn_rearrangements(n_samples: int, n_perm: int, *, intercept_test: bool,

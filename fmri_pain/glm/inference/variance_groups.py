@@ -43,8 +43,7 @@ from fmri_pain.glm.inference.design import orthonormal_basis, partition_design
 from fmri_pain.glm.inference.rearrangements import (
     SCHEMES,
     count_rearrangements,
-    draw_rearrangements,
-    enumerate_rearrangements,
+    rearrangements_to_use,
     scheme_for_basis,
 )
 from fmri_pain.glm.inference.result import PermutationResult, p_at_or_above, tie_threshold
@@ -264,16 +263,10 @@ def permutation_test_g(Y: np.ndarray, design: np.ndarray, contrast: np.ndarray,
     if n_distinct < 2:
         raise ValueError(f"the {scheme!r} scheme has a single rearrangement on this design")
     is_exhaustive = exhaustive and n_distinct - 1 <= n_perm
-    if is_exhaustive:
-        index, signs = enumerate_rearrangements(n, scheme, blocks=blocks, design=design)
-        index, signs = index[1:], signs[1:]
-        if n_perm >= n_distinct:
-            notes.append(f"n_perm = {n_perm} exceeds the {n_distinct} distinct rearrangements "
-                         f"({scheme}): all {n_distinct} were used once each, the observed one "
-                         "included (exact test)")
-    else:
-        index, signs = draw_rearrangements(n, n_perm, scheme, blocks=blocks,
-                                           random_state=random_state)
+    index, signs, used = rearrangements_to_use(
+        n, n_perm, scheme, n_distinct=n_distinct, exhaustive=is_exhaustive, blocks=blocks,
+        design=design, random_state=random_state)
+    notes += used
     n_requested, n_eval = n_perm, index.shape[0]
     n_identity = _identity_like(index, signs, basis, groups, symmetric=two_sided or s > 1)
 

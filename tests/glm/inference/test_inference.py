@@ -743,3 +743,14 @@ def test_group_permutation_stage_names_its_space_and_records_the_rearrangements(
     row = inference_summary([out], 0.05).iloc[0]
     assert row["permutations"] == 256 and row["exhaustive"] == "yes"
     assert row["smallest attainable p"] == pytest.approx(2 / 256)
+
+
+def test_rearrangements_to_use_enumerates_without_the_identity_or_draws():
+    from fmri_pain.glm.inference.rearrangements import rearrangements_to_use
+
+    index, signs, notes = rearrangements_to_use(5, 100, "signflip", n_distinct=32, exhaustive=True)
+    assert signs.shape == (31, 5) and not np.all(signs == 1, axis=1).any()  # identity left out
+    assert len({tuple(s) for s in signs}) == 31 and "exact test" in notes[0]
+    index, signs, notes = rearrangements_to_use(5, 20, "signflip", n_distinct=32, exhaustive=False,
+                                                random_state=0)
+    assert signs.shape == (20, 5) and notes == []
