@@ -175,7 +175,9 @@ def add_execution_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--force", action="store_true", default=False,
                    help="re-run subjects whose outputs are up to date")
     g.add_argument("-v", "--verbose", action="count", default=0,
-                   help="per-subject and per-stage lines (repeat for debug logging)")
+                   help="our log lines and per-subject and per-stage lines; -vv adds the "
+                        "libraries' log lines (dask, distributed, nipype), -vvv debug lines "
+                        "(default: progress, warnings and the final summary)")
     g.add_argument("-q", "--quiet", action="count", default=0,
                    help="no progress; only failures and errors")
 
@@ -186,7 +188,7 @@ _ARG_FIELDS = ("scheduler", "n_workers", "threads_per_worker", "memory_per_worke
 
 
 def verbosity_from_args(args: argparse.Namespace) -> int:
-    """0 quiet, 1 progress (default), 2 verbose, from ``--verbose``/``--quiet`` counts."""
+    """0 quiet, 1 progress (default), 2 verbose (-v), 3 libraries' logs too (-vv), from the counts."""
     return 1 + int(getattr(args, "verbose", 0) or 0) - int(getattr(args, "quiet", 0) or 0)
 
 
@@ -273,15 +275,19 @@ def _command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
+def _setup_logging(count: int) -> None:
+    """Console logging for ``count`` = number of ``-v`` minus number of ``-q``.
+
+    Warnings always; our INFO from ``-v``; the libraries' (dask, distributed,
+    tornado, nipype, pybids) from ``-vv``; DEBUG from ``-vvv``
+    (:mod:`fmri_pain.execution.console`).
+    """
+    from fmri_pain.execution.console import configure_console
+
     # A handler that cannot write (full disk, closed stream) drops its record
     # instead of printing logging's traceback; the run goes on.
     logging.raiseExceptions = False
-    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s",
-                        datefmt="%H:%M:%S", force=True)
-    for noisy in ("nipype", "distributed", "bids", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    configure_console(1 + count)
 
 
 def _bids_app(args: argparse.Namespace) -> int:
@@ -330,7 +336,7 @@ def _bids_app(args: argparse.Namespace) -> int:
                                 selection.describe() if selection.active else None)
         if args.analysis_level == "participant":
             return _participant(layout, spec, output_dir, args)
-        return _group(layout, spec, output_dir)
+        return _group(layout, spec, output_dir, verbosity_from_args(args))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -469,7 +475,7 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
     return path
 
 
-def _group(layout, spec, output_dir: Path) -> int:
+def _group(layout, spec, output_dir: Path, verbosity: int = 1) -> int:
     from fmri_pain.pipeline.group import run_group_level
 
     write_dataset_notes(output_dir, layout)
@@ -477,7 +483,7 @@ def _group(layout, spec, output_dir: Path) -> int:
         who = f"sub-{note['subject']} " if note["subject"] else ""
         where = f" [{note['path']}]" if note["path"] else ""
         print(f"note: {who}{note['kind']}: {note['message']}{where}")
-    result = run_group_level(output_dir, layout.runs, spec)
+    result = run_group_level(output_dir, layout.runs, spec, verbosity=verbosity)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
     if result.group.warnings:
@@ -485,6 +491,10 @@ def _group(layout, spec, output_dir: Path) -> int:
               f"(listed in the log above and in {result.report.name}):")
         for warning in result.group.warnings:
             print(f"  - {warning}")
+    if verbosity >= 1:
+        stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.timings.items())
+        where = f"; stage log: {result.stage_log}" if result.stage_log else ""
+        print(f"group level stages: {stages}{where}")
     print(f"group report: {result.report}")
     return 0
 

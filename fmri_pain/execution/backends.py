@@ -35,6 +35,7 @@ environment, so two workers on two cores do not oversubscribe them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shlex
 import sys
@@ -97,6 +98,20 @@ def _preserve_environ() -> Iterator[None]:
         os.environ.update(saved)
 
 
+@contextlib.contextmanager
+def _shutdown_logs(verbosity: int) -> Iterator[None]:
+    # Closing a cluster whose work is done logs warnings such as "Worker process still
+    # alive after 4.0 seconds, killing" (a busy machine): not news for the user below -vv.
+    log = logging.getLogger("distributed")
+    previous = log.level
+    if verbosity < 3:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(previous)
+
+
 def _memory_bytes(memory: str) -> int:
     from dask.utils import parse_bytes
 
@@ -104,11 +119,14 @@ def _memory_bytes(memory: str) -> int:
 
 
 def local_cluster(execution: ExecutionSpec, *, malloc_trim: bool = False,
-                  dashboard_address: str | None = ":0", local_directory: str | None = None):
+                  dashboard_address: str | None = ":0", local_directory: str | None = None,
+                  verbosity: int = 1):
     """A :class:`distributed.LocalCluster` sized to the machine and the spec.
 
     ``n_workers`` defaults to ``cores // threads_per_worker`` (at least 1), further
-    capped by available memory / ``memory_per_worker``.
+    capped by available memory / ``memory_per_worker``. Below ``verbosity`` 3
+    (``-vv``) the scheduler's, nannies' and workers' ``distributed`` loggers are
+    set to WARNING (``silence_logs``); from 3 on they keep dask's levels.
     """
     import dask
     import psutil
@@ -137,6 +155,7 @@ def local_cluster(execution: ExecutionSpec, *, malloc_trim: bool = False,
             processes=True,
             dashboard_address=dashboard_address,
             local_directory=local_directory,
+            silence_logs=logging.WARNING if verbosity < 3 else False,
         )
     return cluster
 
@@ -244,7 +263,8 @@ class SerialBackend(Backend):
 class DaskBackend(Backend):
     """Tasks on a dask cluster: the one :meth:`make_cluster` starts, else the scheduler address."""
 
-    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool) -> Any:
+    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool,
+                     verbosity: int = 1) -> Any:
         """The cluster to start for the run, or None to connect to ``self.scheduler``."""
         return None
 
@@ -259,7 +279,7 @@ class DaskBackend(Backend):
                malloc_trim: bool = False) -> Iterator[Any]:
         from distributed import Client
 
-        cluster = self.make_cluster(log_dir=log_dir, malloc_trim=malloc_trim)
+        cluster = self.make_cluster(log_dir=log_dir, malloc_trim=malloc_trim, verbosity=verbosity)
         try:
             client = Client(cluster) if cluster is not None else Client(self.scheduler)
         except BaseException:
@@ -267,14 +287,13 @@ class DaskBackend(Backend):
                 cluster.close()
             raise
         try:
-            if verbosity >= 1:
+            if verbosity >= 2:
                 self.announce(client, cluster, verbosity)
             yield client
         finally:
-            with contextlib.suppress(Exception):
+            with _shutdown_logs(verbosity), contextlib.suppress(Exception):
                 client.close()
-            if cluster is not None:
-                with contextlib.suppress(Exception):
+                if cluster is not None:
                     cluster.close()
 
 
@@ -284,8 +303,9 @@ class LocalBackend(DaskBackend):
     name = "local"
     description = "LocalCluster on this machine (default)"
 
-    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool) -> Any:
-        return local_cluster(self.execution, malloc_trim=malloc_trim)
+    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool,
+                     verbosity: int = 1) -> Any:
+        return local_cluster(self.execution, malloc_trim=malloc_trim, verbosity=verbosity)
 
 
 class JobqueueBackend(DaskBackend):
@@ -301,7 +321,8 @@ class JobqueueBackend(DaskBackend):
     def task_threads(self) -> int:
         return self.execution.job_cores
 
-    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool) -> Any:
+    def make_cluster(self, *, log_dir: Path | str | None, malloc_trim: bool,
+                     verbosity: int = 1) -> Any:
         # Batch-job scripts and logs go under log_dir/jobs.
         jobs_dir = Path(log_dir) / "jobs" if log_dir else None
         if jobs_dir is not None:
@@ -310,7 +331,7 @@ class JobqueueBackend(DaskBackend):
 
     def announce(self, client: Any, cluster: Any, verbosity: int) -> None:
         super().announce(client, cluster, verbosity)
-        if verbosity >= 2:
+        if verbosity >= 3:
             emit("batch job script:\n" + cluster.job_script())
 
     def fit(self, client: Any, n_tasks: int) -> None:

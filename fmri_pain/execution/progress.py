@@ -1,14 +1,17 @@
-"""What a participant-level run tells the user while it runs: the progress bar or lines, and task stages."""
+"""What a run tells the user while it runs: the participant bar (subjects) or lines, task stages, and the group level's stage bar."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import shutil
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
+
+from fmri_pain.execution.stages import StageClock
 
 if TYPE_CHECKING:
     from fmri_pain.execution.task import SubjectOutcome
@@ -29,9 +32,8 @@ class Progress:
         if verbosity >= 1 and _stderr_is_tty():
             from tqdm.auto import tqdm
 
-            columns = shutil.get_terminal_size((100, 24)).columns
             self.bar = tqdm(total=total, initial=initial, unit="subject", file=sys.stderr,
-                            desc="participants", ncols=columns if columns >= 40 else 100)
+                            desc="participants", ncols=_columns())
 
     def line(self, message: str, level: int = logging.INFO) -> None:
         if level < logging.WARNING and self.verbosity < 1:
@@ -66,6 +68,70 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class StageProgress:
+    """Progress through a fixed list of stages, each measured (:class:`StageClock`).
+
+    On a terminal (verbosity >= 1) a tqdm bar with one step per stage, the
+    running stage as its postfix; otherwise one plain line per stage when it
+    starts (``[12:00:00] group level 2/5: permutations``), no ANSI codes, and at
+    verbosity >= 2 a line when it ends, with its wall time.
+
+    Parameters
+    ----------
+    stages : sequence of str
+        The stages that will run, in order.
+    verbosity : int
+        0 quiet (nothing), 1 progress, 2 verbose.
+    what : str
+        The bar's label and the lines' prefix.
+    """
+
+    def __init__(self, stages: Sequence[str], verbosity: int, what: str = "group level") -> None:
+        self.stages = list(stages)
+        self.verbosity = verbosity
+        self.what = what
+        self.clock = StageClock()
+        self.bar = None
+        if verbosity >= 1 and _stderr_is_tty():
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=len(self.stages), unit="stage", file=sys.stderr, desc=what,
+                            ncols=_columns())
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Run the ``with`` block as stage ``name``: shown when it starts, measured, counted when done."""
+        position = self.stages.index(name) + 1 if name in self.stages else len(self.clock.records) + 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        elif self.verbosity >= 1:
+            emit(f"{self.what} {position}/{len(self.stages)}: {name}")
+        with self.clock.stage(name):
+            yield
+        if self.bar is not None:
+            self.bar.update(1)
+        elif self.verbosity >= 2:
+            emit(f"{self.what} {position}/{len(self.stages)}: {name} done "
+                 f"({self.clock.records[-1].wall_s:.1f} s)")
+
+    def close(self) -> None:
+        """Close the bar (if any)."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self) -> StageProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _columns() -> int:
+    columns = shutil.get_terminal_size((100, 24)).columns
+    return columns if columns >= 40 else 100
 
 
 def _stderr_is_tty() -> bool:

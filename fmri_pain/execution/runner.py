@@ -49,6 +49,7 @@ from fmri_pain.execution.backends import Backend, backend_for
 from fmri_pain.execution.failures import is_infrastructure_failure, one_line, path_from_exception
 from fmri_pain.execution.progress import STAGE_TOPIC, Progress, emit, set_stage_callback
 from fmri_pain.execution.resume import SpecLike, subject_fingerprint, up_to_date_record
+from fmri_pain.execution.stages import stage_rows, write_stage_log
 from fmri_pain.execution.task import SubjectOutcome, Task, execute_subject, where
 
 __all__ = ["ExecutionSummary", "run_participants"]
@@ -71,6 +72,8 @@ class ExecutionSummary:
     outcomes: list[SubjectOutcome]
     log_path: Path | None = None
     notes: list[dict[str, Any]] = field(default_factory=list)
+    stage_log: Path | None = None
+    """``logs/participant_stages_<time>.tsv``: wall, CPU, peak memory of each subject's stages."""
 
     @property
     def succeeded(self) -> list[str]:
@@ -294,6 +297,10 @@ def _finish(outcomes: dict[str, SubjectOutcome], log_dir: Path, started: datetim
             write_tsv(table, path)
             write_tsv(table, log_dir / "participant_latest.tsv")
             summary.log_path = path
+            rows = [row for o in ordered for row in stage_rows(o.stages, level="participant",
+                                                                subject=o.subject, worker=o.worker)]
+            if rows:
+                summary.stage_log = write_stage_log(rows, log_dir, "participant", started)
     except OSError as exc:
         emit(f"warning: cannot write the subject table under {log_dir}: "
               f"{exc.strerror or exc}", logging.WARNING)
@@ -324,7 +331,7 @@ def _run_serial(backend: Backend, task: Task, todo: list[tuple[str, str]], runs_
                 try:
                     result = execute_subject(task, subject, runs_by_subject[subject], spec,
                                              output_dir, work_dir, fingerprint, attempt,
-                                             backend.task_threads)
+                                             backend.task_threads, progress.verbosity)
                 except Exception as exc:  # noqa: BLE001 -- the next subjects are still attempted
                     result = {"subject": subject, "status": "failed",
                               "retry": is_infrastructure_failure(exc), "error": one_line(exc),
@@ -363,7 +370,7 @@ def _run_distributed(client: Any, backend: Backend, task: Task, todo: list[tuple
     def submit(subject: str, attempt: int):
         return client.submit(
             execute_subject, task, subject, list(runs_by_subject[subject]), spec, output_dir,
-            work_dir, fingerprints[subject], attempt, threads,
+            work_dir, fingerprints[subject], attempt, threads, progress.verbosity,
             pure=False, key=f"participant-sub-{subject}-{attempt}-{token}",
         )
 

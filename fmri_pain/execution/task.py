@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,10 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.errors import InputError
 from fmri_pain.execution.failures import (is_infrastructure_failure, mentioned_input, one_line,
                                           path_from_exception, path_in_message)
+from fmri_pain.execution.console import mute_library_consoles
 from fmri_pain.execution.progress import emit
 from fmri_pain.execution.resume import SpecLike, relative_output, resolve_output, write_record
+from fmri_pain.execution.stages import StageClock
 
 # The logger name the per-subject log files have always shown.
 logger = logging.getLogger("fmri_pain.execution.runner")
@@ -64,6 +66,9 @@ class SubjectOutcome:
     notes : str or None
         What the dataset scan noticed about the subject without failing it
         (a drop-out, an ignored file), ``; ``-separated.
+    stages : list of dict
+        The last attempt's stages as the task measured them, then its ``total``
+        (:data:`fmri_pain.execution.stages.STAGE_COLUMNS`); empty for ``skipped``.
     """
 
     subject: str
@@ -77,6 +82,7 @@ class SubjectOutcome:
     log: str | None = None
     peak_rss_mb: float | None = None
     notes: str | None = None
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_result(cls, result: Mapping[str, Any], attempts: int) -> SubjectOutcome:
@@ -86,7 +92,7 @@ class SubjectOutcome:
             duration_s=float(result.get("duration_s") or 0.0), attempts=attempts,
             error=result.get("error"), path=result.get("path"), worker=result.get("worker"),
             outputs=list(result.get("outputs") or []), log=result.get("log"),
-            peak_rss_mb=result.get("peak_rss_mb"),
+            peak_rss_mb=result.get("peak_rss_mb"), stages=list(result.get("stages") or []),
         )
 
 
@@ -152,13 +158,16 @@ def _peak_rss_mb() -> float:
 
 def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: SpecLike,
                     output_dir: Path, work_dir: Path | None, fingerprint: str,
-                    attempt: int, threads: int) -> dict[str, Any]:
+                    attempt: int, threads: int, verbosity: int = 1) -> dict[str, Any]:
     """Run ``task`` for one subject and write its resume record; never raises ``Exception``.
 
     Runs where the task runs (a dask worker or this process). ``spec`` is handed
-    to the task as is; BLAS is limited to ``threads`` threads. Returns a plain
-    dict (status, error, path, retry, outputs, duration_s, worker, peak_rss_mb)
-    so that nothing unpicklable crosses the wire.
+    to the task as is; BLAS is limited to ``threads`` threads; the libraries'
+    console handlers in this process follow ``verbosity``
+    (:func:`fmri_pain.execution.console.mute_library_consoles`). Returns a plain
+    dict (status, error, path, retry, outputs, duration_s, worker, peak_rss_mb,
+    stages: the task's stage rows, then the attempt's ``total``) so that nothing
+    unpicklable crosses the wire.
     """
     output_dir = Path(output_dir)
     log_dir = output_dir / "logs"
@@ -174,6 +183,13 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: SpecLik
         # log file gets INFO lines. In this process (serial) the user's level stands.
         root.setLevel(logging.INFO)
     base = {"subject": subject, "worker": here, "log": str(log_file), "attempt": attempt}
+    mute_library_consoles(verbosity)
+    clock = StageClock()
+    stages: list[dict[str, Any]] = []
+
+    def measured() -> list[dict[str, Any]]:
+        return [*stages, asdict(clock.total())]
+
     start = time.perf_counter()
     try:
         logger.info("sub-%s: attempt %d on %s (pid %d)", subject, attempt, here, os.getpid())
@@ -181,6 +197,7 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: SpecLik
 
         with threadpool_limits(limits=max(1, threads)):
             result = task(subject, list(runs), spec, output_dir, work_dir)
+        stages = [dict(r) for r in (result or {}).get("stages", []) if isinstance(r, Mapping)]
         outputs = [Path(p) for p in (result or {}).get("outputs", [])]
         missing = [p for p in outputs if not resolve_output(output_dir, str(p)).exists()]
         if missing:
@@ -191,14 +208,15 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: SpecLik
         write_record(output_dir, subject, fingerprint, rel, duration, here, attempt)
         logger.info("sub-%s: done in %.1f s, %d output(s)", subject, duration, len(rel))
         return {**base, "status": "done", "outputs": rel, "duration_s": duration,
-                "error": None, "path": None, "retry": False, "peak_rss_mb": _peak_rss_mb()}
+                "error": None, "path": None, "retry": False, "peak_rss_mb": _peak_rss_mb(),
+                "stages": measured()}
     except InputError as exc:
         logger.error("sub-%s: input error\n%s", subject, traceback.format_exc())
         return {**base, "status": "failed", "retry": False,
                 "error": getattr(exc, "reason", None) or str(exc),
                 "path": str(exc.path) if exc.path else path_from_exception(exc),
                 "duration_s": time.perf_counter() - start, "outputs": [],
-                "peak_rss_mb": _peak_rss_mb()}
+                "peak_rss_mb": _peak_rss_mb(), "stages": measured()}
     except Exception as exc:  # noqa: BLE001 -- every failure is reported, none escapes
         text = traceback.format_exc()
         logger.error("sub-%s: attempt %d failed\n%s", subject, attempt, text)
@@ -206,7 +224,7 @@ def execute_subject(task: Task, subject: str, runs: Sequence[Run], spec: SpecLik
                 or path_in_message(str(exc)))
         return {**base, "status": "failed", "retry": is_infrastructure_failure(exc),
                 "error": one_line(exc), "path": path, "duration_s": time.perf_counter() - start,
-                "outputs": [], "peak_rss_mb": _peak_rss_mb()}
+                "outputs": [], "peak_rss_mb": _peak_rss_mb(), "stages": measured()}
     finally:
         root.setLevel(previous_level)
         if handler is not None:

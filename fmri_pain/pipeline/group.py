@@ -5,14 +5,17 @@ Each stage gets its own section of the spec; the report receives what they wrote
 
 from __future__ import annotations
 
+import datetime
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmri_pain.bids.runs import Run
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.errors import InputError
+from fmri_pain.execution.progress import StageProgress
+from fmri_pain.execution.stages import StageClock, stage_rows, write_stage_log
+from fmri_pain.execution.task import where
 from fmri_pain.glm.inference.group_contrasts import PermutationOutput, run_permutation_inference
 from fmri_pain.glm.inference.responder_maps import ResponderMapsOutput
 from fmri_pain.glm.second_level.fit import run_group
@@ -22,6 +25,15 @@ from fmri_pain.report.group import methods_boilerplate, write_group_report
 from fmri_pain.report.methods import write_citation_files
 
 LOGGER = logging.getLogger(__name__)
+
+# The group level's stages, in order. Thresholds (FDR, Bonferroni-FWE, cluster tables)
+# are computed by glm.second_level with each model's maps, so they are one stage with them.
+MODELS = "models and thresholds"
+PERMUTATIONS = "permutations"
+EQUIVALENCE_MAPS = "equivalence maps"
+PATHWAYS = "pathways"
+RESPONDER_MAPS = "responder maps"
+REPORT = "report"
 
 
 @dataclass
@@ -33,9 +45,12 @@ class GroupLevelResult:
     pathways: dict[str, Path] | None
     report: Path
     timings: dict[str, float] = field(default_factory=dict)
+    """Stage -> wall seconds (the stage names above)."""
     equivalence_maps: list = field(default_factory=list)
     """Voxelwise margin tests (``glm.inference.equivalence.EquivalenceMapOutput``)."""
     responder_maps: ResponderMapsOutput | None = None
+    stage_log: Path | None = None
+    """``logs/group_stages_<time>.tsv``: wall, CPU and peak memory of every stage."""
 
     @property
     def left_out(self) -> list[str]:
@@ -43,7 +58,8 @@ class GroupLevelResult:
         return self.group.left_out
 
 
-def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> GroupLevelResult:
+def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec, *,
+                    verbosity: int = 1) -> GroupLevelResult:
     """Fit the group models, run permutation inference and the pathway analysis, write group.html.
 
     Parameters
@@ -54,6 +70,9 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         The dataset's runs (conditions, periods, covariates; preprocessed
         BOLD for connectivity).
     spec : AnalysisSpec
+    verbosity : int
+        0 quiet, 1 progress (a bar whose steps are the stages on a terminal, else a
+        line per stage), 2 also a line when each stage ends.
 
     Raises
     ------
@@ -67,49 +86,70 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
                          "`fmri-pain BIDS_DIR OUTPUT_DIR participant` first", path=output_dir)
     if not runs:
         raise InputError("no valid runs in the dataset for the group level", path=output_dir)
-    timings = {}
-    start = time.perf_counter()
-    group = run_group(output_dir, runs, spec.group, conditions=spec.conditions, task=spec.task,
-                      space=spec.space, first_level=spec.first_level, events=spec.events)
-    timings["glm"] = time.perf_counter() - start
+    stages = [MODELS, *([PERMUTATIONS] if spec.inference.enabled else []),
+              *([EQUIVALENCE_MAPS] if spec.equivalence.tests and spec.equivalence.maps else []),
+              *([PATHWAYS] if spec.pathways.enabled else []),
+              *([RESPONDER_MAPS] if spec.responders.active else []), REPORT]
+    started = datetime.datetime.now()
+    with StageProgress(stages, verbosity) as progress:
+        with progress.stage(MODELS):
+            group = run_group(output_dir, runs, spec.group, conditions=spec.conditions,
+                              task=spec.task, space=spec.space, first_level=spec.first_level,
+                              events=spec.events)
 
-    permutations: list[PermutationOutput] | None = None
-    if spec.inference.enabled:  # n_perm >= 1 is checked when the spec is loaded
-        start = time.perf_counter()
-        permutations = run_permutation_inference(group, spec.inference, alpha=spec.group.fwe_alpha)
-        timings["permutation"] = time.perf_counter() - start
+        permutations: list[PermutationOutput] | None = None
+        if PERMUTATIONS in stages:  # n_perm >= 1 is checked when the spec is loaded
+            with progress.stage(PERMUTATIONS):
+                permutations = run_permutation_inference(group, spec.inference,
+                                                         alpha=spec.group.fwe_alpha)
 
-    equivalence_maps = []
-    if spec.equivalence.tests and spec.equivalence.maps:
-        from fmri_pain.glm.inference.equivalence import run_equivalence_maps
+        equivalence_maps = []
+        if EQUIVALENCE_MAPS in stages:
+            from fmri_pain.glm.inference.equivalence import run_equivalence_maps
 
-        start = time.perf_counter()
-        equivalence_maps = run_equivalence_maps(group, spec.equivalence, spec.inference)
-        timings["equivalence_maps"] = time.perf_counter() - start
+            with progress.stage(EQUIVALENCE_MAPS):
+                equivalence_maps = run_equivalence_maps(group, spec.equivalence, spec.inference)
 
-    pathways = None
-    if spec.pathways.enabled:
-        from fmri_pain.pathways.run import run_pathway_analysis
+        pathways = None
+        if PATHWAYS in stages:
+            from fmri_pain.pathways.run import run_pathway_analysis
 
-        start = time.perf_counter()
-        maps = group.subject_maps.dropna(subset=["condition"])
-        pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
-        pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
-                                        spec.events, conditions=spec.conditions,
-                                        equivalence=spec.equivalence,
-                                        carryover=spec.group.carryover,
-                                        site_column=spec.group.site_column,
-                                        responders=spec.responders)
-        timings["pathways"] = time.perf_counter() - start
-    responder_maps = run_responder_maps_step(group, pathways, spec)
+            with progress.stage(PATHWAYS):
+                maps = group.subject_maps.dropna(subset=["condition"])
+                pathway_runs = [r for r in runs
+                                if r.subject in group.subjects and r.confounds is not None]
+                pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir,
+                                                spec.pathways, spec.events,
+                                                conditions=spec.conditions,
+                                                equivalence=spec.equivalence,
+                                                carryover=spec.group.carryover,
+                                                site_column=spec.group.site_column,
+                                                responders=spec.responders)
+        responder_maps = None
+        if RESPONDER_MAPS in stages:
+            with progress.stage(RESPONDER_MAPS):
+                responder_maps = run_responder_maps_step(group, pathways, spec)
 
-    start = time.perf_counter()
-    methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways,
-                                  equivalence_maps)
-    write_citation_files(output_dir, methods)
-    report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
-                                equivalence_maps=equivalence_maps)
-    timings["report"] = time.perf_counter() - start
+        with progress.stage(REPORT):
+            methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [],
+                                          pathways, equivalence_maps)
+            write_citation_files(output_dir, methods)
+            report = write_group_report(group, spec, output_dir, permutations, pathways,
+                                        methods=methods, equivalence_maps=equivalence_maps)
+    clock = progress.clock
+    stage_log = _write_stage_log(clock, output_dir / "logs", started)
+    timings = clock.seconds()
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
     return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps,
-                            responder_maps=responder_maps)
+                            responder_maps=responder_maps, stage_log=stage_log)
+
+
+def _write_stage_log(clock: StageClock, log_dir: Path, started: datetime.datetime) -> Path | None:
+    records = [*clock.records, clock.total()]
+    try:
+        return write_stage_log(stage_rows(records, level="group", worker=where()), log_dir,
+                               "group", started)
+    except OSError as exc:  # the results are written; only their timing record is missing
+        LOGGER.warning("cannot write the group stage table under %s: %s", log_dir,
+                       exc.strerror or exc)
+        return None

@@ -9,14 +9,16 @@ for every subject.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fmri_pain.bids.derivatives import SPACE
 from fmri_pain.errors import InputError
+from fmri_pain.execution.progress import report_stage
 from fmri_pain.execution.runner import ExecutionSummary, run_participants
+from fmri_pain.execution.stages import StageClock
 from fmri_pain.glm.first_level.subject import FirstLevelSettings, first_level_subject
 from fmri_pain.bids.runs import Run
 from fmri_pain.report.subject import write_subject_report
@@ -53,12 +55,14 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
     Returns
     -------
     dict
-        ``outputs`` (written files), ``stages`` (name -> seconds), ``preprocessed``.
+        ``outputs`` (written files), ``stages`` (one dict per stage: ``stage``, ``wall_s``,
+        ``cpu_s``, ``peak_rss_mb``, ``children_peak_rss_mb``; see
+        :data:`fmri_pain.execution.stages.STAGE_COLUMNS`), ``preprocessed``.
     """
     output_dir = Path(output_dir)
     if not runs:
         raise InputError("no valid runs", subject=subject)
-    stages: dict[str, float] = {}
+    clock = StageClock()
     outputs: list[Path] = []
     preproc_section = None
     if needs_preprocessing(runs):
@@ -70,23 +74,24 @@ def run_participant(subject: str, runs: list[Run], spec: AnalysisSpec, output_di
         # Imported here: the Nipype stack is only needed for raw input.
         from fmri_pain.preprocess import load_qc, preproc_report_section, preprocess_subject
 
-        start = time.perf_counter()
-        runs = preprocess_subject(runs, output_dir, work_dir, spec.preprocess)
-        outputs.extend(p for r in runs for p in (r.bold, r.mask, r.confounds) if p is not None)
-        preproc_section = preproc_report_section(load_qc(runs))
-        stages["preprocess"] = time.perf_counter() - start
+        report_stage("preprocess", subject)
+        with clock.stage("preprocess"):
+            runs = preprocess_subject(runs, output_dir, work_dir, spec.preprocess)
+            outputs.extend(p for r in runs for p in (r.bold, r.mask, r.confounds) if p is not None)
+            preproc_section = preproc_report_section(load_qc(runs))
 
-    start = time.perf_counter()
-    maps = first_level_subject(runs, first_level_settings(spec), output_dir,
-                               blas_threads=spec.execution.threads_per_worker)
-    outputs.extend(Path(p) for p in maps.maps["path"])
-    outputs.extend(maps.design_files)
-    stages["first_level"] = time.perf_counter() - start
+    report_stage("first level", subject)
+    with clock.stage("first_level"):
+        maps = first_level_subject(runs, first_level_settings(spec), output_dir,
+                                   blas_threads=spec.execution.threads_per_worker)
+        outputs.extend(Path(p) for p in maps.maps["path"])
+        outputs.extend(maps.design_files)
 
-    start = time.perf_counter()
-    outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_section))
-    stages["report"] = time.perf_counter() - start
-    return {"outputs": [str(p) for p in outputs], "stages": stages,
+    report_stage("report", subject)
+    with clock.stage("report"):
+        outputs.append(write_subject_report(subject, runs, maps, spec, output_dir, preproc_section))
+    return {"outputs": [str(p) for p in outputs],
+            "stages": [asdict(r) for r in clock.records],
             "preprocessed": preproc_section is not None}
 
 
