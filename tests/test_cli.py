@@ -211,3 +211,36 @@ def test_stop_on_first_crash_starts_no_further_subject(confoundless_trial, tmp_p
     assert [line.split("\t")[:2] for line in table[1:]] == [
         ["01", "failed"], ["02", "not started"], ["03", "not started"]]
     assert not list((out / "logs").glob("sub-0[23]_participant.log"))  # never started
+
+
+# --------------------------------------------------------------------------- console
+
+def test_local_cluster_participant_run_is_quiet_and_measures_its_stages(tiny_sim, tmp_path, capfd):
+    """Default verbosity on real dask workers: progress lines and the summary, no distributed.* lines."""
+    import pandas as pd
+
+    out = tmp_path / "out"
+    code = main([str(tiny_sim.bids_dir), str(out), "participant", "--derivatives",
+                 str(tiny_sim.derivatives_dir), "--participant-label", "01", "--scheduler", "local",
+                 "--n-workers", "1", "--threads-per-worker", "1", "--memory", "1GiB"])
+    captured = capfd.readouterr()  # file descriptors: the worker processes write there too
+    assert code == 0
+    for stream in (captured.err, captured.out):
+        assert "distributed." not in stream and "tornado" not in stream and " INFO" not in stream
+    # not a terminal: one plain line per subject done, and the summary table
+    assert "sub-01 done (" in captured.err and "\x1b" not in captured.err
+    assert "participant level: 1 done, 0 skipped (up to date), 0 failed of 1 subjects" in captured.out
+
+    stages = pd.read_csv(out / "logs" / "participant_stages_latest.tsv", sep="\t",
+                         dtype={"subject": str})
+    assert list(stages["stage"]) == ["first_level", "report", "total"]
+    assert list(stages["subject"]) == ["01"] * 3
+    assert (stages["wall_s"] > 0).all() and (stages["peak_rss_mb"] > 0).all()
+    assert stages["worker"].str.contains("/").all() and not stages["worker"].str.endswith("/main").any()
+    for _, rows in stages.groupby("subject"):
+        total = rows[rows["stage"] == "total"].iloc[0]
+        assert rows.loc[rows["stage"] != "total", "wall_s"].sum() <= total["wall_s"]
+    summary = pd.read_csv(out / "logs" / "participant_latest.tsv", sep="\t", dtype={"subject": str})
+    for _, row in summary.iterrows():  # the task's total is the duration the summary reports
+        total = stages[(stages["subject"] == row["subject"]) & (stages["stage"] == "total")]
+        assert total["wall_s"].iloc[0] == pytest.approx(row["duration_s"], abs=0.1)
