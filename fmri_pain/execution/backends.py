@@ -331,7 +331,7 @@ class JobqueueBackend(DaskBackend):
 
     def announce(self, client: Any, cluster: Any, verbosity: int) -> None:
         super().announce(client, cluster, verbosity)
-        if verbosity >= 3:
+        if verbosity >= 2:
             emit("batch job script:\n" + cluster.job_script())
 
     def fit(self, client: Any, n_tasks: int) -> None:
