@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         args = _bids_app_parser().parse_args(argv)
         args.command_line = "fmri-pain " + " ".join(argv)
         _setup_logging(args.verbose - args.quiet)
-        return _bids_app(args)
+        code = _bids_app(args)
+        _say_hidden_repeats()
+        return code
     except (SpecError, InputError) as exc:
         print(f"fmri-pain: error: {exc}", file=sys.stderr)
         return 2
@@ -288,6 +290,15 @@ def _setup_logging(count: int) -> None:
     # instead of printing logging's traceback; the run goes on.
     logging.raiseExceptions = False
     configure_console(1 + count)
+
+
+def _say_hidden_repeats() -> None:
+    from fmri_pain.execution.console import hidden_repeats
+
+    repeats = hidden_repeats()
+    if repeats:
+        print(f"fmri-pain: {repeats} repeated warning(s) not shown again (-vv shows every one)",
+              file=sys.stderr)
 
 
 def _bids_app(args: argparse.Namespace) -> int:

@@ -117,3 +117,9 @@ def mute_library_consoles(verbosity: int) -> None:
                 for old in [f for f in handler.filters if isinstance(f, ConsoleFilter)]:
                     handler.removeFilter(old)
                 handler.addFilter(ConsoleFilter(verbosity))
+
+
+def hidden_repeats() -> int:
+    """Warnings kept off the console so far because they repeated an earlier one word for word."""
+    return sum(f.repeats for h in logging.getLogger().handlers if isinstance(h, ConsoleHandler)
+               for f in h.filters if isinstance(f, ConsoleFilter))

@@ -88,3 +88,16 @@ def test_nipype_prints_only_through_the_filtered_console(verbosity):
     assert done.stderr.count("nipype-warning-line") == 1
     assert ("nipype-info-line" in done.stderr) == (verbosity >= 3)
     assert ("own-info-line" in done.stderr) == (verbosity >= 2)
+
+
+def test_hidden_repeats_are_counted_on_the_console_handler(capsys):
+    from fmri_pain.execution.console import configure_console, hidden_repeats
+
+    configure_console(1)
+    log = logging.getLogger("fmri_pain.probe_repeats")
+    for _ in range(3):
+        log.warning("same words")
+    assert capsys.readouterr().err.count("same words") == 1
+    assert hidden_repeats() == 2
+    configure_console(1)  # a fresh console starts counting again
+    assert hidden_repeats() == 0
