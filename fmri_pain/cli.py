@@ -291,7 +291,6 @@ def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.bids.layout import load_layout
     from fmri_pain.bids.output_lock import OutputLock
     from fmri_pain.config.spec import load_spec
-    from fmri_pain.pipeline.participant import validate_bids_input
 
     try:
         spec = load_spec(args.spec)
@@ -313,7 +312,11 @@ def _bids_app(args: argparse.Namespace) -> int:
         if removed:
             LOGGER.warning("removed %d temporary file(s) left by an interrupted run, e.g. %s",
                            len(removed), removed[0])
-        validate_bids_input(args.bids_dir, skip=args.skip_bids_validation)  # once, before BIDS_DIR is read
+        # imported here: a bad spec or OUTPUT_DIR is reported before the analysis stack loads
+        from fmri_pain.pipeline.participant import validate_bids_input
+
+        validate_bids_input(args.bids_dir, skip=args.skip_bids_validation,  # once, before BIDS_DIR is read
+                            participant_label=args.participant_label)
         derivatives = args.derivatives
         if (derivatives is None and args.analysis_level == "group"
                 and has_own_preprocessing(output_dir)):

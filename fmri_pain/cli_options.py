@@ -89,8 +89,10 @@ def add_fmriprep_arguments(parser: argparse.ArgumentParser) -> None:
                    help="do not run the BIDS validator (bids-validator-deno, the community's "
                         "schema-based validator) on BIDS_DIR. By default it runs once before "
                         "either level reads the dataset: its errors are listed and stop the "
-                        "run (exit code 2), as in fMRIPrep; its warnings are logged. "
-                        "fmri-pain's own checks of the files it reads always run")
+                        "run (exit code 2), as in fMRIPrep; its warnings are logged. With "
+                        "--participant-label only the problems of those subjects' files and of "
+                        "the dataset's top-level files count. fmri-pain's own checks of the "
+                        "files it reads always run")
     g.add_argument("--notrack", action="store_true", default=False,
                    help="accepted for fMRIPrep compatibility and changes nothing: fmri-pain "
                         "never sends usage data anywhere")

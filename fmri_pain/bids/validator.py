@@ -15,8 +15,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -110,6 +110,28 @@ class ValidationReport:
         """``bids-validator-deno 3.0.2, schema 1.2.7``."""
         schema = f", schema {self.schema_version}" if self.schema_version else ""
         return f"{EXECUTABLE} {self.version}{schema}"
+
+    def for_subjects(self, labels: Iterable[str] | None) -> ValidationReport:
+        """The report restricted to the subjects analysed (labels with or without ``sub-``).
+
+        As fMRIPrep validates only the selected participants: files of other
+        subjects are dropped from each issue, and an issue left with no file is
+        dropped; issues of files outside ``sub-*`` folders (or of no file) stay.
+        """
+        if labels is None:
+            return self
+        keep = {str(label).removeprefix("sub-") for label in labels}
+
+        def selected(path: str) -> bool:
+            top = path.split("/", 1)[0]
+            return not top.startswith("sub-") or top.removeprefix("sub-") in keep
+
+        issues = []
+        for issue in self.issues:
+            files = tuple(f for f in issue.files if selected(f))
+            if files or not issue.files:
+                issues.append(replace(issue, files=files))
+        return replace(self, issues=tuple(issues))
 
     def lines(self, severity: str = "error", limit: int = 20) -> list[str]:
         """One line per issue of ``severity``, at most ``limit`` (the last says how many are left)."""
@@ -206,8 +228,7 @@ def parse_report(payload: Mapping[str, Any], dataset: Path | str,
 
 
 def run_validator(bids_dir: Path | str, *, timeout: float = TIMEOUT_S,
-                  executable: Path | str | None = None,
-                  extra_args: Sequence[str] = ()) -> ValidationReport:
+                  executable: Path | str | None = None) -> ValidationReport:
     """Run the official BIDS validator on ``bids_dir`` and parse its report.
 
     Parameters
@@ -218,8 +239,6 @@ def run_validator(bids_dir: Path | str, *, timeout: float = TIMEOUT_S,
         Seconds before the validator is stopped.
     executable : path, optional
         The validator to run (default: :func:`find_validator`).
-    extra_args : sequence of str
-        More validator options (e.g. ``["--ignoreNiftiHeaders"]``).
 
     Returns
     -------
@@ -235,7 +254,7 @@ def run_validator(bids_dir: Path | str, *, timeout: float = TIMEOUT_S,
     bids_dir = Path(bids_dir)
     if not bids_dir.is_dir():
         raise InputError("the BIDS dataset is not a folder", path=bids_dir)
-    command = [str(executable or find_validator()), "--format", "json", *extra_args, str(bids_dir)]
+    command = [str(executable or find_validator()), "--format", "json", str(bids_dir)]
     # Deno's own version check is the only network use it could attempt: off.
     env = {**os.environ, "DENO_NO_UPDATE_CHECK": "1", "DENO_NO_PROMPT": "1", "NO_COLOR": "1"}
     try:

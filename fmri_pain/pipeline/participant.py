@@ -116,6 +116,7 @@ def run_participant_level(runs_by_subject: Mapping[str, Sequence[Run]], spec: An
 
 
 def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
+                        participant_label: Sequence[str] | None = None,
                         max_listed: int = MAX_LISTED) -> ValidationReport | None:
     """Run the official BIDS validator on the input dataset; its errors stop the run, as in fMRIPrep.
 
@@ -130,6 +131,9 @@ def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
         The raw dataset (BIDS_DIR).
     skip : bool
         ``--skip-bids-validation``: do not run the validator (returns None).
+    participant_label : sequence of str, optional
+        ``--participant-label``: only these subjects' problems (and those of the
+        dataset's top-level files) count, as in fMRIPrep.
     max_listed : int
         Lines of errors printed at most.
 
@@ -148,7 +152,7 @@ def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
     if skip:
         LOGGER.info("BIDS validator not run (--skip-bids-validation)")
         return None
-    report = run_validator(bids_dir)
+    report = run_validator(bids_dir).for_subjects(participant_label)
     errors, warnings = report.errors, report.warnings
     for issue in warnings:
         LOGGER.debug("BIDS validator warning: %s", issue.line())

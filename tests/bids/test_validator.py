@@ -91,6 +91,12 @@ def test_report_is_parsed_into_records_by_kind():
                                     "sub-01/func/sub-01_task-x_bold.nii.gz and 1 more file(s)")
     lines = report.lines("error", limit=2)
     assert len(lines) == 3 and lines[2].startswith("... and 1 more kind(s) of error")
+    # --participant-label 02: other subjects' files leave their issues; the dataset's stay
+    only = report.for_subjects(["sub-02"])
+    assert [(i.code, i.files) for i in only.issues] == [
+        ("SIDECAR_KEY_REQUIRED", ("sub-02/func/sub-02_task-x_bold.nii.gz",)),
+        ("MISSING_DATASET_DESCRIPTION", ("dataset_description.json",))]
+    assert report.for_subjects(["3"]).errors == [report.errors[2]] and report.for_subjects(None) is report
     with pytest.raises(ValidatorUnavailable, match="no issue list"):
         parse_report({"issues": {"issues": "nope"}}, "/data/bids")
 
@@ -118,6 +124,11 @@ def test_participant_and_group_stop_with_exit_2_naming_the_files(broken, tmp_pat
     assert main([str(broken), str(out), "group", "--scheduler", "none"]) == 2
     captured = capsys.readouterr()
     assert "--skip-bids-validation" in _one_line(captured.err) and STRAY in captured.out
+    # only the selected subject's problems count, as in fMRIPrep
+    assert main([str(broken), str(out), "participant", "--boilerplate", "--participant-label", "01"]) == 2
+    captured = capsys.readouterr()
+    assert "in 1 file(s)" in _one_line(captured.err)
+    assert f"{BOLD}.nii.gz" in captured.out and "sub-02" not in captured.out
 
 
 def test_skip_bids_validation_skips_it(broken, tmp_path, capsys, monkeypatch):
