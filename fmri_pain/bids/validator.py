@@ -63,12 +63,16 @@ class ValidatorIssue:
     message: str
     files: tuple[str, ...]
 
+    def what(self) -> str:
+        """Code, key and message, without the files: ``SIDECAR_KEY_REQUIRED (RepetitionTime): ...``."""
+        name = f"{self.code} ({self.key})" if self.key else self.code
+        return f"{name}: {self.message}"
+
     def line(self, max_files: int = 3) -> str:
         """One line: code, key, message and the first ``max_files`` files."""
-        name = f"{self.code} ({self.key})" if self.key else self.code
         shown = ", ".join(self.files[:max_files]) or "the dataset"
         more = len(self.files) - max_files
-        return f"{name}: {self.message}: {shown}" + (f" and {more} more file(s)" if more > 0 else "")
+        return f"{self.what()}: {shown}" + (f" and {more} more file(s)" if more > 0 else "")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,38 @@ class ValidationReport:
                 issues.append(replace(issue, files=files))
         return replace(self, issues=tuple(issues))
 
+    def split_errors(self) -> tuple[list[ValidatorIssue], dict[str, list[ValidatorIssue]]]:
+        """The errors of the dataset as a whole, and those of each subject's own files.
+
+        A file under a ``sub-<label>/`` folder is that subject's; every other file
+        (``dataset_description.json``, ``participants.tsv``, a task sidecar at the
+        root ...) and an error naming no file concern the whole dataset. An error
+        whose files are of both kinds is split accordingly.
+
+        Returns
+        -------
+        dataset : list of ValidatorIssue
+            Errors of top-level files or of no file (nothing can be trusted then).
+        subjects : dict of str to list of ValidatorIssue
+            Subject label (without ``sub-``) -> its errors, each naming only its files.
+        """
+        dataset: list[ValidatorIssue] = []
+        subjects: dict[str, list[ValidatorIssue]] = {}
+        for issue in self.errors:
+            own: dict[str, list[str]] = {}
+            shared = []
+            for path in issue.files:
+                label = subject_of(path)
+                if label is None:
+                    shared.append(path)
+                else:
+                    own.setdefault(label, []).append(path)
+            if shared or not issue.files:
+                dataset.append(replace(issue, files=tuple(shared)))
+            for label, files in own.items():
+                subjects.setdefault(label, []).append(replace(issue, files=tuple(files)))
+        return dataset, dict(sorted(subjects.items()))
+
     def lines(self, severity: str = "error", limit: int = 20) -> list[str]:
         """One line per issue of ``severity``, at most ``limit`` (the last says how many are left)."""
         issues = [i for i in self.issues if i.severity == severity]
@@ -141,6 +177,29 @@ class ValidationReport:
             out.append(f"... and {len(issues) - limit} more kind(s) of {severity}; run "
                        f"`{EXECUTABLE} {self.dataset}` for all of them")
         return out
+
+
+def subject_of(path: str) -> str | None:
+    """The subject label of a dataset-relative path under ``sub-<label>/``, else None."""
+    top, sep, _ = path.lstrip("/").partition("/")
+    label = top.removeprefix("sub-")
+    return label if sep and top.startswith("sub-") and label else None
+
+
+def subject_input_errors(report: ValidationReport | None) -> dict[str, list[InputError]]:
+    """The validator's errors of each subject's own files, as input errors naming subject and file.
+
+    One :class:`~fmri_pain.errors.InputError` per error and file (absolute path),
+    in the report's order; errors of top-level files are not included (see
+    :meth:`ValidationReport.split_errors`).
+    """
+    if report is None:
+        return {}
+    _, by_subject = report.split_errors()
+    return {label: [InputError(f"BIDS validator: {issue.what()}",
+                               subject=label, path=report.dataset / path)
+                    for issue in issues for path in issue.files]
+            for label, issues in by_subject.items()}
 
 
 def validator_version() -> str:

@@ -118,12 +118,16 @@ def run_participant_level(runs_by_subject: Mapping[str, Sequence[Run]], spec: An
 def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
                         participant_label: Sequence[str] | None = None,
                         max_listed: int = MAX_LISTED) -> ValidationReport | None:
-    """Run the official BIDS validator on the input dataset; its errors stop the run, as in fMRIPrep.
+    """Run the official BIDS validator on the input dataset, once, before either level reads it.
 
-    Errors are printed, one line per kind of problem naming its files (at most
-    ``max_listed`` lines), and then raised as one :class:`~fmri_pain.errors.InputError`
-    (the CLI's exit code 2). Warnings of a dataset without errors are logged: one
-    line, and one line per kind at debug level (``-v``).
+    Its errors are printed, one line per kind of problem naming its files (at most
+    ``max_listed`` lines). Errors of the dataset's top-level files (or of no file)
+    stop the run: one :class:`~fmri_pain.errors.InputError` is raised (the CLI's
+    exit code 2). Errors only in files under ``sub-<label>/`` do not: the report is
+    returned, and :func:`~fmri_pain.bids.validator.subject_input_errors` gives the
+    subjects that must fail (participant level) or be left out (group level) while
+    the others go on. Warnings are logged: one line, and one line per kind at debug
+    level (``-v``).
 
     Parameters
     ----------
@@ -140,14 +144,15 @@ def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
     Returns
     -------
     ValidationReport or None
-        The validator's report when the dataset has no errors; None when skipped.
+        The validator's report (without errors, or with errors of subjects' files
+        only); None when skipped.
 
     Raises
     ------
     InputError
-        The dataset has validator errors, or the validator cannot run (a
-        :class:`~fmri_pain.bids.validator.ValidatorUnavailable`, saying how to
-        install it or to skip validation).
+        The dataset's top-level files have validator errors, or the validator
+        cannot run (a :class:`~fmri_pain.bids.validator.ValidatorUnavailable`,
+        saying how to install it or to skip validation).
     """
     if skip:
         LOGGER.info("BIDS validator not run (--skip-bids-validation)")
@@ -168,8 +173,18 @@ def validate_bids_input(bids_dir: Path | str, *, skip: bool = False,
           f"(and {len(warnings)} of warning) in {bids_dir}:")
     for line in report.lines("error", limit=max_listed):
         print(f"  - {line}")
-    n_files = len({f for e in errors for f in e.files})
-    raise InputError(f"the BIDS validator found {len(errors)} kind(s) of error in {n_files} file(s), "
-                     "listed above: fix them, or pass --skip-bids-validation to run without the "
-                     "validator (fmri-pain's own checks of the files it reads still run)",
-                     path=bids_dir)
+    dataset, subjects = report.split_errors()
+    if dataset:
+        files = sorted({f for e in dataset for f in e.files})
+        where = f"top-level file(s) {', '.join(files)}" if files else "the dataset as a whole"
+        raise InputError(f"the BIDS validator found {len(dataset)} kind(s) of error in {where}, "
+                         "listed above, so no subject can be trusted: fix them, or pass "
+                         "--skip-bids-validation to run without the validator (fmri-pain's own "
+                         "checks of the files it reads still run)", path=bids_dir)
+    names = ", ".join(f"sub-{s}" for s in subjects)
+    LOGGER.warning("BIDS validator: errors only in the files of %s (listed above): %s "
+                   "(participant level: failed, exit code 2 at the end; group level: left out); "
+                   "the other subjects go on", names,
+                   "this subject is not analysed" if len(subjects) == 1
+                   else "these subjects are not analysed")
+    return report

@@ -6,13 +6,14 @@ import json
 import shutil
 import stat
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from fmri_pain.bids import validator as bv
 from fmri_pain.bids.validator import (ValidatorUnavailable, find_validator, parse_report,
-                                      run_validator)
+                                      run_validator, subject_input_errors, subject_of)
 from fmri_pain.cli import main
 from fmri_pain.errors import InputError
 
@@ -41,7 +42,8 @@ def broken(tmp_path_factory) -> Path:
 
 
 def _one_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
+    """The one error line for the user (log records may precede it), without a traceback."""
+    lines = [line for line in err.splitlines() if line.startswith("fmri-pain:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
 
@@ -112,23 +114,69 @@ def test_the_official_validator_names_the_broken_files(broken):
     assert {f for files in by_kind.values() for f in files} == {f"{BOLD}.nii.gz", STRAY}
 
 
-def test_participant_and_group_stop_with_exit_2_naming_the_files(broken, tmp_path, capsys):
+def test_errors_are_split_into_the_dataset_s_and_each_subject_s():
+    report = parse_report({"issues": {"issues": [
+        {"code": "SIDECAR_KEY_REQUIRED", "subCode": "RepetitionTime", "severity": "error",
+         "location": "/sub-01/func/sub-01_task-x_bold.nii.gz"},
+        {"code": "SIDECAR_KEY_REQUIRED", "subCode": "RepetitionTime", "severity": "error",
+         "location": "/sub-02/ses-a/func/sub-02_ses-a_task-x_bold.nii.gz"},
+        {"code": "JSON_KEY_REQUIRED", "subCode": "BIDSVersion", "severity": "error",
+         "location": "/dataset_description.json"},
+        {"code": "EMPTY_FILE", "severity": "error",
+         "affects": ["/sub-02_task-x_bold.json", "/sub-03/sub-03_sessions.tsv"]},
+        {"code": "NO_FILE", "severity": "error"},
+        {"code": "SIDECAR_KEY_RECOMMENDED", "severity": "warning", "location": "/sub-04/anat/x.nii.gz"},
+    ]}}, "/data/bids", version="9.9")
+    dataset, subjects = report.split_errors()
+    # a file at the root named like a subject is the dataset's; an issue naming no file too
+    assert [(i.code, i.files) for i in dataset] == [
+        ("JSON_KEY_REQUIRED", ("dataset_description.json",)),
+        ("EMPTY_FILE", ("sub-02_task-x_bold.json",)), ("NO_FILE", ())]
+    assert {s: [(i.code, i.files) for i in issues] for s, issues in subjects.items()} == {
+        "01": [("SIDECAR_KEY_REQUIRED", ("sub-01/func/sub-01_task-x_bold.nii.gz",))],
+        "02": [("SIDECAR_KEY_REQUIRED", ("sub-02/ses-a/func/sub-02_ses-a_task-x_bold.nii.gz",))],
+        "03": [("EMPTY_FILE", ("sub-03/sub-03_sessions.tsv",))]}  # warnings never fail a subject
+    errors = subject_input_errors(replace(report, issues=tuple(
+        i for i in report.issues if i.code == "SIDECAR_KEY_REQUIRED")))
+    assert sorted(errors) == ["01", "02"]
+    (err,) = errors["02"]
+    assert err.subject == "02"
+    assert err.path == Path("/data/bids/sub-02/ses-a/func/sub-02_ses-a_task-x_bold.nii.gz")
+    assert err.reason == ("BIDS validator: SIDECAR_KEY_REQUIRED (RepetitionTime): SIDECAR_KEY_REQUIRED")
+    assert subject_input_errors(None) == {}
+    assert [subject_of(p) for p in ("sub-01/a.nii", "/sub-x/y/z", "sub-01_a.json", "sub-/a",
+                                    "derivatives/sub-01/a")] == ["01", "x", None, None, None]
+
+
+def test_subject_errors_leave_those_subjects_out_of_the_boilerplate(broken, tmp_path, capsys):
     out = tmp_path / "out"
+    # both subjects' own files have errors: each is left out, so nothing is left to describe
     assert main([str(broken), str(out), "participant", "--boilerplate"]) == 2
     captured = capsys.readouterr()
-    line = _one_line(captured.err)
-    assert str(broken) in line and "--skip-bids-validation" in line and "2 file(s)" in line
+    assert "no valid run to describe" in _one_line(captured.err)
     assert "4 kind(s) of error (and " in captured.out
-    assert f"SIDECAR_KEY_REQUIRED (RepetitionTime)" in captured.out and STRAY in captured.out
-    assert not (out / "logs" / "CITATION.md").exists()  # stopped before anything was written
-    assert main([str(broken), str(out), "group", "--scheduler", "none"]) == 2
-    captured = capsys.readouterr()
-    assert "--skip-bids-validation" in _one_line(captured.err) and STRAY in captured.out
+    assert "SIDECAR_KEY_REQUIRED (RepetitionTime)" in captured.out and STRAY in captured.out
+    assert f"left out of the boilerplate: sub-02: {broken / STRAY}: BIDS validator: " in captured.err
+    assert not (out / "logs" / "CITATION.md").exists()
     # only the selected subject's problems count, as in fMRIPrep
     assert main([str(broken), str(out), "participant", "--boilerplate", "--participant-label", "01"]) == 2
     captured = capsys.readouterr()
-    assert "in 1 file(s)" in _one_line(captured.err)
     assert f"{BOLD}.nii.gz" in captured.out and "sub-02" not in captured.out
+
+
+def test_a_top_level_error_stops_either_level_up_front(broken, tmp_path, capsys):
+    bids = tmp_path / "bids"
+    shutil.copytree(broken, bids)
+    (bids / "dataset_description.json").write_text(json.dumps({"Name": "tiny"}))  # no BIDSVersion
+    out = tmp_path / "out"
+    for level in ("participant", "group"):
+        assert main([str(bids), str(out), level, "--scheduler", "none"]) == 2
+        captured = capsys.readouterr()
+        line = _one_line(captured.err)
+        assert "top-level file(s) dataset_description.json" in line and str(bids) in line
+        assert "--skip-bids-validation" in line and "JSON_KEY_REQUIRED (BIDSVersion)" in captured.out
+        assert STRAY in captured.out  # the subjects' errors are listed too
+        assert not (out / "logs").exists() and not (out / "dataset_description.json").exists()
 
 
 def test_skip_bids_validation_skips_it(broken, tmp_path, capsys, monkeypatch):
