@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import stat
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fmri_pain.bids import validator as bv
@@ -219,3 +221,102 @@ def test_a_validator_that_hangs_crashes_or_writes_no_json_is_one_clear_error(bro
         run_validator(broken, executable=garbage)
     with pytest.raises(InputError, match="not a folder"):
         run_validator(tmp_path / "missing")
+
+
+# --------------------------------------------------------------------------- one bad subject, end to end
+BAD_SIDECAR = "sub-02/ses-scs/func/sub-02_ses-scs_task-stim_run-1_bold.json"
+BAD_STRAY = "sub-02/ses-dual/func/sub-02_ses-dual_task-stim_foo-1_bold.nii.gz"
+Z_MAP = "sub-{s}/func/sub-{s}_task-stim_space-MNI152NLin2009aSym_contrast-dualMinusScs_stat-z_statmap.nii.gz"
+
+
+@pytest.fixture(scope="module")
+def one_bad_subject(tmp_path_factory):
+    """Three simulated subjects (8 mm, 60 volumes, fMRIPrep-style derivatives) whose sub-02 has a
+    BOLD sidecar without RepetitionTime and a BOLD file with an entity BIDS does not have; the
+    participant level run on it (with the validator), its exit code and what it printed."""
+    import contextlib
+    import io
+
+    from fmri_pain.simulate.dataset import simulate_trial
+
+    root = tmp_path_factory.mktemp("one_bad")
+    sim = simulate_trial(root, n_subjects=3, seed=3, n_volumes=60, voxel_size=8.0, derivatives=True)
+    sidecar = sim.bids_dir / BAD_SIDECAR
+    meta = json.loads(sidecar.read_text())
+    del meta["RepetitionTime"]
+    sidecar.write_text(json.dumps(meta))
+    shutil.copy(sim.bids_dir / BAD_STRAY.replace("foo-1", "run-1"), sim.bids_dir / BAD_STRAY)
+    out = root / "out"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([str(sim.bids_dir), str(out), "participant", "--derivatives",
+                     str(sim.derivatives_dir), "--scheduler", "none"])
+    return sim, out, code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_a_subject_with_validator_errors_fails_alone(one_bad_subject):
+    sim, out, code, stdout, stderr = one_bad_subject
+    assert code == 2 and "Traceback" not in stdout + stderr
+    # one line names the subject, the validator's error and the file
+    (line,) = [ln for ln in (stdout + stderr).splitlines() if "sub-02 failed" in ln]
+    assert "BIDS validator: " in line and re.search(r"\(\+\d+ more problem\(s\)", line)
+    assert f"[{sim.bids_dir / BAD_STRAY}]" in line or f"[{sim.bids_dir / BAD_SIDECAR[:-5]}.nii.gz]" in line
+    table = pd.read_csv(out / "logs" / "participant_latest.tsv", sep="\t", dtype=str)
+    assert dict(zip(table["subject"], table["status"])) == {"01": "done", "02": "failed", "03": "done"}
+    assert table.set_index("subject").loc["02", "path"].startswith(str(sim.bids_dir / "sub-02"))
+    listed = pd.read_csv(out / "logs" / "participant_input_errors.tsv", sep="\t")
+    assert set(listed["path"]) >= {str(sim.bids_dir / BAD_STRAY),
+                                   str(sim.bids_dir / BAD_SIDECAR.replace(".json", ".nii.gz"))}
+    assert listed["error"].str.startswith("BIDS validator: ").all() and set(listed["subject"]) == {2}
+    for s in ("01", "03"):  # the others ran to the end
+        assert (out / Z_MAP.format(s=s)).is_file() and (out / f"sub-{s}.html").is_file()
+    assert not (out / "sub-02").exists()  # not run at all
+
+
+def test_the_group_leaves_out_a_subject_with_validator_errors_even_with_old_maps(one_bad_subject):
+    from fmri_pain.bids.layout import load_layout
+    from fmri_pain.config.spec import load_spec
+    from fmri_pain.glm.second_level.fit import run_group
+
+    sim, out, _, _, _ = one_bad_subject
+    old = out / "sub-02" / "func"  # maps an earlier run (before the files broke) left behind
+    old.mkdir(parents=True)
+    for path in (out / "sub-01" / "func").glob("*_statmap.*"):  # maps and their sidecars
+        shutil.copy(path, old / path.name.replace("sub-01", "sub-02"))
+    spec = load_spec()
+    runs = load_layout(sim.bids_dir, sim.derivatives_dir, spec=spec, check_data=False).runs
+
+    def group(excluded=None):
+        return run_group(out, [r for r in runs if r.subject not in (excluded or {})], spec.group,
+                         conditions=spec.conditions, task=spec.task, space=spec.space,
+                         first_level=spec.first_level, events=spec.events, excluded=excluded)
+
+    assert group().subjects == ["01", "02", "03"]  # the maps alone would bring it in
+    result = group({"02": "BIDS validator: SIDECAR_KEY_REQUIRED (RepetitionTime) [x_bold.nii.gz]"})
+    assert result.subjects == ["01", "03"] and set(result.subject_maps["subject"]) == {"01", "03"}
+    assert result.warnings[0] == ("sub-02 left out: BIDS validator: SIDECAR_KEY_REQUIRED "
+                                  "(RepetitionTime) [x_bold.nii.gz]")
+    assert result.left_out == []  # not "without subject maps": its own warning says why
+    shutil.rmtree(out / "sub-02")
+
+
+def test_the_group_command_hands_the_validator_s_subjects_over_as_left_out(one_bad_subject, tmp_path,
+                                                                            monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    sim, out, _, _, _ = one_bad_subject
+    seen = {}
+
+    def fake_group_level(output_dir, runs, spec, *, excluded=None):
+        seen.update(runs=runs, excluded=excluded)
+        return SimpleNamespace(left_out=[], report=tmp_path / "group.html",
+                               group=SimpleNamespace(warnings=[f"sub-{s} left out: {r}"
+                                                               for s, r in excluded.items()]))
+
+    monkeypatch.setattr("fmri_pain.pipeline.group.run_group_level", fake_group_level)
+    assert main([str(sim.bids_dir), str(out), "group", "--derivatives", str(sim.derivatives_dir)]) == 0
+    assert {r.subject for r in seen["runs"]} == {"01", "03"}
+    (reason,) = seen["excluded"].values()
+    assert list(seen["excluded"]) == ["02"] and reason.startswith("BIDS validator: ")
+    assert str(sim.bids_dir / "sub-02") in reason and re.search(r"\(\+\d+ more problem\(s\)\)$", reason)
+    assert f"  - sub-02 left out: {reason}" in capsys.readouterr().out
