@@ -503,7 +503,7 @@ def _group(layout, spec, output_dir: Path, invalid: dict | None = None) -> int:
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
     if result.group.warnings:
-        print(f"group level: {len(result.group.warnings)} warning(s) about the models "
+        print(f"group level: {len(result.group.warnings)} warning(s) about the subjects and models "
               f"(listed in the log above and in {result.report.name}):")
         for warning in result.group.warnings:
             print(f"  - {warning}")

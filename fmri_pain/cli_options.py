@@ -88,8 +88,11 @@ def add_fmriprep_arguments(parser: argparse.ArgumentParser) -> None:
                    default=False,
                    help="do not run the BIDS validator (bids-validator-deno, the community's "
                         "schema-based validator) on BIDS_DIR. By default it runs once before "
-                        "either level reads the dataset: its errors are listed and stop the "
-                        "run (exit code 2), as in fMRIPrep; its warnings are logged. With "
+                        "either level reads the dataset: its errors are listed and its "
+                        "warnings logged. Errors of top-level files stop the run (exit code 2), "
+                        "as in fMRIPrep; errors only in a subject's own files (sub-XX/) fail "
+                        "that subject alone (not run; left out of the group level; exit code "
+                        "2 at the end) while the others go on. With "
                         "--participant-label only the problems of those subjects' files and of "
                         "the dataset's top-level files count. fmri-pain's own checks of the "
                         "files it reads always run")
