@@ -320,3 +320,15 @@ def test_the_group_command_hands_the_validator_s_subjects_over_as_left_out(one_b
     assert list(seen["excluded"]) == ["02"] and reason.startswith("BIDS validator: ")
     assert str(sim.bids_dir / "sub-02") in reason and re.search(r"\(\+\d+ more problem\(s\)\)$", reason)
     assert f"  - sub-02 left out: {reason}" in capsys.readouterr().out
+
+
+def test_the_demo_refuses_a_simulated_dataset_the_validator_rejects(broken, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fmri_pain.pipeline.demo import run_demo
+
+    monkeypatch.setattr("fmri_pain.pipeline.demo.simulate_trial",
+                        lambda *args, **kwargs: SimpleNamespace(bids_dir=broken))
+    with pytest.raises(InputError, match="fails the BIDS validator for sub-01, sub-02"):
+        run_demo(tmp_path / "out", n_subjects=2)
+    assert not (tmp_path / "out" / "dataset_description.json").exists()
