@@ -329,6 +329,13 @@ def _bids_app(args: argparse.Namespace) -> int:
         if removed:
             LOGGER.warning("removed %d temporary file(s) left by an interrupted run, e.g. %s",
                            len(removed), removed[0])
+        # imported here: a bad spec or OUTPUT_DIR is reported before the analysis stack loads
+        from fmri_pain.bids.validator import subject_input_errors
+        from fmri_pain.pipeline.participant import validate_bids_input
+
+        report = validate_bids_input(args.bids_dir, skip=args.skip_bids_validation,  # once, first
+                                     participant_label=args.participant_label)
+        invalid = subject_input_errors(report)  # subjects whose own files the validator rejects
         derivatives = args.derivatives
         if (derivatives is None and args.analysis_level == "group"
                 and has_own_preprocessing(output_dir)):
@@ -344,10 +351,10 @@ def _bids_app(args: argparse.Namespace) -> int:
             _warn_left_out_outputs(output_dir, layout.runs)
         if args.boilerplate:
             return _boilerplate(layout, spec, output_dir, derivatives is not None,
-                                selection.describe() if selection.active else None)
+                                selection.describe() if selection.active else None, invalid)
         if args.analysis_level == "participant":
-            return _participant(layout, spec, output_dir, args)
-        return _group(layout, spec, output_dir, verbosity_from_args(args))
+            return _participant(layout, spec, output_dir, args, invalid)
+        return _group(layout, spec, output_dir, invalid, verbosity_from_args(args))
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -428,19 +435,28 @@ def _prepare_output_dir(output_dir: Path) -> None:
                          path=output_dir) from exc
 
 
-def _participant(layout, spec, output_dir: Path, args: argparse.Namespace) -> int:
+def _participant(layout, spec, output_dir: Path, args: argparse.Namespace,
+                 invalid: dict | None = None) -> int:
+    """The participant level; subjects in ``invalid`` (the BIDS validator's) fail unrun: exit code 2."""
     from fmri_pain.bids.derivatives import write_dataset_description
     from fmri_pain.pipeline.participant import run_participant_level
 
+    invalid = invalid or {}
     write_dataset_description(output_dir, layout.bids_dir, args.derivatives)
     write_dataset_notes(output_dir, layout)
     for error in layout.errors:
         LOGGER.error("%s", error)
-    runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects}
+    # A subject the validator rejects is not run: with no runs, the runner reports it failed
+    # with its errors (the validator's first, then fmri-pain's own).
+    runs_by_subject = {s: layout.runs_for(s) for s in layout.subjects if s not in invalid}
+    input_errors = {s: [*invalid.get(s, []), *layout.failed_subjects.get(s, [])]
+                    for s in {**layout.failed_subjects, **invalid}}
     summary = run_participant_level(runs_by_subject, spec, output_dir, work_dir=args.work_dir,
                                     force=args.force, verbosity=verbosity_from_args(args),
-                                    input_errors=layout.failed_subjects, notes=layout.notes,
+                                    input_errors=input_errors, notes=layout.notes,
                                     stop_on_first_failure=args.stop_on_first_crash)
+    if invalid:
+        return 2  # bad input, as when the whole run stops on it
     return summary.exit_code or (1 if layout.errors else 0)
 
 
@@ -454,16 +470,19 @@ def _warn_left_out_outputs(output_dir: Path, runs) -> None:
                        "group level reads the latter: use a fresh OUTPUT_DIR", len(stale), stale[0])
 
 
-def _boilerplate(layout, spec, output_dir: Path, derivatives: bool, selection: str | None) -> int:
+def _boilerplate(layout, spec, output_dir: Path, derivatives: bool, selection: str | None,
+                 invalid: dict | None = None) -> int:
     """``--boilerplate``: the planned methods text and citations under OUTPUT_DIR/logs, nothing else."""
     from fmri_pain.report.methods import write_citation_files
     from fmri_pain.report.planned_methods import PLANNED_TITLE, planned_boilerplate
 
-    for error in layout.errors:
+    invalid = invalid or {}
+    for error in [e for errors in invalid.values() for e in errors] + layout.errors:
         LOGGER.warning("left out of the boilerplate: %s", error)
-    if not layout.runs:
+    runs = [r for r in layout.runs if r.subject not in invalid]
+    if not runs:
         raise InputError("no valid run to describe", path=layout.bids_dir)
-    sections = planned_boilerplate(layout.runs, spec, trial_mode=layout.mode == "trial",
+    sections = planned_boilerplate(runs, spec, trial_mode=layout.mode == "trial",
                                    derivatives=derivatives, selection=selection)
     written = write_citation_files(output_dir / "logs", sections, title=PLANNED_TITLE)
     print(f"boilerplate (nothing was analysed): {written['md']}, {written['bib']}")
@@ -486,19 +505,22 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
     return path
 
 
-def _group(layout, spec, output_dir: Path, verbosity: int = 1) -> int:
-    from fmri_pain.pipeline.group import run_group_level
+def _group(layout, spec, output_dir: Path, invalid: dict | None = None, verbosity: int = 1) -> int:
+    """The group level; subjects in ``invalid`` (the BIDS validator's) are left out, each warned of."""
+    from fmri_pain.pipeline.group import left_out_reasons, run_group_level
 
+    invalid = invalid or {}
     write_dataset_notes(output_dir, layout)
     for note in layout.notes:
         who = f"sub-{note['subject']} " if note["subject"] else ""
         where = f" [{note['path']}]" if note["path"] else ""
         print(f"note: {who}{note['kind']}: {note['message']}{where}")
-    result = run_group_level(output_dir, layout.runs, spec, verbosity=verbosity)
+    runs = [r for r in layout.runs if r.subject not in invalid]
+    result = run_group_level(output_dir, runs, spec, excluded=left_out_reasons(invalid), verbosity=verbosity)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
     if result.group.warnings:
-        print(f"group level: {len(result.group.warnings)} warning(s) about the models "
+        print(f"group level: {len(result.group.warnings)} warning(s) about the subjects and models "
               f"(listed in the log above and in {result.report.name}):")
         for warning in result.group.warnings:
             print(f"  - {warning}")

@@ -54,7 +54,7 @@ def version_requested(argv: Sequence[str]) -> bool:
 
 
 def add_fmriprep_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add fMRIPrep's options that have no other home: selection, boilerplate, no-ops."""
+    """Add fMRIPrep's options that have no other home: selection, boilerplate, validation, a no-op."""
     g = parser.add_argument_group(
         "fMRIPrep options", "fMRIPrep's names, with the meaning they have here")
     g.add_argument("--bids-filter-file", "--bids_filter_file", type=Path, default=None,
@@ -86,9 +86,16 @@ def add_fmriprep_arguments(parser: argparse.ArgumentParser) -> None:
                         "of what actually ran to OUTPUT_DIR/CITATION.md")
     g.add_argument("--skip-bids-validation", "--skip_bids_validation", action="store_true",
                    default=False,
-                   help="accepted for fMRIPrep compatibility and changes nothing: fmri-pain "
-                        "does not run the BIDS validator; its own checks of the files it "
-                        "reads always run, because the analysis needs them")
+                   help="do not run the BIDS validator (bids-validator-deno, the community's "
+                        "schema-based validator) on BIDS_DIR. By default it runs once before "
+                        "either level reads the dataset: its errors are listed and its "
+                        "warnings logged. Errors of top-level files stop the run (exit code 2), "
+                        "as in fMRIPrep; errors only in a subject's own files (sub-XX/) fail "
+                        "that subject alone (not run; left out of the group level; exit code "
+                        "2 at the end) while the others go on. With "
+                        "--participant-label only the problems of those subjects' files and of "
+                        "the dataset's top-level files count. fmri-pain's own checks of the "
+                        "files it reads always run")
     g.add_argument("--notrack", action="store_true", default=False,
                    help="accepted for fMRIPrep compatibility and changes nothing: fmri-pain "
                         "never sends usage data anywhere")

@@ -59,7 +59,7 @@ def test_plain_megabytes_reach_the_execution_spec():
     assert (execution.memory_per_worker, execution.n_workers, execution.threads_per_worker) == ("6000MB", 2, 3)
 
 
-def test_no_op_options_are_accepted_and_change_nothing():
+def test_fmriprep_flags_are_accepted_and_change_no_other_option():
     parser = _bids_app_parser()
     plain = vars(parser.parse_args(BASE))
     flagged = vars(parser.parse_args(BASE + ["--notrack", "--skip-bids-validation"]))
@@ -72,4 +72,5 @@ def test_no_op_options_are_accepted_and_change_nothing():
                    "--session-label", "--stop-on-first-crash", "--boilerplate", "--skip-bids-validation",
                    "--notrack", "--version"):
         assert option in help_text
-    assert "never sends usage data" in help_text and "does not run the BIDS validator" in help_text
+    assert "never sends usage data" in help_text
+    assert "do not run the BIDS validator (bids-validator-deno" in " ".join(help_text.split())

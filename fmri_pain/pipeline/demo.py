@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 
 from fmri_pain.bids.derivatives import write_dataset_description
+from fmri_pain.bids.validator import subject_input_errors
+from fmri_pain.errors import InputError
 from fmri_pain.pipeline.group import run_group_level
-from fmri_pain.pipeline.participant import run_participant_level
+from fmri_pain.pipeline.participant import run_participant_level, validate_bids_input
 from fmri_pain.bids.layout import load_layout
 from fmri_pain.simulate.dataset import simulate_trial
 from fmri_pain.config.spec import load_spec
@@ -38,6 +40,10 @@ def run_demo(output_dir: Path | str, n_subjects: int = 8, seed: int = 0, n_volum
                          voxel_size=voxel_size, n_volumes=n_volumes, derivatives=True)
     print(f"[demo] simulated {n_subjects} subjects in {time.perf_counter() - start:.0f} s "
           f"-> {sim.bids_dir}")
+    invalid = subject_input_errors(validate_bids_input(sim.bids_dir))
+    if invalid:  # the simulator's own output: never analysed with subjects quietly missing
+        raise InputError(f"the simulated dataset fails the BIDS validator for "
+                         f"{', '.join(f'sub-{s}' for s in invalid)} (listed above)", path=sim.bids_dir)
     spec = load_spec(spec_file if spec_file is not None else DEMO_SPEC)
     spec = spec.replace(execution={**spec.to_dict()["execution"], "scheduler": scheduler})
     layout = load_layout(sim.bids_dir, sim.derivatives_dir, spec=spec)

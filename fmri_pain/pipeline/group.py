@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +59,27 @@ class GroupLevelResult:
         return self.group.left_out
 
 
+def left_out_reasons(errors_by_subject: Mapping[str, Sequence[InputError]]) -> dict[str, str]:
+    """Subject -> why it is left out of the group: its first input error, naming the file, on one line.
+
+    Parameters
+    ----------
+    errors_by_subject : mapping
+        Subject -> its input errors (e.g. :func:`fmri_pain.bids.validator.subject_input_errors`).
+    """
+    reasons = {}
+    for subject, errors in sorted(errors_by_subject.items()):
+        if not errors:
+            continue
+        first = errors[0]
+        more = f" (+{len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        where = f" [{first.path}]" if first.path is not None else ""
+        reasons[subject] = f"{first.reason}{where}{more}"
+    return reasons
+
+
 def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec, *,
+                    excluded: Mapping[str, str] | None = None,
                     verbosity: int = 1) -> GroupLevelResult:
     """Fit the group models, run permutation inference and the pathway analysis, write group.html.
 
@@ -70,6 +91,10 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
         The dataset's runs (conditions, periods, covariates; preprocessed
         BOLD for connectivity).
     spec : AnalysisSpec
+    excluded : mapping of str to str, optional
+        Subjects to leave out although OUTPUT_DIR may hold their maps (e.g. the BIDS
+        validator rejects their files), with the reason: each is warned of (log,
+        ``group.warnings``, the report). Their runs should not be in ``runs``.
     verbosity : int
         0 quiet, 1 progress (a bar whose steps are the stages on a terminal, else a
         line per stage), 2 also a line when each stage ends.
@@ -95,7 +120,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
         with progress.stage(MODELS):
             group = run_group(output_dir, runs, spec.group, conditions=spec.conditions,
                               task=spec.task, space=spec.space, first_level=spec.first_level,
-                              events=spec.events)
+                              events=spec.events, excluded=excluded)
 
         permutations: list[PermutationOutput] | None = None
         if PERMUTATIONS in stages:  # n_perm >= 1 is checked when the spec is loaded

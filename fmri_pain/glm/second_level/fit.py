@@ -8,6 +8,7 @@ repeated measures, paired differences), fits them, thresholds and writes ``group
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -42,7 +43,8 @@ LOGGER = logging.getLogger(__name__)
 def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
               conditions: tuple[str, ...] = CONDITIONS, task: str | None = None,
               space: str | None = None, first_level: FirstLevelSpec | None = None,
-              events: EventsSpec | None = None) -> GroupResult:
+              events: EventsSpec | None = None,
+              excluded: Mapping[str, str] | None = None) -> GroupResult:
     """Fit and write every group-level model the available subject maps support.
 
     Parameters
@@ -62,6 +64,9 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
     first_level, events : FirstLevelSpec, EventsSpec, optional
         The current first-level sections (default: their defaults): their contrasts are the
         ones analysed, and the subject maps' recorded parameters are checked against them.
+    excluded : mapping of str to str, optional
+        Subject -> why it must be left out (its input files were rejected): its maps
+        are not used, whatever OUTPUT_DIR holds, and a warning names it with the reason.
 
     Returns
     -------
@@ -73,7 +78,11 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
     task = task or runs[0].task
     log = _Decisions()
     maps = collect_subject_maps(output_dir, runs, task, space)
-    expected = sorted({r.subject for r in runs})
+    for subject, reason in sorted((excluded or {}).items()):
+        log.warn(f"sub-{subject} left out: {reason}")
+        if not maps.empty:
+            maps = maps[maps["subject"] != subject].reset_index(drop=True)
+    expected = sorted({r.subject for r in runs} - set(excluded or {}))
     if maps.empty:
         raise InputError(f"no subject maps of task {task!r}" + (f" in space {space}" if space else "")
                          + ": run the participant level first", path=output_dir)
