@@ -94,7 +94,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         start = time.perf_counter()
         maps = group.subject_maps.dropna(subset=["condition"])
         pathway_runs = [r for r in runs if r.subject in group.subjects and r.confounds is not None]
-        pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir, spec.pathways,
+        pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir,
+                                        spec.pathways.with_design_of(spec.first_level),
                                         spec.events, conditions=spec.conditions,
                                         equivalence=spec.equivalence,
                                         carryover=spec.group.carryover,

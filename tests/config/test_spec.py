@@ -338,7 +338,7 @@ def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_th
     ({"execution": {"job_memory": "-8GiB"}}, "execution.job_memory"),
     ({"execution": {"walltime": "2 hours"}}, r"execution.walltime = '2 hours' is not \[D-\]HH"),
     ({"pathways": {"hrf_model": "gamma"}}, "pathways.hrf_model = 'gamma' is not one of spm"),
-    ({"pathways": {"drift_model": "none"}}, "pathways.drift_model"),
+    ({"pathways": {"drift_model": "linear"}}, "pathways.drift_model = 'linear' is not one of cosine, polynomial, none"),
     ({"pathways": {"atlas": "/no/such/atlas.tsv"}}, "pathways.atlas = '/no/such/atlas.tsv' is not a file"),
 ])
 def test_string_forms_are_checked_at_load_time(data, message):
