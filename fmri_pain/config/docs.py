@@ -19,7 +19,8 @@ import sys
 from typing import Any
 
 from fmri_pain.config.fields import range_from_schema
-from fmri_pain.config.schema import field_docs, json_schema, resolve
+from fmri_pain.config.describe import field_docs, resolve
+from fmri_pain.config.schema import json_schema
 
 __all__ = ["field_docs", "spec_reference_markdown", "main"]
 

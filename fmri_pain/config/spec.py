@@ -40,7 +40,7 @@ from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
 from fmri_pain.config.responders import RespondersSpec
-from fmri_pain.config.schema import json_schema, resolve
+from fmri_pain.config.describe import resolve, section_schema
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _field_node(cls: type, name: str) -> dict[str, Any]:
-    schema = json_schema(cls)
+    schema = section_schema(cls)
     node = resolve(schema, schema["properties"][name])
     return resolve(schema, node["items"]) if node.get("type") == "array" and "items" in node else node
 
@@ -321,7 +321,7 @@ def _spec_error(exc: pydantic.ValidationError, source: str) -> SpecError:
 
 def _key_and_node(loc: tuple) -> tuple[str, dict[str, Any]]:
     """The spec key of a pydantic error location and its schema node (union member tags skipped)."""
-    schema = json_schema()
+    schema = section_schema(AnalysisSpec)
     node: dict[str, Any] = schema
     key = ""
     for part in loc:

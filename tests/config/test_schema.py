@@ -12,7 +12,8 @@ import yaml
 from fmri_pain.config.docs import field_docs
 from fmri_pain.config.fields import SpecError, range_from_schema
 from fmri_pain.config.inference import InferenceSpec
-from fmri_pain.config.schema import json_schema, main, resolve, schema_text
+from fmri_pain.config.describe import resolve
+from fmri_pain.config.schema import json_schema, main, schema_text
 from fmri_pain.config.spec import AnalysisSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
