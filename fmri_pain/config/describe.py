@@ -11,6 +11,7 @@ is :func:`fmri_pain.config.schema.json_schema`.
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import functools
 import inspect
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-__all__ = ["field_docs", "section_schema", "resolve"]
+__all__ = ["field_docs", "constraint_schema", "section_schema", "resolve"]
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -110,6 +111,15 @@ def _describe_section(cls: type, node: dict[str, Any]) -> None:
 
 
 @functools.lru_cache(maxsize=64)
+def constraint_schema(cls: type) -> dict[str, Any]:
+    """pydantic's JSON Schema of ``cls`` alone: types, ranges, units, forms, no descriptions (cached).
+
+    What an error message needs (the range of a key), without reading any source for docstrings.
+    """
+    return TypeAdapter(cls).json_schema()
+
+
+@functools.lru_cache(maxsize=64)
 def section_schema(cls: type) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the dataclass ``cls`` (cached: do not modify it).
 
@@ -118,7 +128,7 @@ def section_schema(cls: type) -> dict[str, Any]:
     cls : dataclass type
         A spec section (or any dataclass pydantic can describe).
     """
-    schema = TypeAdapter(cls).json_schema()
+    schema = copy.deepcopy(constraint_schema(cls))
     defs = schema.get("$defs", {})
     for section in _section_classes(cls):
         node = schema if section is cls else defs.get(section.__name__)

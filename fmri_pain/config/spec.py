@@ -40,7 +40,7 @@ from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
 from fmri_pain.config.responders import RespondersSpec
-from fmri_pain.config.describe import resolve, section_schema
+from fmri_pain.config.describe import constraint_schema, resolve
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _field_node(cls: type, name: str) -> dict[str, Any]:
-    schema = section_schema(cls)
+    schema = constraint_schema(cls)
     node = resolve(schema, schema["properties"][name])
     return resolve(schema, node["items"]) if node.get("type") == "array" and "items" in node else node
 
@@ -316,12 +316,12 @@ def _spec_error(exc: pydantic.ValidationError, source: str) -> SpecError:
         key, node, err = same_key[1]
     more = len({item[0] for item in located}) - 1
     text = f"{source}: {_message(key, node, err)}"
-    return SpecError(_one_line(text, limit=3 * MAX_ECHO) + (f" (+{more} more)" if more else ""))
+    return SpecError(_one_line(text) + (f" (and {more} more key(s) in error)" if more else ""))
 
 
 def _key_and_node(loc: tuple) -> tuple[str, dict[str, Any]]:
     """The spec key of a pydantic error location and its schema node (union member tags skipped)."""
-    schema = section_schema(AnalysisSpec)
+    schema = constraint_schema(AnalysisSpec)
     node: dict[str, Any] = schema
     key = ""
     for part in loc:

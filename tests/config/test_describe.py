@@ -53,3 +53,12 @@ def test_resolve_follows_only_local_refs():
     schema = {"$defs": {"A": {"type": "integer"}}}
     assert resolve(schema, {"$ref": "#/$defs/A"}) == {"type": "integer"}
     assert resolve(schema, {"type": "string"}) == {"type": "string"}
+
+
+def test_constraint_schema_is_the_same_schema_without_the_descriptions():
+    from fmri_pain.config.describe import constraint_schema
+
+    bare, full = constraint_schema(_Outer), section_schema(_Outer)
+    inner = resolve(bare, bare["properties"]["inner"])
+    assert "description" not in inner["properties"]["depth"] and inner["properties"]["depth"]["maximum"] == 10
+    assert set(bare["properties"]) == set(full["properties"])

@@ -435,3 +435,11 @@ def test_pathway_design_keys_default_to_the_first_levels():
     resolved = own.pathways.with_design_of(own.first_level)
     assert (resolved.hrf_model, resolved.drift_model, resolved.high_pass) == ("spm", "none", 0.02)
     assert resolved.with_design_of(spec.first_level) == resolved  # a resolved section stays as it is
+
+
+def test_several_bad_keys_give_the_first_and_a_count_on_one_line():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"group": {"fdr_q": -1, "fwe_alpha": 2}, "inference": {"n_perm": "many"}}, source="my.yaml")
+    message = str(info.value)
+    assert message == ("my.yaml: group.fdr_q = -1 is out of range (0 < x < 1) "
+                       "(and 2 more key(s) in error)")
