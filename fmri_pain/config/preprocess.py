@@ -6,7 +6,7 @@ from dataclasses import fields
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import StrictBool, StrictFloat, StrictInt
 
 from fmri_pain.config.fields import bounded, key_error, no_bool, shown, spec_dataclass
 
