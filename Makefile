@@ -31,6 +31,7 @@ benchmarks: install-test
 	$(BIN)/python benchmarks/run_all.py
 
 docs: install
+	$(BIN)/python -m fmri_pain.config.schema > docs/spec.schema.json
 	$(BIN)/python -m fmri_pain.config.docs > docs/spec.md
 	$(BIN)/python -m fmri_pain.config.spec > pipelines/trial.yaml
 

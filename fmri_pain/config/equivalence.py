@@ -15,27 +15,29 @@ the one-sided ``1 - alpha`` bound, so the test rejects exactly when the bound cl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
-from fmri_pain.config.fields import SpecError, bounded, shown
+from pydantic import StrictBool, StrictFloat, StrictStr
+
+from fmri_pain.config.fields import SpecError, bounded, shown, spec_dataclass
 from fmri_pain.trial import trial_contrasts
 
 KINDS = ("non-inferiority", "superiority", "equivalence")
 """The kinds of test, in the order of the module docstring."""
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class EquivalenceTest:
     """One test of a condition contrast against a margin."""
 
-    contrast: str = "drgsMinusScs"
+    contrast: StrictStr = "drgsMinusScs"
     """A t contrast of the trial (``trial.trial_contrasts`` of the spec's conditions), e.g.
     ``drgsMinusScs``, ``dualMinusScs``, ``dualMinusMean``."""
     kind: Literal["non-inferiority", "superiority", "equivalence"] = "non-inferiority"
     """``non-inferiority``: H0 D <= -margin; ``superiority``: H0 D <= margin; ``equivalence``:
     H0 abs(D) >= margin (two one-sided tests, p = the larger of the two)."""
-    margin: float = bounded(0.1, 0, 1000)
+    margin: StrictFloat = bounded(0.1, 0, 1000)
     """The margin, > 0 (0 is allowed for superiority only: D > 0), in ``unit``."""
     unit: Literal["psc", "dz"] = "psc"
     """``psc``: percent signal change, the unit of the node effects and subject maps; ``dz``: the
@@ -44,16 +46,16 @@ class EquivalenceTest:
     (``equivalence.maps``) take ``psc`` only."""
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class EquivalenceSpec:
     """Non-inferiority, superiority and equivalence (TOST) tests of condition contrasts."""
 
     tests: tuple[EquivalenceTest, ...] = field(default_factory=tuple)
     """The tests, each a mapping ``{contrast, kind, margin, unit}`` (keys in section
     ``equivalence.tests[]``); one test per contrast and kind. Empty: none run."""
-    alpha: float = bounded(0.05, 0, 0.5, lo_open=True, hi_open=True)
+    alpha: StrictFloat = bounded(0.05, 0, 0.5, lo_open=True, hi_open=True)
     """Level of every one-sided test; confidence intervals are drawn at 1 - 2 alpha."""
-    maps: bool = True
+    maps: StrictBool = True
     """Also run the voxelwise tests (permutation, max-t FWE) on the group's paired difference
     maps (one-sample maps for a condition's own contrast)."""
 

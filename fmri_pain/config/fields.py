@@ -1,4 +1,11 @@
-"""Validation vocabulary of the spec: its error, allowed ranges and string forms, and field helpers."""
+"""Validation vocabulary of the spec: its error, allowed ranges and string forms, and field helpers.
+
+Every section is a frozen :func:`spec_dataclass` (a pydantic dataclass: attribute access and
+``dataclasses.replace/asdict/fields`` work as on a plain one). A range is declared with
+:func:`bounded` (pydantic ``ge/gt/le/lt`` constraints plus a ``unit``), a string form with
+:func:`formed`; both end up in the JSON Schema (``fmri_pain.config.schema``), from which the
+documentation and the range shown in an error are read.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,11 @@ import dataclasses
 import math
 import re
 import reprlib
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pydantic
+import pydantic.dataclasses
 
 LABEL_RE = re.compile(r"[A-Za-z0-9]+")
 """A BIDS label (task, space, contrast and condition names end up in file names)."""
@@ -115,9 +125,79 @@ HRF_MODELS = ("spm", "spm + derivative", "spm + derivative + dispersion", "glove
               "glover + derivative", "fir")
 
 
+CONFIG = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True)
+"""Every section: unknown keys refused, NaN and infinities refused, docstrings become descriptions."""
+
+_T = TypeVar("_T")
+
+
+def spec_dataclass(cls: type[_T]) -> type[_T]:
+    """Make ``cls`` a frozen, validating spec section (a pydantic dataclass with :data:`CONFIG`)."""
+    return pydantic.dataclasses.dataclass(frozen=True, config=CONFIG)(cls)
+
+
 def bounded(default: Any = dataclasses.MISSING, lo: float | None = None, hi: float | None = None, *,
-            lo_open: bool = False, hi_open: bool = False, also: tuple[float, ...] = (),
-            unit: str = "") -> Any:
-    """A dataclass field with a default and an allowed :class:`Range` in its metadata."""
-    return field(default=default, metadata={
-        "range": Range(lo, hi, lo_open=lo_open, hi_open=hi_open, also=also, unit=unit)})
+            lo_open: bool = False, hi_open: bool = False, unit: str = "") -> Any:
+    """A field with a default and an allowed range (pydantic constraints; ``unit`` in the schema).
+
+    Parameters
+    ----------
+    default : any, optional
+        The default (missing: the key is required).
+    lo, hi : float, optional
+        Lower and upper limits (``None``: unbounded on that side).
+    lo_open, hi_open : bool
+        Exclude the limit itself.
+    unit : str
+        Unit shown in the documentation and in errors.
+    """
+    limits: dict[str, float] = {}
+    if lo is not None:
+        limits["gt" if lo_open else "ge"] = lo
+    if hi is not None:
+        limits["lt" if hi_open else "le"] = hi
+    extra = {"unit": unit} if unit else None
+    if default is dataclasses.MISSING:
+        return pydantic.Field(json_schema_extra=extra, **limits)
+    return pydantic.Field(default, json_schema_extra=extra, **limits)
+
+
+def formed(default: str, form: Pattern) -> Any:
+    """A string field with a default that must match ``form`` (its description in the schema)."""
+    return pydantic.Field(default, pattern=f"^(?:{form.regex})$", json_schema_extra={"form": form.description})
+
+
+def no_bool(value: Any) -> Any:
+    """Refuse ``true``/``false`` where a number is meant (``Literal[0, 1]`` alone would take ``true`` as 1)."""
+    if isinstance(value, bool):
+        raise key_error("must be a number, not a boolean, got {value}", value)
+    return value
+
+
+def key_error(message: str, value: Any) -> Exception:
+    """An error pydantic reports with ``message`` (``{value}``: the value, shortened) at the key."""
+    from pydantic_core import PydanticCustomError
+
+    return PydanticCustomError("spec", message.replace("{value}", "{shown}"), {"shown": shown(value)})
+
+
+def range_from_schema(node: dict[str, Any]) -> Range | None:
+    """The :class:`Range` a JSON Schema node allows (``None``: the node is not numeric).
+
+    Reads ``minimum``/``exclusiveMinimum``/``maximum``/``exclusiveMaximum`` and ``unit``; numbers
+    given as ``const`` beside the range in an ``anyOf`` (e.g. ``-1``: all cores) become ``also``.
+    """
+    if "enum" in node:
+        return None  # a set of values, not a range
+    members = node.get("anyOf", [node])
+    numeric = [m for m in members if m.get("type") in ("number", "integer") and "enum" not in m]
+    if not numeric:
+        return None
+    also = tuple(m["const"] for m in members
+                 if isinstance(m.get("const"), (int, float)) and not isinstance(m.get("const"), bool))
+    part = numeric[0]
+    lo = part.get("exclusiveMinimum", part.get("minimum"))
+    hi = part.get("exclusiveMaximum", part.get("maximum"))
+    return Range(lo, hi, lo_open="exclusiveMinimum" in part, hi_open="exclusiveMaximum" in part,
+                 also=also, unit=node.get("unit") or part.get("unit", ""))
+

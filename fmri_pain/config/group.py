@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from fmri_pain.config.fields import bounded
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
 
-@dataclass(frozen=True)
+from fmri_pain.config.fields import bounded, spec_dataclass
+
+
+@spec_dataclass
 class GroupSpec:
     """Group-level (crossover) model and parametric thresholds."""
 
-    covariates: tuple[str, ...] = ()
+    covariates: tuple[StrictStr, ...] = ()
     """Columns of sessions.tsv / participants.tsv added (mean-centred) to the group models."""
-    fdr_q: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
+    fdr_q: StrictFloat = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
     """False discovery rate of the ``desc-fdr`` maps and cluster tables."""
-    fwe_alpha: float = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
+    fwe_alpha: StrictFloat = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
     """Family-wise error rate of the ``desc-fwe`` (Bonferroni) and permutation maps."""
-    cluster_forming_z: float = bounded(3.1, 0, 38, lo_open=True)
+    cluster_forming_z: StrictFloat = bounded(3.1, 0, 38, lo_open=True)
     """Height threshold (z) of cluster tables."""
-    min_cluster_size: int = bounded(0, 0, 10_000_000, unit="voxels")
+    min_cluster_size: StrictInt = bounded(0, 0, 10_000_000, unit="voxels")
     """Cluster-extent threshold in voxels applied to the thresholded maps."""
-    smoothing_fwhm: float | None = bounded(None, 0, 30, unit="mm")
+    smoothing_fwhm: StrictFloat | None = bounded(None, 0, 30, unit="mm")
     """Extra smoothing of subject maps at group level."""
-    carryover: bool = False
+    carryover: StrictBool = False
     """Model first-order carry-over (the condition of the previous period; none in period 1) in the
     repeated-measures maps and the pathway models: ``carryoverF``, ``carryover<Cond>`` and the
     condition contrasts adjusted for it, how much the condition estimates move, and a
@@ -31,7 +33,7 @@ class GroupSpec:
     flip_to_pain_side: Literal["right", "left", "none"] = "right"
     """Mirror (x -> -x) the maps of patients whose ``pain_side`` (participants.tsv) is the other
     side, so contralateral responses overlap; ``none`` keeps every map as acquired."""
-    site_column: str | None = "site"
+    site_column: StrictStr | None = "site"
     """Column of participants.tsv naming each subject's site (multi-centre trials). Used only when
     the column exists and has two or more values (the group log and every group sidecar say so):
     mean-centred site indicators (one per site but the first) are added to the one-sample and

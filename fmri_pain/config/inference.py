@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
-from fmri_pain.config.fields import bounded
+import pydantic
+from pydantic import StrictBool, StrictFloat, StrictInt
 
-@dataclass(frozen=True)
+from fmri_pain.config.fields import bounded, key_error, spec_dataclass
+
+MAX_JOBS = 1024
+"""Most threads of the permutation engine."""
+
+
+@spec_dataclass
 class InferenceSpec:
     """Nonparametric (permutation) inference at group level."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     """Run permutation inference for every group contrast."""
-    n_perm: int = bounded(1000, 1, 1_000_000)
+    n_perm: StrictInt = bounded(1000, 1, 1_000_000)
     """Random rearrangements (sign flips / within-subject shuffles) per contrast; when the design has
     no more than ``n_perm + 1`` distinct ones, all are used once each (exact test)."""
-    tfce: bool = True
+    tfce: StrictBool = True
     """Also compute TFCE (H = 2, E = 0.5, 26-connectivity) with its FWE p map."""
-    cluster_forming_p: float = bounded(0.001, 0, 1, lo_open=True, hi_open=True)
+    cluster_forming_p: StrictFloat = bounded(0.001, 0, 1, lo_open=True, hi_open=True)
     """Uncorrected p of the cluster-forming threshold of cluster-extent / cluster-mass inference."""
-    seed: int = bounded(0, 0, 2**32 - 1)
+    seed: StrictInt = bounded(0, 0, 2**32 - 1)
     """Seed of the random rearrangements (results are reproducible)."""
-    n_jobs: int = bounded(1, 1, 1024, also=(-1,))
+    n_jobs: StrictInt = pydantic.Field(1, json_schema_extra={"anyOf": [{"const": -1}, {"type": "integer", "minimum": 1, "maximum": MAX_JOBS}]})
     """Threads of the permutation engine (voxel ranges for max-t; chunks of permutations with TFCE or clusters)."""
     accel: Literal["none", "tail"] = "none"
     """``tail``: FWE p-values of max-t, TFCE and cluster mass from a generalised Pareto fit to the upper tail of
@@ -40,3 +46,10 @@ class InferenceSpec:
     ``none``: one variance for all maps (t / F). With variance groups TFCE enhances the z(G) maps (G
     referred to t / F with its per-voxel df) and cluster inference is not computed (a recorded
     warning in the log and sidecars)."""
+
+    @pydantic.field_validator("n_jobs")
+    @classmethod
+    def _all_cores_or_a_count(cls, value: int) -> int:
+        if value != -1 and not 1 <= value <= MAX_JOBS:
+            raise key_error(f"= {{value}} is out of range (-1 or 1 ≤ x ≤ {MAX_JOBS})", value)
+        return value

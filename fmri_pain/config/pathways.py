@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import field
 from pathlib import Path
+from typing import Literal
 
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+
+from fmri_pain.config.fields import bounded, spec_dataclass
+from fmri_pain.config.first_level import HRF_MODEL, FirstLevelSpec
 from fmri_pain.confound_names import CONNECTIVITY_CONFOUNDS
 
 ATLAS_FILENAME = "pain_pathways.tsv"
@@ -27,7 +33,7 @@ def atlas_path() -> Path:
     )
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class PathwaysSpec:
     """Settings of the pain-pathway analysis.
 
@@ -46,7 +52,10 @@ class PathwaysSpec:
     default_pain_side : str
         Pain side used when ``pain_side`` is missing or bilateral ("right"/"left").
     hrf_model, drift_model, high_pass :
-        Design-matrix settings of the connectivity models (nilearn names).
+        Design-matrix settings of the connectivity models (nilearn names; ``high_pass`` in Hz);
+        null (the default): the first level's value (``first_level.hrf_model``,
+        ``first_level.drift_model``, ``first_level.high_pass``), so the run models of both
+        stages filter and convolve alike unless a value is given here.
     connectivity : bool
         Run gPPI and residual-correlation connectivity when runs are given.
     connectivity_confounds : tuple of str
@@ -68,40 +77,31 @@ class PathwaysSpec:
         Seed of the permutations and of the bootstrap resampling.
     """
 
-    enabled: bool = True
-    atlas: str | None = None
-    probability_threshold: float = 25.0
-    label_fraction: float = 0.5
-    default_pain_side: str = "right"
-    hrf_model: str = "spm"
-    drift_model: str = "cosine"
-    high_pass: float = 0.008
-    connectivity: bool = True
-    connectivity_confounds: tuple[str, ...] = CONNECTIVITY_CONFOUNDS
-    ppi_seeds: tuple[str, ...] = field(default_factory=tuple)
-    behaviour_covariates: tuple[str, ...] = ("pain_relief", "vas_pain", "stim_amplitude_ma")
-    decoding: bool = True
-    n_permutations: int = 100
-    n_bootstrap: int = 2000
-    alpha: float = 0.05
-    random_state: int = 0
+    enabled: StrictBool = True
+    atlas: StrictStr | None = None
+    probability_threshold: StrictFloat = bounded(25.0, 0, 100, unit="%")
+    label_fraction: StrictFloat = bounded(0.5, 0, 1, lo_open=True)
+    default_pain_side: Literal["right", "left"] = "right"
+    hrf_model: HRF_MODEL | None = None
+    drift_model: Literal["cosine", "polynomial", "none"] | None = None
+    high_pass: StrictFloat | None = bounded(None, 0.0001, 1, unit="Hz")
+    connectivity: StrictBool = True
+    connectivity_confounds: tuple[StrictStr, ...] = CONNECTIVITY_CONFOUNDS
+    ppi_seeds: tuple[StrictStr, ...] = field(default_factory=tuple)
+    behaviour_covariates: tuple[StrictStr, ...] = ("pain_relief", "vas_pain", "stim_amplitude_ma")
+    decoding: StrictBool = True
+    n_permutations: StrictInt = bounded(100, 0, 100_000)
+    n_bootstrap: StrictInt = bounded(2000, 100, 1_000_000)
+    alpha: StrictFloat = bounded(0.05, 0, 1, lo_open=True, hi_open=True)
+    random_state: StrictInt = bounded(0, 0, 2**32 - 1)
 
-    def __post_init__(self) -> None:
-        if not 0 <= self.probability_threshold <= 100:
-            raise ValueError(f"pathways.probability_threshold must be in [0, 100], got {self.probability_threshold}")
-        if not 0 < self.label_fraction <= 1:
-            raise ValueError(f"pathways.label_fraction must be in (0, 1], got {self.label_fraction}")
-        if self.default_pain_side not in ("right", "left"):
-            raise ValueError(f"pathways.default_pain_side must be 'right' or 'left', got {self.default_pain_side!r}")
-        if self.n_permutations < 0:
-            raise ValueError("pathways.n_permutations must be >= 0")
-        if self.n_bootstrap < 1:
-            raise ValueError("pathways.n_bootstrap must be >= 1")
-        if not 0 < self.alpha < 1:
-            raise ValueError("pathways.alpha must be in (0, 1)")
-        object.__setattr__(self, "ppi_seeds", tuple(self.ppi_seeds))
-        object.__setattr__(self, "connectivity_confounds", tuple(self.connectivity_confounds))
-        object.__setattr__(self, "behaviour_covariates", tuple(self.behaviour_covariates))
+    def with_design_of(self, first_level: FirstLevelSpec) -> PathwaysSpec:
+        """This section with its null design keys (``hrf_model``, ``drift_model``, ``high_pass``)
+        set to those of ``first_level``."""
+        return dataclasses.replace(
+            self, hrf_model=self.hrf_model or first_level.hrf_model,
+            drift_model=self.drift_model or first_level.drift_model,
+            high_pass=first_level.high_pass if self.high_pass is None else self.high_pass)
 
     @property
     def atlas_file(self) -> Path:

@@ -1,8 +1,14 @@
 """Preprocessing options (the ``preprocess`` section of the analysis spec)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any
+import math
+from dataclasses import fields
+from typing import Annotated, Any, Literal
+
+import pydantic
+from pydantic import StrictBool, StrictFloat, StrictInt
+
+from fmri_pain.config.fields import bounded, key_error, no_bool, shown, spec_dataclass
 
 BACKENDS = ("python",)
 REGISTRATIONS = ("rigid", "affine", "syn")
@@ -13,7 +19,24 @@ PLUGINS = ("Linear", "MultiProc")
 TEMPLATE = "MNI152NLin2009aSym"
 
 
-@dataclass(frozen=True)
+def _auto_or_count(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise key_error("must be a finite number, got {value}", value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise key_error("must be a string or a number ('auto' or a count of volumes), got {value}", value)
+    if value != "auto" and not isinstance(value, int):
+        raise key_error("= {value} must be 'auto' or a count of volumes", value)
+    return value
+
+
+def _hz_not_seconds(value: Any) -> Any:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 1:
+        raise key_error(f"= {{value}} is a period in seconds, but the key is in Hz now (as "
+                        f"first_level.high_pass): write {1 / value:.6g} (1/{value:g} Hz)", value)
+    return value
+
+
+@spec_dataclass
 class PreprocessSpec:
     """Options of the preprocessing stage.
 
@@ -50,51 +73,46 @@ class PreprocessSpec:
     fd_threshold, dvars_threshold : float
         Thresholds (mm, standardized DVARS) for ``motion_outlierNN`` columns.
     high_pass : float
-        Cut-off period (s) of the ``cosineNN`` regressors.
+        Cut-off frequency (Hz) of the ``cosineNN`` regressors (1/128 Hz: a 128 s period), the
+        unit of ``first_level.high_pass``; a value of 1 or more is an old period in seconds and
+        an error that gives the value in Hz.
     realign_iterations : int
         Gauss-Newton iterations per volume (python backend).
     interpolation_order : int
         Spline order of the one-shot resampling into MNI space.
     """
 
-    backend: str = "python"
-    dummy_scans: Any = "auto"
-    slice_timing: bool = True
-    registration: str = "affine"
-    bold_to_t1: str = "rigid"
-    registration_resolution: float = 3.0
-    plugin: str = "Linear"
-    n_procs: int = 1
-    memory_gb: float = 4.0
-    n_acompcor: float = 0.5
-    n_tcompcor: float = 0.5
-    fd_threshold: float = 0.5
-    dvars_threshold: float = 1.5
-    high_pass: float = 128.0
-    realign_iterations: int = 12
-    interpolation_order: int = 3
+    backend: Literal["python"] = "python"
+    dummy_scans: Annotated[Literal["auto"] | Annotated[StrictInt, bounded(lo=0, hi=1000, unit="volumes")],
+                           pydantic.BeforeValidator(_auto_or_count)] = "auto"
+    slice_timing: StrictBool = True
+    registration: Literal["rigid", "affine", "syn"] = "affine"
+    bold_to_t1: Literal["rigid", "affine"] = "rigid"
+    registration_resolution: StrictFloat = bounded(3.0, 1, 6, unit="mm")
+    plugin: Literal["Linear", "MultiProc"] = "Linear"
+    n_procs: StrictInt = bounded(1, 1, 1024)
+    memory_gb: StrictFloat = bounded(4.0, 0, 4096, lo_open=True, unit="GB")
+    n_acompcor: StrictFloat = bounded(0.5, 0, 1000, lo_open=True)
+    n_tcompcor: StrictFloat = bounded(0.5, 0, 1000, lo_open=True)
+    fd_threshold: StrictFloat = bounded(0.5, 0, 100, lo_open=True, unit="mm")
+    dvars_threshold: StrictFloat = bounded(1.5, 0, 100, lo_open=True)
+    high_pass: Annotated[StrictFloat, pydantic.BeforeValidator(_hz_not_seconds)] = bounded(
+        1.0 / 128, 0, 1, lo_open=True, hi_open=True, unit="Hz")
+    realign_iterations: StrictInt = bounded(12, 1, 1000)
+    interpolation_order: Annotated[Literal[0, 1, 3, 5], pydantic.BeforeValidator(no_bool)] = 3
 
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"preprocess.backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.registration not in REGISTRATIONS:
-            raise ValueError(
-                f"preprocess.registration must be one of {REGISTRATIONS}, got {self.registration!r}"
-            )
-        if self.bold_to_t1 not in ("rigid", "affine"):
-            raise ValueError(f"preprocess.bold_to_t1 must be 'rigid' or 'affine', got {self.bold_to_t1!r}")
-        if self.plugin not in PLUGINS:
-            raise ValueError(f"preprocess.plugin must be one of {PLUGINS}, got {self.plugin!r}")
-        if not (self.dummy_scans == "auto" or (isinstance(self.dummy_scans, int) and self.dummy_scans >= 0)):
-            raise ValueError(f"preprocess.dummy_scans must be 'auto' or an integer >= 0, got {self.dummy_scans!r}")
-        # numeric ranges (registration_resolution, n_procs, memory_gb, ...) are declared once,
-        # in fmri_pain.config.spec.SECTION_RANGES, and checked when the spec is loaded
+    @pydantic.model_validator(mode="after")
+    def _check_components(self) -> PreprocessSpec:
         for key in ("n_acompcor", "n_tcompcor"):
             v = getattr(self, key)
             if not (0 < v < 1 or (float(v).is_integer() and v >= 1)):
-                raise ValueError(f"preprocess.{key} must be a fraction in (0, 1) or an integer >= 1, got {v!r}")
-        if self.interpolation_order not in (0, 1, 3, 5):
-            raise ValueError("preprocess.interpolation_order must be 0, 1, 3 or 5")
+                raise ValueError(f"preprocess.{key} = {shown(v)} must be a fraction in (0, 1) or an integer >= 1")
+        return self
+
+    @property
+    def high_pass_period(self) -> float:
+        """The cut-off period in seconds (``1 / high_pass``), as the confounds stage takes it."""
+        return 1.0 / self.high_pass
 
     @classmethod
     def from_dict(cls, data: dict | None) -> "PreprocessSpec":

@@ -28,24 +28,27 @@ with a recorded reason (``skipped.tsv``), never silently.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
 
-from fmri_pain.config.fields import bounded
+import pydantic
+from pydantic import StrictBool, StrictFloat, StrictInt, StrictStr
+
+from fmri_pain.config.fields import bounded, spec_dataclass
 
 COLUMN_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 """A sessions.tsv column name a rule may name (a plain identifier)."""
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class ResponderRule:
     """One threshold on a sessions.tsv column: ``column >= at_least`` and/or ``column <= at_most``."""
 
-    column: str
+    column: StrictStr
     """Numeric column of sessions.tsv (e.g. ``pain_relief``)."""
-    at_least: float | None = bounded(None)
+    at_least: StrictFloat | None = None
     """The session passes when the column is at least this value."""
-    at_most: float | None = bounded(None)
+    at_most: StrictFloat | None = None
     """The session passes when the column is at most this value."""
 
     def describe(self) -> str:
@@ -58,11 +61,11 @@ class ResponderRule:
         return " and ".join(parts)
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class RespondersSpec:
     """Responder analysis: responder status from pain outcomes, node effects and maps by status, prediction."""
 
-    enabled: bool | None = None
+    enabled: StrictBool | None = None
     """Run the responder analysis at the group level; null: when ``rules`` are given."""
     rules: tuple[ResponderRule, ...] = field(default_factory=tuple)
     """Thresholds on numeric sessions.tsv columns, each a mapping ``{column: NAME, at_least: X}``
@@ -73,15 +76,14 @@ class RespondersSpec:
     mm): a rule naming a column the sessions lack skips the analysis with a recorded reason."""
     combine: Literal["all", "any"] = "all"
     """A session responds when ``all`` its rules pass, or ``any`` of them."""
-    conditions: tuple[str, ...] = field(default_factory=tuple)
+    conditions: tuple[StrictStr, ...] = field(default_factory=tuple)
     """Conditions whose sessions define responders and are analysed (empty: every condition)."""
-    map_permutations: int = bounded(1000, 0, 1_000_000)
+    map_permutations: StrictInt = bounded(1000, 0, 1_000_000)
     """Permutations (whole subjects between the groups) of the responder-vs-non-responder maps
     (0: parametric maps only); all distinct relabellings when there are no more."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "rules", tuple(self.rules))
-        object.__setattr__(self, "conditions", tuple(self.conditions))
+    @pydantic.model_validator(mode="after")
+    def _check_rules(self) -> RespondersSpec:
         for i, rule in enumerate(self.rules):
             key = f"responders.rules[{i}]"
             if not COLUMN_RE.fullmatch(rule.column):
@@ -97,6 +99,7 @@ class RespondersSpec:
                              "one rule, e.g. {column: pain_relief, at_least: 50}")
         if len(set(c.lower() for c in self.conditions)) != len(self.conditions):
             raise ValueError(f"responders.conditions {list(self.conditions)} repeat a condition")
+        return self
 
     @property
     def active(self) -> bool:

@@ -3,11 +3,14 @@
 The defaults live in ``pipelines/trial.yaml`` (and mirror the dataclass defaults
 below, which a test checks). A user spec only lists what it changes; an unknown
 key or a value of the wrong type, outside its allowed set or outside its range
-is a :class:`SpecError` that names the key and the file. Ranges are declared
-next to each field (``metadata={"range": Range(...)}`` through :func:`bounded`),
-or in :data:`SECTION_RANGES` for sections defined in their stage's module, and
-are listed in ``docs/spec.md``. Contrast expressions are parsed (never
-evaluated) when the spec is loaded.
+is a :class:`SpecError` that names the key and the file. Every section is a
+pydantic dataclass (:func:`fmri_pain.config.fields.spec_dataclass`): types are
+strict (``true`` is not a number, ``"5"`` is not a number), ranges and allowed
+values are pydantic constraints, published as a JSON Schema
+(``docs/spec.schema.json``, :mod:`fmri_pain.config.schema`) from which
+``docs/spec.md`` is rendered. pydantic's first error becomes a one-line
+:class:`SpecError`. Contrast expressions are parsed (never evaluated) when the
+spec is loaded.
 """
 
 from __future__ import annotations
@@ -16,40 +19,42 @@ import csv
 import dataclasses
 import json
 import logging
-import math
 import re
-import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import pydantic
 import yaml
+from pydantic import StrictInt, StrictStr
 
 from fmri_pain.config.equivalence import EquivalenceSpec, check_equivalence
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.execution import ExecutionSpec
-from fmri_pain.config.fields import HRF_MODELS, LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, shown
+from fmri_pain.config.fields import (LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, range_from_schema,
+                                     shown, spec_dataclass)
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.group import GroupSpec
 from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
 from fmri_pain.config.responders import RespondersSpec
+from fmri_pain.config.describe import constraint_schema, resolve
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@spec_dataclass
 class AnalysisSpec:
     """Everything that shapes an analysis, passed down to every stage."""
 
-    conditions: tuple[str, ...] = CONDITIONS
+    conditions: tuple[StrictStr, ...] = CONDITIONS
     """Condition names; session labels and sessions.tsv ``condition`` map to them case-insensitively."""
-    task: str | None = "stim"
+    task: StrictStr | None = "stim"
     """BIDS task to analyse (null: the only task in the dataset)."""
-    space: str | None = None
+    space: StrictStr | None = None
     """Template space of the preprocessed data read (every output is named by the space of its data).
     null: on the raw route, the template of the project's own preprocessing (``MNI152NLin2009aSym``,
     nilearn's bundled ICBM 2009a symmetric T1); with ``--derivatives``, the one space each run has
@@ -57,7 +62,7 @@ class AnalysisSpec:
     error naming them). A value selects that space among fMRIPrep's outputs (e.g.
     ``MNI152NLin2009cAsym``, ``MNI152NLin6Asym``)."""
     events: EventsSpec = field(default_factory=EventsSpec)
-    min_volumes: int = bounded(20, 1, 100_000)
+    min_volumes: StrictInt = bounded(20, 1, 100_000)
     """Runs with fewer volumes are rejected as input errors."""
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     first_level: FirstLevelSpec = field(default_factory=FirstLevelSpec)
@@ -76,41 +81,6 @@ class AnalysisSpec:
         """A copy with top-level fields changed (nested: pass a dict)."""
         return spec_from_dict({**self.to_dict(), **changes})
 
-
-SECTION_RANGES: dict[type, dict[str, Range]] = {
-    PreprocessSpec: {
-        "dummy_scans": Range(0, 1000, unit="volumes"),
-        "registration_resolution": Range(1, 6, unit="mm"),
-        "n_procs": Range(1, 1024),
-        "memory_gb": Range(0, 4096, lo_open=True, unit="GB"),
-        "n_acompcor": Range(0, 1000, lo_open=True),
-        "n_tcompcor": Range(0, 1000, lo_open=True),
-        "fd_threshold": Range(0, 100, lo_open=True, unit="mm"),
-        "dvars_threshold": Range(0, 100, lo_open=True),
-        "high_pass": Range(1, 10_000, unit="s"),
-        "realign_iterations": Range(1, 1000),
-        "interpolation_order": Range(0, 5),
-    },
-    PathwaysSpec: {
-        "probability_threshold": Range(0, 100, unit="%"),
-        "label_fraction": Range(0, 1, lo_open=True),
-        "high_pass": Range(0.0001, 1, unit="Hz"),
-        "n_permutations": Range(0, 100_000),
-        "n_bootstrap": Range(100, 1_000_000),
-        "alpha": Range(0, 1, lo_open=True, hi_open=True),
-        "random_state": Range(0, 2**32 - 1),
-    },
-}
-"""Ranges of the sections defined in their stage's module (their own checks stay there)."""
-
-SECTION_PATTERNS: dict[type, dict[str, Pattern]] = {
-    PathwaysSpec: {
-        "hrf_model": Pattern("|".join(map(re.escape, HRF_MODELS)), "one of " + ", ".join(HRF_MODELS)),
-        "drift_model": Pattern("cosine|polynomial", "one of cosine, polynomial"),
-        "default_pain_side": Pattern("right|left", "one of right, left"),
-    },
-}
-"""Allowed forms of string keys of those sections."""
 
 MAX_SPEC_BYTES = 1_000_000
 """Largest spec file read."""
@@ -143,14 +113,21 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
+def _field_node(cls: type, name: str) -> dict[str, Any]:
+    schema = constraint_schema(cls)
+    node = resolve(schema, schema["properties"][name])
+    return resolve(schema, node["items"]) if node.get("type") == "array" and "items" in node else node
+
+
 def key_range(cls: type, spec_field: dataclasses.Field) -> Range | None:
-    """The allowed range of a field of a spec section (``None``: not numeric)."""
-    return spec_field.metadata.get("range") or SECTION_RANGES.get(cls, {}).get(spec_field.name)
+    """The allowed range of a field of a spec section, from its JSON Schema (``None``: not numeric)."""
+    return range_from_schema(_field_node(cls, spec_field.name))
 
 
 def key_pattern(cls: type, spec_field: dataclasses.Field) -> Pattern | None:
     """The allowed form of a string field of a spec section (``None``: any string)."""
-    return spec_field.metadata.get("pattern") or SECTION_PATTERNS.get(cls, {}).get(spec_field.name)
+    node = _field_node(cls, spec_field.name)
+    return Pattern(node["pattern"], node["form"]) if "form" in node else None
 
 
 def load_spec(path: Path | str | None = None) -> AnalysisSpec:
@@ -203,7 +180,11 @@ def spec_from_dict(data: dict[str, Any], source: str = "<spec>") -> AnalysisSpec
     """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the spec must be a mapping, got {shown(data)}")
-    spec = _build(AnalysisSpec, _resolve_aliases(data, source), source, prefix="")
+    checked = _check_keys(AnalysisSpec, _resolve_aliases(data, source), source, prefix="")
+    try:
+        spec = AnalysisSpec(**checked)
+    except pydantic.ValidationError as exc:
+        raise _spec_error(exc, source) from None
     _check_across_keys(spec, source)
     return spec
 
@@ -293,7 +274,12 @@ def _atlas_nodes(pathways: PathwaysSpec, source: str) -> list[str]:
         raise SpecError(f"{source}: cannot read the pathway atlas to check pathways.ppi_seeds: {exc}") from exc
 
 
-def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
+def _check_keys(cls: type, data: Any, source: str, prefix: str) -> dict[str, Any]:
+    """``data`` with every key known to its section (a null section: its defaults), else a SpecError.
+
+    Done before pydantic sees the data so that a key YAML read as a boolean gets its hint and
+    an unknown key the list of the allowed ones.
+    """
     section = prefix.rstrip(".") or "spec"
     if not isinstance(data, dict):
         raise SpecError(f"{source}: '{section}' must be a mapping, got {shown(data)}")
@@ -303,104 +289,108 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
         raise SpecError(f"{source}: key {booleans[0]} under '{section}' was read as a boolean: "
                         f"quote 'on' / 'off' / 'yes' / 'no' keys in YAML{hint}")
     hints = typing.get_type_hints(cls)
-    spec_fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted((k for k in data if k not in spec_fields), key=str)
+    known = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted((k for k in data if k not in known), key=str)
     if unknown:
         listed = _one_line(", ".join(prefix + str(k) for k in unknown))
-        raise SpecError(f"{source}: unknown key(s) {listed}; "
-                        f"allowed under '{section}': {', '.join(sorted(spec_fields))}")
-    kwargs = {}
-    for k, v in data.items():
-        value = _coerce(hints[k], v, source, prefix + k)
-        allowed = key_range(cls, spec_fields[k])
-        if allowed is not None:  # checked on the value as written, so the error echoes it
-            _check_range(allowed, value if isinstance(value, tuple) else v, source, prefix + k)
-        form = key_pattern(cls, spec_fields[k])
-        if form is not None and isinstance(value, str) and value not in form:
-            raise SpecError(f"{source}: {prefix + k} = {shown(value)} is not {form.describe()}")
-        kwargs[k] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{source}: {_one_line(str(exc))}") from exc
+        raise SpecError(f"{source}: unknown key(s) {listed}; allowed under '{section}': {', '.join(sorted(known))}")
+    out = dict(data)
+    for key, value in data.items():
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            out[key] = _check_keys(tp, {} if value is None else value, source, f"{prefix}{key}.")
+        elif (typing.get_origin(tp) is tuple and dataclasses.is_dataclass(typing.get_args(tp)[0])
+              and isinstance(value, (list, tuple))):
+            out[key] = [_check_keys(typing.get_args(tp)[0], item, source, f"{prefix}{key}[{i}].")
+                        for i, item in enumerate(value)]
+    return out
 
 
-def _check_range(allowed: Range, value: Any, source: str, key: str) -> None:
-    values = value if isinstance(value, tuple) else (value,)
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            continue  # null, or a non-numeric choice such as dummy_scans: auto
-        if v not in allowed:
-            where = f"{key}[{i}]" if isinstance(value, tuple) else key
-            raise SpecError(f"{source}: {where} = {shown(v)} is out of range ({allowed.describe()})")
+def _spec_error(exc: pydantic.ValidationError, source: str) -> SpecError:
+    """pydantic's first error (by key) as one line naming the file, the key and the value."""
+    errors = exc.errors(include_url=False)
+    located = [(*_key_and_node(err["loc"]), err) for err in errors]
+    key, node, err = located[0]
+    same_key = [item for item in located if item[0] == key]
+    if err["type"] == "literal_error" and len(same_key) > 1:  # a union: the non-literal member speaks
+        key, node, err = same_key[1]
+    more = len({item[0] for item in located}) - 1
+    text = f"{source}: {_message(key, node, err)}"
+    return SpecError(_one_line(text) + (f" (and {more} more key(s) in error)" if more else ""))
 
 
-def _coerce(tp: Any, value: Any, source: str, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, {} if value is None else value, source, key + ".")
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, source, key)
-            except SpecError as exc:
-                errors.append(str(exc))
-        raise SpecError(errors[-1] if errors else f"{source}: {key} may not be null")
-    if origin is Literal:
-        if value not in args:
-            raise SpecError(f"{source}: {key} = {shown(value)} is not one of {list(args)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(f"{source}: {key} must be a list, got {shown(value)}")
-        return tuple(_coerce(args[0], v, source, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SpecError(f"{source}: {key} must be a mapping, got {shown(value)}")
-        bad = [k for k in value if not isinstance(k, str)]
-        if bad:
-            raise SpecError(f"{source}: {key} has a key {shown(bad[0])} that is not a string")
-        return {k: _coerce(args[1], v, source, f"{key}.{k}") for k, v in value.items()}
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
-                    if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
-            raise SpecError(f"{source}: {key} must be a number, got {shown(value)}{hint}")
-        try:
-            number = float(value)
-        except OverflowError:
-            number = math.inf
-        if not math.isfinite(number):
-            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
-        return number
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{source}: {key} must be an integer, got {shown(value)}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(f"{source}: {key} must be true or false, got {shown(value)}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(f"{source}: {key} must be a string, got {shown(value)}")
-        return value
-    if tp is Any:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise SpecError(f"{source}: {key} must be a finite number, got {shown(value)}")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-            raise SpecError(f"{source}: {key} must be a string or a number, got {shown(value)}")
-        return value
-    raise SpecError(f"{source}: {key} has an unsupported type {tp}")
+def _key_and_node(loc: tuple) -> tuple[str, dict[str, Any]]:
+    """The spec key of a pydantic error location and its schema node (union member tags skipped)."""
+    schema = constraint_schema(AnalysisSpec)
+    node: dict[str, Any] = schema
+    key = ""
+    for part in loc:
+        node = resolve(schema, node)
+        members = [resolve(schema, m) for m in node.get("anyOf", [])] or [node]
+        if isinstance(part, str) and part != "[key]":
+            holder = next((m for m in members if part in m.get("properties", {})), None)
+            if holder is not None:
+                key, node = f"{key}.{part}" if key else part, holder["properties"][part]
+                continue
+            holder = next((m for m in members if isinstance(m.get("additionalProperties"), dict)), None)
+            if holder is not None:
+                key, node = f"{key}.{part}", holder["additionalProperties"]
+            continue  # else a union member's tag, e.g. "literal['auto']"
+        if isinstance(part, int):
+            holder = next((m for m in members if "items" in m), None)
+            if holder is not None:
+                key, node = f"{key}[{part}]", holder["items"]
+            else:  # a mapping key that is an integer
+                key = f"{key}.{part}"
+    node = resolve(schema, node)
+    return key or "spec", node
+
+
+def _message(key: str, node: dict[str, Any], err: dict[str, Any]) -> str:
+    kind, value = err["type"], err.get("input")
+    got = shown(value)
+    if err["loc"] and err["loc"][-1] == "[key]":
+        return f"{key.rsplit('.', 1)[0]} has a key {got} that is not a string"
+    if kind == "float_type":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{key} must be a finite number, got {got}"
+        hint = (" (YAML reads 1e-3 as text: write 1.0e-3, with a dot and a signed exponent)"
+                if isinstance(value, str) and re.fullmatch(r"[-+]?[0-9.]+[eE][-+]?[0-9]+", value) else "")
+        return f"{key} must be a number, got {got}{hint}"
+    if kind == "finite_number":
+        return f"{key} must be a finite number, got {got}"
+    if kind in ("int_type", "int_from_float", "int_parsing"):
+        return f"{key} must be an integer, got {got}"
+    if kind == "bool_type":
+        return f"{key} must be true or false, got {got}"
+    if kind == "string_type":
+        return f"{key} must be a string, got {got}"
+    if kind in ("tuple_type", "list_type", "iterable_type"):
+        return f"{key} must be a list, got {got}"
+    if kind in ("dict_type", "dataclass_type", "dataclass_args_type", "model_type"):
+        return f"{key} must be a mapping, got {got}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        allowed = range_from_schema(node)
+        return f"{key} = {got} is out of range ({allowed.describe() if allowed else err['msg']})"
+    if kind == "literal_error":
+        options = [m.get("enum", [m.get("const")]) for m in node.get("anyOf", [node]) if "enum" in m or "const" in m]
+        listed = ", ".join(str(v) for values in options for v in values if v is not None)
+        return f"{key} = {got} is not one of {listed or err['ctx']['expected']}"
+    if kind == "string_pattern_mismatch":
+        return f"{key} = {got} is not {node.get('form', 'of the form ' + node.get('pattern', '?'))}"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind == "spec":
+        return f"{key} {err['msg']}"
+    if kind == "missing":
+        return f"{key} is required"
+    return f"{key} = {got}: {err['msg']}"
 
 
 def defaults_yaml() -> str:
     """The default spec as commented YAML (the content of ``pipelines/trial.yaml``)."""
     header = (
+        "# yaml-language-server: $schema=../docs/spec.schema.json\n"
         "# The trial's default analysis spec: every key with its default value.\n"
         "# A spec of your own lists only what it changes (see docs/spec.md for every key).\n"
         "# Pass it with `fmri-pain BIDS OUT participant --spec my.yaml`.\n"

@@ -13,6 +13,7 @@ import pandas as pd
 from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
 from fmri_pain.config.equivalence import EquivalenceSpec
 from fmri_pain.config.events import EventsSpec
+from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.errors import InputError
@@ -212,7 +213,9 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     output_dir : path
         The derivatives root.
     spec : PathwaysSpec
-        The ``pathways`` section (default: its defaults).
+        The ``pathways`` section (default: its defaults); its null design keys
+        (``hrf_model``, ``drift_model``, ``high_pass``) take the default first level's
+        values here, so a caller passes ``spec.pathways.with_design_of(spec.first_level)``.
     events : EventsSpec, optional
         The ``events`` section (default: its defaults): ``on_trial_type`` is the
         ``trial_type`` of stimulator-ON blocks for connectivity; a run without it
@@ -250,7 +253,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
     InputError
         Empty maps table, conditions outside ``conditions``, unreadable maps.
     """
-    spec = spec or PathwaysSpec()
+    spec = (spec or PathwaysSpec()).with_design_of(FirstLevelSpec())  # no-op for a resolved section
     on_trial_type = (events or EventsSpec()).on_trial_type
     out = Path(output_dir).joinpath(*PATHWAYS_DIR)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,7 +352,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         try:
             ppi, corr = run_connectivity(
                 runs, atlas_for, on_trial_type=on_trial_type, hrf_model=spec.hrf_model,
-                drift_model=spec.drift_model, high_pass=spec.high_pass, seeds=spec.ppi_seeds,
+                drift_model=None if spec.drift_model == "none" else spec.drift_model,
+                high_pass=spec.high_pass, seeds=spec.ppi_seeds,
                 confounds=spec.connectivity_confounds,
                 default_pain_side=spec.default_pain_side)
         except ValueError as exc:  # InputError included: a run whose data cannot be modelled

@@ -144,7 +144,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
                 pathway_runs = [r for r in runs
                                 if r.subject in group.subjects and r.confounds is not None]
                 pathways = run_pathway_analysis(maps, pathway_runs or None, output_dir,
-                                                spec.pathways, spec.events,
+                                                spec.pathways.with_design_of(spec.first_level),
+                                                spec.events,
                                                 conditions=spec.conditions,
                                                 equivalence=spec.equivalence,
                                                 carryover=spec.group.carryover,

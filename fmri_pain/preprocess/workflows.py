@@ -85,7 +85,7 @@ def init_func_preproc_wf(
                     name="coreg", n_procs=1, mem_gb=1.0)
     resample = pe.Node(ResampleToStd(order=spec.interpolation_order), name="resample", mem_gb=4 * mem_gb)
     confounds = pe.Node(Confounds(n_acompcor=float(spec.n_acompcor), n_tcompcor=float(spec.n_tcompcor),
-                                  high_pass=spec.high_pass, fd_threshold=spec.fd_threshold,
+                                  high_pass=spec.high_pass_period, fd_threshold=spec.fd_threshold,
                                   dvars_threshold=spec.dvars_threshold),
                         name="confounds", mem_gb=3 * mem_gb)
     qc = pe.Node(QualityControl(), name="qc", mem_gb=2 * mem_gb)

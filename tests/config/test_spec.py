@@ -338,7 +338,7 @@ def test_contrast_needing_a_trial_type_the_run_lacks_is_an_input_error_naming_th
     ({"execution": {"job_memory": "-8GiB"}}, "execution.job_memory"),
     ({"execution": {"walltime": "2 hours"}}, r"execution.walltime = '2 hours' is not \[D-\]HH"),
     ({"pathways": {"hrf_model": "gamma"}}, "pathways.hrf_model = 'gamma' is not one of spm"),
-    ({"pathways": {"drift_model": "none"}}, "pathways.drift_model"),
+    ({"pathways": {"drift_model": "linear"}}, "pathways.drift_model = 'linear' is not one of cosine, polynomial, none"),
     ({"pathways": {"atlas": "/no/such/atlas.tsv"}}, "pathways.atlas = '/no/such/atlas.tsv' is not a file"),
 ])
 def test_string_forms_are_checked_at_load_time(data, message):
@@ -400,3 +400,46 @@ def test_a_key_written_twice_is_an_error_not_the_last_one_wins(tmp_path):
         load_spec(path)
     path.write_text("inference:\n  <<: {n_perm: 10, seed: 1}\n  seed: 2\n")  # a merge key may be overridden
     assert (load_spec(path).inference.n_perm, load_spec(path).inference.seed) == (10, 2)
+
+
+# ----------------------------------------------------------------------------- one unit per key
+def test_every_high_pass_key_is_in_hz_and_an_old_period_in_seconds_is_refused(tmp_path):
+    spec = AnalysisSpec()
+    assert spec.preprocess.high_pass == spec.first_level.high_pass == 1 / 128
+    assert spec.preprocess.high_pass_period == 128.0  # what the confounds stage receives, as before
+    assert spec_from_dict({"preprocess": {"high_pass": 0.01}}).preprocess.high_pass_period == pytest.approx(100.0)
+    path = tmp_path / "old.yaml"
+    path.write_text("preprocess:\n  high_pass: 100\n")
+    with pytest.raises(SpecError, match=r"old\.yaml: preprocess\.high_pass = 100 is a period in seconds, but "
+                                        r"the key is in Hz now .*write 0\.01 ") as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
+
+
+def test_preprocessing_confounds_node_gets_the_period_in_seconds():
+    from fmri_pain.config.preprocess import PreprocessSpec
+    from fmri_pain.preprocess.workflows import init_func_preproc_wf
+
+    for hz, seconds in ((1 / 128, 128.0), (0.01, 100.0)):
+        wf = init_func_preproc_wf(PreprocessSpec(high_pass=hz), has_t1w=True)
+        assert wf.get_node("confounds").inputs.high_pass == pytest.approx(seconds)
+
+
+def test_pathway_design_keys_default_to_the_first_levels():
+    spec = spec_from_dict({"first_level": {"hrf_model": "glover", "drift_model": "polynomial", "high_pass": 0.01}})
+    assert (spec.pathways.hrf_model, spec.pathways.drift_model, spec.pathways.high_pass) == (None, None, None)
+    resolved = spec.pathways.with_design_of(spec.first_level)
+    assert (resolved.hrf_model, resolved.drift_model, resolved.high_pass) == ("glover", "polynomial", 0.01)
+    own = spec_from_dict({"first_level": {"high_pass": 0.01},
+                          "pathways": {"hrf_model": "spm", "drift_model": "none", "high_pass": 0.02}})
+    resolved = own.pathways.with_design_of(own.first_level)
+    assert (resolved.hrf_model, resolved.drift_model, resolved.high_pass) == ("spm", "none", 0.02)
+    assert resolved.with_design_of(spec.first_level) == resolved  # a resolved section stays as it is
+
+
+def test_several_bad_keys_give_the_first_and_a_count_on_one_line():
+    with pytest.raises(SpecError) as info:
+        spec_from_dict({"group": {"fdr_q": -1, "fwe_alpha": 2}, "inference": {"n_perm": "many"}}, source="my.yaml")
+    message = str(info.value)
+    assert message == ("my.yaml: group.fdr_q = -1 is out of range (0 < x < 1) "
+                       "(and 2 more key(s) in error)")
