@@ -127,6 +127,10 @@ def _bids_app_parser() -> argparse.ArgumentParser:
                         help="analysis spec (YAML/JSON); defaults: pipelines/trial.yaml. "
                              "--config-file is fMRIPrep's name: it takes this spec, not "
                              "fMRIPrep's TOML")
+    parser.add_argument("-m", "--model", type=Path, default=None, metavar="FILE",
+                        help="a BIDS Stats Model (FitLins' *_smdl.json), validated with bsmschema and "
+                             "translated into the analysis spec (instead of --spec; a JSON --spec "
+                             "with a 'Nodes' key is read as one too)")
     parser.add_argument("--work-dir", "-w", type=Path, default=None, metavar="DIR",
                         help="Nipype working directory (default: OUTPUT_DIR/../work)")
     parser.add_argument("-V", "--version", action="version", version=f"fmri-pain {__version__}",
@@ -290,10 +294,10 @@ def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.bids.filters import run_selection
     from fmri_pain.bids.layout import load_layout
     from fmri_pain.bids.output_lock import OutputLock
-    from fmri_pain.config.spec import load_spec
+    from fmri_pain.config.bsm import load_analysis
 
     try:
-        spec = load_spec(args.spec)
+        spec, model_name = load_analysis(args.spec, args.model)
     except UnicodeDecodeError as exc:  # the spec loader may already say so itself
         raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
     spec = execution_spec_from_args(spec, args)
@@ -330,7 +334,7 @@ def _bids_app(args: argparse.Namespace) -> int:
                                 selection.describe() if selection.active else None)
         if args.analysis_level == "participant":
             return _participant(layout, spec, output_dir, args)
-        return _group(layout, spec, output_dir)
+        return _group(layout, spec, output_dir, model_name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -469,7 +473,7 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
     return path
 
 
-def _group(layout, spec, output_dir: Path) -> int:
+def _group(layout, spec, output_dir: Path, model_name: str | None = None) -> int:
     from fmri_pain.pipeline.group import run_group_level
 
     write_dataset_notes(output_dir, layout)
@@ -477,7 +481,7 @@ def _group(layout, spec, output_dir: Path) -> int:
         who = f"sub-{note['subject']} " if note["subject"] else ""
         where = f" [{note['path']}]" if note["path"] else ""
         print(f"note: {who}{note['kind']}: {note['message']}{where}")
-    result = run_group_level(output_dir, layout.runs, spec)
+    result = run_group_level(output_dir, layout.runs, spec, model_name=model_name)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
     if result.group.warnings:

@@ -10,7 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmri_pain.bids.derivatives import write_json
 from fmri_pain.bids.runs import Run
+from fmri_pain.config.bsm import validate_bsm
+from fmri_pain.config.bsm_export import BSM_VERSION, CROSSOVER_NOTE, spec_to_bsm
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.errors import InputError
 from fmri_pain.glm.inference.group_contrasts import PermutationOutput, run_permutation_inference
@@ -19,7 +22,7 @@ from fmri_pain.glm.second_level.fit import run_group
 from fmri_pain.glm.second_level.outputs import GroupResult
 from fmri_pain.pipeline.responders import run_responder_maps_step
 from fmri_pain.report.group import methods_boilerplate, write_group_report
-from fmri_pain.report.methods import write_citation_files
+from fmri_pain.report.methods import MethodsSection, write_citation_files
 
 LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class GroupLevelResult:
     equivalence_maps: list = field(default_factory=list)
     """Voxelwise margin tests (``glm.inference.equivalence.EquivalenceMapOutput``)."""
     responder_maps: ResponderMapsOutput | None = None
+    model_files: dict[str, Path] = field(default_factory=dict)
+    """The spec that ran (``spec``: ``spec.json``) and its BIDS Stats Model (``bsm``)."""
 
     @property
     def left_out(self) -> list[str]:
@@ -43,7 +48,22 @@ class GroupLevelResult:
         return self.group.left_out
 
 
-def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec) -> GroupLevelResult:
+def write_model_files(output_dir: Path | str, spec: AnalysisSpec, name: str | None = None) -> dict[str, Path]:
+    """Write ``spec.json`` and the spec as a BIDS Stats Model, ``model-<name>_smdl.json``, into ``output_dir``.
+
+    The model is checked with bsmschema before it is written.
+    """
+    model = spec_to_bsm(spec, name or "fmriPain")
+    validate_bsm(model, "the BIDS Stats Model written")
+    output_dir = Path(output_dir)
+    paths = {"spec": write_json(spec.to_dict(), output_dir / "spec.json"),
+             "bsm": write_json(model, output_dir / f"model-{model['Name']}_smdl.json")}
+    LOGGER.info("model written as a BIDS Stats Model (%s); %s", paths["bsm"].name, CROSSOVER_NOTE)
+    return paths
+
+
+def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
+                    model_name: str | None = None) -> GroupLevelResult:
     """Fit the group models, run permutation inference and the pathway analysis, write group.html.
 
     Parameters
@@ -54,6 +74,9 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
         The dataset's runs (conditions, periods, covariates; preprocessed
         BOLD for connectivity).
     spec : AnalysisSpec
+    model_name : str, optional
+        ``Name`` of the BIDS Stats Model the spec came from (the written model's name;
+        default ``fmriPain``).
 
     Raises
     ------
@@ -72,6 +95,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
     group = run_group(output_dir, runs, spec.group, conditions=spec.conditions, task=spec.task,
                       space=spec.space, first_level=spec.first_level, events=spec.events)
     timings["glm"] = time.perf_counter() - start
+    model_files = write_model_files(output_dir, spec, model_name)
 
     permutations: list[PermutationOutput] | None = None
     if spec.inference.enabled:  # n_perm >= 1 is checked when the spec is loaded
@@ -106,10 +130,14 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec)
     start = time.perf_counter()
     methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways,
                                   equivalence_maps)
+    methods.append(MethodsSection("model", (
+        f"The analysis spec that ran is `{model_files['spec'].name}`; it is also written as a BIDS "
+        f"Stats Model (BIDSModelVersion {BSM_VERSION}), `{model_files['bsm'].name}`: "
+        f"{CROSSOVER_NOTE}.")))
     write_citation_files(output_dir, methods)
     report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
                                 equivalence_maps=equivalence_maps)
     timings["report"] = time.perf_counter() - start
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
     return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps,
-                            responder_maps=responder_maps)
+                            responder_maps=responder_maps, model_files=model_files)
