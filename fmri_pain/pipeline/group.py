@@ -52,6 +52,19 @@ def write_model_files(output_dir: Path | str, spec: AnalysisSpec, name: str | No
     """Write ``spec.json`` and the spec as a BIDS Stats Model, ``model-<name>_smdl.json``, into ``output_dir``.
 
     The model is checked with bsmschema before it is written.
+
+    Parameters
+    ----------
+    output_dir : path
+    spec : AnalysisSpec
+        The spec that ran.
+    name : str, optional
+        The model's ``Name`` (camel-cased into the file name's label); default ``fmriPain``.
+
+    Returns
+    -------
+    dict
+        ``spec`` and ``bsm``: the two paths written.
     """
     model = spec_to_bsm(spec, name or "fmriPain")
     validate_bsm(model, "the BIDS Stats Model written")
@@ -130,10 +143,12 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
     start = time.perf_counter()
     methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [], pathways,
                                   equivalence_maps)
+    crossover = bool({c.lower() for c in spec.conditions} & set(group.subject_maps["contrast"]))
     methods.append(MethodsSection("model", (
         f"The analysis spec that ran is `{model_files['spec'].name}`; it is also written as a BIDS "
-        f"Stats Model (BIDSModelVersion {BSM_VERSION}), `{model_files['bsm'].name}`: "
-        f"{CROSSOVER_NOTE}.")))
+        f"Stats Model (BIDSModelVersion {BSM_VERSION}), `{model_files['bsm'].name}`, with the settings "
+        f"BIDS Stats Models has no field for under `Model.Software`"
+        + (f": {CROSSOVER_NOTE}." if crossover else ".")))
     write_citation_files(output_dir, methods)
     report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
                                 equivalence_maps=equivalence_maps)
