@@ -148,7 +148,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
         f"The analysis spec that ran is `{model_files['spec'].name}`; it is also written as a BIDS "
         f"Stats Model (BIDSModelVersion {BSM_VERSION}), `{model_files['bsm'].name}`, with the settings "
         f"BIDS Stats Models has no field for under `Model.Software`"
-        + (f": {CROSSOVER_NOTE}." if crossover else ".")))
+        + (f": {CROSSOVER_NOTE}." if crossover else "."))))
     write_citation_files(output_dir, methods)
     report = write_group_report(group, spec, output_dir, permutations, pathways, methods=methods,
                                 equivalence_maps=equivalence_maps)
