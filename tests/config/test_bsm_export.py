@@ -4,8 +4,10 @@ import json
 
 import pytest
 from bsmschema.models import BIDSStatsModel
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fmri_pain.config.bsm import MOTION24, bsm_to_dict, validate_bsm
+from fmri_pain.config.bsm import MOTION24, bsm_to_dict, expression_of, validate_bsm
 from fmri_pain.config.bsm_export import CROSSOVER_NOTE, spec_to_bsm
 from fmri_pain.config.contrast_expressions import parse_contrast
 from fmri_pain.config.spec import AnalysisSpec, spec_from_dict
@@ -64,3 +66,33 @@ def test_written_model_uses_bsm_fields_for_what_bsm_expresses():
     assert dataset["Model"]["X"] == [1, "age", "vas_pain"]
     assert dataset["Model"]["Software"]["fmri-pain"]["group"]["carryover"] is True
     assert CROSSOVER_NOTE in model["Description"] and "aCompCor" in model["Description"]
+
+
+_NAMES = st.sampled_from(["face", "house", "scrambled", "cue", "on_late"])
+
+
+@st.composite
+def _specs(draw):
+    weights = st.dictionaries(_NAMES, st.sampled_from([1.0, -1.0, 0.5, -0.25, 2.0, 1 / 3]), min_size=1,
+                              max_size=3)
+    contrasts = draw(st.dictionaries(st.sampled_from(["c1", "faceVsHouse", "X2"]), weights, max_size=3))
+    return {
+        "task": draw(st.sampled_from([None, "stim", "nback"])),
+        "events": {"on_trial_type": "on", "off_trial_type": draw(st.sampled_from([None, "off"]))},
+        "first_level": {
+            "hrf_model": draw(st.sampled_from(["spm", "spm + derivative", "glover", "fir"])),
+            "drift_model": draw(st.sampled_from(["cosine", "polynomial", "none"])),
+            "high_pass": draw(st.floats(0.001, 0.1)),
+            "confounds": {"strategy": draw(st.sampled_from(["motion24", "motion6", "acompcor", "none", "auto"])),
+                          "scrub": draw(st.booleans())},
+            "contrasts": {name: expression_of(w) for name, w in contrasts.items()}},
+        "group": {"covariates": draw(st.lists(st.sampled_from(["age", "vas_pain", "sex"]), unique=True,
+                                              max_size=2))},
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(_specs())
+def test_round_trip_holds_for_any_expressible_spec(data):
+    spec = spec_from_dict(data)
+    assert _back(spec_to_bsm(spec)) == spec
