@@ -65,8 +65,6 @@ _REFINEMENTS: dict[tuple[str, ...], dict[Any, set]] = {
 }
 """Derived value -> the more specific values ``Software["fmri-pain"]`` may set instead."""
 
-_HRF_BASES = {"spm", "glover"}
-
 
 def is_bsm(data: Any) -> bool:
     """Whether parsed JSON/YAML looks like a BIDS Stats Model (a mapping with ``Nodes``)."""
@@ -363,7 +361,7 @@ def _hrf_name(model: str, derivative: Any, dispersion: Any, where: str) -> str:
     if derivative is True:
         name += " + derivative"
     if dispersion is True:
-        name += " + derivative + dispersion" if derivative is not True else " + dispersion"
+        name += " + dispersion"  # without a derivative: no such nilearn basis, refused below
     if name not in HRF_MODELS or (derivative not in (None, False, True)) or (dispersion not in (None, False, True)):
         raise SpecError(f"{where}: HRF model {shown(name)} is not one of {', '.join(HRF_MODELS)}")
     return name

@@ -168,6 +168,25 @@ def test_convolve_must_cover_every_trial_type():
         _translate(_mutate(partial))
 
 
+@pytest.mark.parametrize("options, expected", [
+    ({"Model": "spm", "Derivative": True, "Dispersion": True}, "spm + derivative + dispersion"),
+    ({"Model": "glover"}, "glover"),
+    ({}, "spm"),  # pybids' default model
+])
+def test_convolve_options_name_the_hrf(options, expected):
+    def convolve(m):
+        _run(m)["Transformations"]["Instructions"][1] = {"Name": "Convolve", "Input": ["trial_type.on"],
+                                                         **options}
+    assert _translate(_mutate(convolve)).first_level.hrf_model == expected
+
+
+def test_dispersion_without_derivative_is_refused():
+    def convolve(m):
+        _run(m)["Transformations"]["Instructions"][1].update(Dispersion=True)
+    with pytest.raises(SpecError, match="'spm \\+ dispersion' is not one of"):
+        _translate(_mutate(convolve))
+
+
 def test_fir_needs_its_delays_in_model_hrf():
     def fir(m):
         _run(m).pop("Transformations")
