@@ -31,7 +31,7 @@ from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.execution import ExecutionSpec
 from fmri_pain.config.fields import HRF_MODELS, LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, shown
 from fmri_pain.config.first_level import FirstLevelSpec
-from fmri_pain.config.group import GroupSpec
+from fmri_pain.config.group import GroupSpec, check_between_subjects
 from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
@@ -268,6 +268,7 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
             raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
                             f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
     check_equivalence(spec.equivalence, spec.conditions, source)
+    check_between_subjects(spec.group.between_subjects, source)
     known = {c.lower() for c in spec.conditions}
     for i, name in enumerate(spec.responders.conditions):
         if name.lower() not in known:
@@ -319,6 +320,10 @@ def _build(cls: type, data: Any, source: str, prefix: str) -> Any:
         if form is not None and isinstance(value, str) and value not in form:
             raise SpecError(f"{source}: {prefix + k} = {shown(value)} is not {form.describe()}")
         kwargs[k] = value
+    required = [f.name for f in spec_fields.values() if f.name not in kwargs
+                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise SpecError(f"{source}: '{section}' needs the key(s) {', '.join(prefix + k for k in required)}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
