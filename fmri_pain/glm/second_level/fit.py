@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.bids.derivatives import provenance
+from fmri_pain.bids.derivatives import provenance, statmap_path, write_nifti
 from fmri_pain.bids.runs import Run
 from fmri_pain.errors import InputError
 from fmri_pain.config.events import EventsSpec
@@ -319,6 +319,10 @@ class _GroupFit:
                                  **(extra or {}).get(key, {}))
             paths = write_contrast_maps(stat_maps, stat_type, sidecar, contrast=name,
                                         folder=folder, **where_to)
+            if design.route in BETWEEN_ROUTES:  # group.between_subjects promises effect, t, z and p
+                paths["p"] = write_nifti(stat_maps["p"], statmap_path(contrast=name, stat="p", **where_to),
+                                         {**sidecar, "StatisticType": "p", "Description": sidecar[
+                                             "Description"] + " p: one-sided, of t > 0 (nilearn)."})
             if stat_type == "t":  # the effect in PSC, and dz and Hedges' g where they apply
                 paths |= write_effect_size_maps(stat_maps, design, key, sidecar, contrast=name,
                                                 folder=folder, **where_to)

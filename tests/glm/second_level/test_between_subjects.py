@@ -122,3 +122,52 @@ def test_the_permutation_engine_permutes_subjects_between_groups():
     assert result.scheme == "permute"
     assert np.allclose(result.stat, _fit(y, design)["t"], atol=1e-4)
     assert result.p_fwe[0] < 0.05 and np.median(result.p_fwe[1:]) > 0.5
+
+
+def test_group_level_writes_the_maps_with_sidecars_and_the_permutation_stage_permutes_them(tmp_path):
+    import json
+
+    from fmri_pain.config.spec import spec_from_dict
+    from fmri_pain.glm.inference.group_contrasts import run_permutation_inference
+    from tests.glm.second_level.test_group_honesty import make_one_condition
+    from tests.support.group import run_group_glm
+
+    spec = spec_from_dict({
+        "events": {"on_trial_type": "stim"}, "pathways": {"enabled": False},
+        "inference": {"n_perm": 19}, "group": {"between_subjects": [
+            {"name": "patientsMinusControls", "design": "two-group", "column": "group",
+             "contrast": "stim", "levels": ["patient", "control"]},
+            {"name": "Age", "design": "covariate", "column": "age"}]}})
+    runs = make_one_condition(tmp_path, 7, spec, group=["patient", "control"] * 3 + ["patient"],
+                              age=[31, 45, None, 38, 60, 41, 55])
+    group = run_group_glm(tmp_path, runs, spec)
+    by_name = {m.contrast: m for m in group.maps}
+    assert set(by_name) == {"stim", "patientsMinusControls", "stimAge"}
+    two, slope = by_name["patientsMinusControls"], by_name["stimAge"]
+    assert (two.route, slope.route) == ("two-group", "covariate")
+    assert slope.subjects == ["01", "02", "04", "05", "06", "07"]
+    assert {"effect", "t", "z", "p", "z_fdr", "z_fwe"} <= set(two.paths)
+    sidecar = json.loads(two.paths["t"].with_name(two.paths["t"].name.replace(".nii.gz", ".json"))
+                         .read_text())
+    assert sidecar["ModelRoute"] == "two-group" and sidecar["DegreesOfFreedom"] == 5
+    assert sidecar["DesignColumns"] == ["group-patient", "group-control"]
+    assert sidecar["ModelTerms"] == "group (cell means: patient, control)"
+    assert "contrast-patientsMinusControls_stat-t" in two.paths["t"].name
+    side = json.loads(slope.paths["t"].with_name(slope.paths["t"].name.replace(".nii.gz", ".json"))
+                      .read_text())
+    assert side["Warnings"] == ["sub-03 left out: no numeric value of age"]
+    assert any("sub-03 left out" in w for w in group.warnings)
+    # the t map is the two-sample t of the subject maps
+    images = two.load_images()
+    y = np.stack([np.asanyarray(i.dataobj) for i in images])
+    patient = (two.design.rows["group"] == "patient").to_numpy()
+    t = np.asanyarray(nib.load(two.paths["t"]).dataobj)
+    mask = np.asanyarray(nib.load(group.mask).dataobj).astype(bool)
+    assert np.allclose(t[mask], stats.ttest_ind(y[patient], y[~patient]).statistic[mask], atol=1e-3)
+    p = np.asanyarray(nib.load(two.paths["p"]).dataobj)
+    assert np.allclose(p[mask], stats.t.sf(t[mask], 5), atol=1e-4)
+    outputs = {o.contrast: o for o in run_permutation_inference(group, spec.inference, alpha=0.05)}
+    assert outputs["patientsMinusControls"].result.scheme == "permute"
+    assert np.allclose(outputs["stimAge"].result.stat, np.asanyarray(
+        nib.load(slope.paths["t"]).dataobj)[mask], atol=1e-3)
+    assert "z_fwe" in outputs["patientsMinusControls"].paths
