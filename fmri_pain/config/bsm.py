@@ -15,15 +15,20 @@ validates like any spec. The translation covers what the spec can express:
   does; weights written as an expression the spec parses);
 - **Session** / **Subject** nodes with ``X: [1]`` and ``Type: meta`` -> the spec's fixed effects
   over runs;
-- the **Dataset** node ``X: [1, ...]``: the one-sample (intercept) test of every contrast, with
-  further columns of ``participants.tsv`` as covariates (``group.covariates``, mean-centred by
-  the spec, so the intercept is the effect at the mean covariate; a warning says so).
+- the **Dataset** node: ``X`` of the intercept, numeric columns of ``participants.tsv``
+  (``group.covariates``, mean-centred by the spec, so the intercept is the effect at the mean
+  covariate; a warning says so) and indicators ``column.LEVEL`` of one two-level column (two
+  cell means, or one beside the intercept). Its t contrasts: the intercept (the one-sample test
+  of every contrast), a covariate's slope (``ConditionList [age]``, weight 1) and a group
+  difference (``[group.A, group.B]``, weights ``[1, -1]``, or ``[group.A]`` beside the intercept)
+  -> ``group.between_subjects`` entries applied to every subject-level contrast (``contrast:
+  null``), adjusted for the other covariates of X.
 - ``Model.Software["fmri-pain"]`` of any node: spec keys BSM has no field for (smoothing, noise
   model, censoring, the crossover's group options, ...), merged in; they may refine a derived
   value only where the spec is more specific (``strategy: auto`` or ``acompcor`` over the 24
   motion columns, a ``polynomial`` drift where BSM has no high-pass).
 
-Everything else (a Formula, a two-group or covariate-effect design, F tests, edge filters,
+Everything else (a Formula, F tests, more than one group column, edge filters,
 subject selection in ``Input``, unknown transformations, ...) is a :class:`SpecError` naming the
 file and the node and field; nothing is dropped. The spec models every trial type of a run's
 ``events.tsv``: trial types a run has beyond those of ``Model.X`` become nuisance regressors
@@ -555,36 +560,91 @@ def _translate_dataset(node: Any, where: str, out: dict) -> None:
     _no_extras(node, where, allow_contrasts=True)
     model = node.Model
     if node.Transformations is not None:
-        raise SpecError(f"{where}.Transformations: not translated at the dataset level (a two-group "
-                        "design has no counterpart in the spec)")
+        raise SpecError(f"{where}.Transformations: not translated at the dataset level (list the "
+                        "participants.tsv columns in X: col.LEVEL indicators, numeric columns)")
     if model.Type != "glm":
         raise SpecError(f"{where}.Model.Type = {model.Type!r}: the dataset model is a GLM")
     if set(node.GroupBy) != {"contrast"}:
         raise SpecError(f"{where}.GroupBy = {shown(node.GroupBy)}: the spec fits one model per contrast")
     _check_options(node, where, allowed=())
-    if 1 not in model.X:
-        raise SpecError(f"{where}.Model.X = {shown(model.X)}: without the intercept (e.g. a cell-means "
-                        "two-group design) there is no counterpart in the spec")
-    covariates = [x for x in model.X if x != 1]
+    intercept = 1 in model.X
+    covariates = [x for x in model.X if x != 1 and "." not in x]
+    cells = [x for x in model.X if x != 1 and "." in x]
+    _check_cells(cells, intercept, f"{where}.Model.X")
     _check_dummy(node, where, allowed_tests=("t",))
-    if node.DummyContrasts is not None and node.DummyContrasts.Contrasts is None and covariates:
-        raise SpecError(f"{where}.DummyContrasts: would test the covariates {shown(covariates)}; the "
-                        "spec adjusts for covariates but writes no covariate-effect maps (list "
-                        "Contrasts: [1])")
+    if node.DummyContrasts is not None:
+        if node.DummyContrasts.Contrasts is None and (covariates or cells):
+            raise SpecError(f"{where}.DummyContrasts: would test every column of X "
+                            f"{shown(model.X)}; list the tests in Contrasts (the intercept, a "
+                            "covariate's slope, a group difference) and DummyContrasts.Contrasts: [1]")
+        if not intercept:
+            raise SpecError(f"{where}.DummyContrasts: tests the intercept, which X lacks")
+    tests, one_sample = [], node.DummyContrasts is not None
     for contrast in node.Contrasts or []:
-        cwhere = f"{where}.Contrasts[{contrast.Name}]"
-        weights = contrast.Weights[0] if contrast.Weights and isinstance(contrast.Weights[0], list) else contrast.Weights
-        if contrast.Test != "t" or contrast.ConditionList != [1] or len(weights) != 1 or \
-                _number(weights[0], cwhere) != 1:
-            raise SpecError(f"{cwhere}: only the one-sample t test of the intercept (ConditionList [1], "
-                            "Weights [1], Test t) is expressible; two-group, covariate-effect and F "
-                            "designs are not")
-    if node.DummyContrasts is None and not node.Contrasts:
+        test = _dataset_test(contrast, intercept, covariates, cells, f"{where}.Contrasts[{contrast.Name}]")
+        if test is None:
+            one_sample = True
+        else:
+            tests.append(test)
+    if not one_sample and not tests:
         raise SpecError(f"{where}: no contrast (DummyContrasts or Contrasts) to test")
+    if not one_sample:
+        LOGGER.warning("%s: the intercept is not tested, but fmri-pain writes the one-sample maps of "
+                       "every contrast as well", where)
     if covariates:
         LOGGER.warning("%s.Model.X: covariates %s are mean-centred by fmri-pain (the intercept is the "
                        "effect at their mean)", where, ", ".join(covariates))
-        out["group"] = {"covariates": covariates}
+    group = {**({"covariates": covariates} if covariates else {}),
+             **({"between_subjects": tests} if tests else {})}
+    if group:
+        out["group"] = group
+
+
+def _check_cells(cells: list[str], intercept: bool, where: str) -> None:
+    """Indicators ``column.LEVEL`` of X: two cells of one column, or one beside the intercept."""
+    columns = {c.split(".", 1)[0] for c in cells}
+    if len(columns) > 1:
+        raise SpecError(f"{where}: indicators of {len(columns)} columns ({', '.join(sorted(columns))}); "
+                        "the spec compares two groups of one column")
+    if intercept and len(cells) > 1:
+        raise SpecError(f"{where} = {shown(cells)}: beside the intercept, one indicator (column.A: A "
+                        "minus the column's other level)")
+    if not intercept and len(cells) != 2:
+        raise SpecError(f"{where}: without the intercept, X needs the two cell-means indicators of a "
+                        "two-group design (column.A, column.B)")
+    for cell in cells:
+        column, level = cell.split(".", 1)
+        if not column or not level:
+            raise SpecError(f"{where}: {cell!r} is not column.LEVEL")
+
+
+def _dataset_test(contrast: Any, intercept: bool, covariates: list[str], cells: list[str],
+                  where: str) -> dict[str, Any] | None:
+    """A ``group.between_subjects`` entry of one dataset contrast (None: the intercept's test)."""
+    weights = contrast.Weights
+    if weights and isinstance(weights[0], list):
+        weights = weights[0] if len(weights) == 1 else None
+    if contrast.Test != "t" or weights is None or len(weights) != len(contrast.ConditionList):
+        raise SpecError(f"{where}: only t tests with one weight per condition are expressible")
+    terms = {c: _number(w, f"{where}.Weights") for c, w in zip(contrast.ConditionList, weights)}
+    terms = {c: w for c, w in terms.items() if w != 0}
+    name = model_label(contrast.Name)
+    if not name:
+        raise SpecError(f"{where}: contrast name {contrast.Name!r} has no letters or digits")
+    if terms == {1: 1.0} and intercept:
+        return None
+    if len(terms) == 1 and next(iter(terms)) in covariates and next(iter(terms.values())) == 1:
+        return {"name": name, "design": "covariate", "column": next(iter(terms))}
+    if len(cells) == 2 and set(terms) == set(cells) and sorted(terms.values()) == [-1.0, 1.0]:
+        first, second = sorted(terms, key=lambda c: -terms[c])
+        return {"name": name, "design": "two-group", "column": first.split(".", 1)[0],
+                "levels": [first.split(".", 1)[1], second.split(".", 1)[1]]}
+    if intercept and cells and terms == {cells[0]: 1.0}:
+        return {"name": name, "design": "two-group", "column": cells[0].split(".", 1)[0],
+                "levels": [cells[0].split(".", 1)[1]]}
+    raise SpecError(f"{where}: not expressible; the dataset level tests the intercept ([1], weight 1), a "
+                    "covariate's slope ([column], weight 1) or a group difference ([column.A, column.B], "
+                    "weights [1, -1]; or [column.A], weight 1, beside the intercept)")
 
 
 def _merge(out: dict, values: Any, where: str, path: tuple[str, ...]) -> None:

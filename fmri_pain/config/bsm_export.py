@@ -2,7 +2,8 @@
 
 :func:`spec_to_bsm` writes what BSM can express in its own fields (the task, the run GLM's
 trial types, HRF, motion columns, high-pass cut-off and t contrasts, fixed effects per subject,
-the dataset level's one-sample test and covariates) and every other key of the spec under
+the dataset level's one-sample test, covariates, and the between-subject tests BSM can
+express) and every other key of the spec under
 ``Model.Software["fmri-pain"]`` of the run node (run-level settings) and of the dataset node
 (group-level settings), so :func:`fmri_pain.config.bsm.bsm_to_dict` reads back the same spec.
 The crossover group model (conditions x periods, carry-over, repeated measures) has no BSM
@@ -93,18 +94,25 @@ def spec_to_bsm(spec: AnalysisSpec, name: str = "fmriPain") -> dict[str, Any]:
     dataset_software = {k: v for k, v in d.items() if k not in _RUN_KEYS and k != "task"}
     group = dataset_software["group"] = dict(d["group"])
     covariates = group.pop("covariates")
+    tests = group.pop("between_subjects")
+    x, dataset_contrasts = _between_subjects(tests, covariates)
+    if tests and x is None:
+        group["between_subjects"] = tests
     if spec.task is None:
         dataset_software["task"] = None
     dataset_node = {
         "Level": "Dataset", "Name": "dataset", "GroupBy": ["contrast"],
-        "Model": {"Type": "glm", "X": [1, *covariates], "Software": {SOFTWARE: dataset_software}},
+        "Model": {"Type": "glm", "X": [1, *covariates, *(x or [])], "Software": {SOFTWARE: dataset_software}},
         "DummyContrasts": {"Contrasts": [1], "Test": "t"},
+        **({"Contrasts": dataset_contrasts} if x is not None and dataset_contrasts else {}),
     }
     description = (
         "Written by fmri-pain from the analysis spec that ran. Run GLMs (every trial "
         "type of events.tsv modelled; the ON > OFF contrast is 'stim'), fixed effects per subject "
         "(per condition in a crossover), a one-sample t test of each contrast at the dataset level"
-        + (" with mean-centred covariates" if covariates else "") + ". "
+        + (" with mean-centred covariates" if covariates else "")
+        + (", and the between-subject tests of its Contrasts (a covariate's slope, a group "
+           "difference)" if x is not None and dataset_contrasts else "") + ". "
         + (_STRATEGY_NOTES[strategy] if strategy in _STRATEGY_NOTES else "") + "Settings BIDS Stats Models "
         f"has no field for are under Model.Software.{SOFTWARE}; {CROSSOVER_NOTE}.")
     out: dict[str, Any] = {"Name": model_label(name) or "fmriPain", "BIDSModelVersion": BSM_VERSION,
@@ -116,3 +124,29 @@ def spec_to_bsm(spec: AnalysisSpec, name: str = "fmriPain") -> dict[str, Any]:
                     {"Source": "subject", "Destination": "dataset"}]
     return out
 
+
+
+def _between_subjects(tests: list[dict], covariates: list[str]) -> tuple[list[str] | None, list[dict]]:
+    """``group.between_subjects`` as dataset X columns and contrasts (X None: not expressible).
+
+    BSM's dataset node applies to every contrast, beside the intercept the spec always tests:
+    expressible are tests of every contrast (``contrast: null``) of a covariate of
+    ``group.covariates`` or of one indicator ``column.A`` (``levels: [A]``). Otherwise every
+    test stays under ``Model.Software`` (one place, in order).
+    """
+    indicators: list[str] = []
+    contrasts = []
+    for test in tests:
+        if test["contrast"] is not None:
+            return None, []
+        if test["design"] == "covariate" and test["column"] in covariates:
+            term = test["column"]
+        elif test["design"] == "two-group" and len(test["levels"]) == 1:
+            term = f"{test['column']}.{test['levels'][0]}"
+            if indicators and indicators != [term]:
+                return None, []
+            indicators = [term]
+        else:
+            return None, []
+        contrasts.append({"Name": test["name"], "ConditionList": [term], "Weights": [1], "Test": "t"})
+    return indicators, contrasts

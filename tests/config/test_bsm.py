@@ -9,6 +9,7 @@ import pytest
 from fmri_pain.config.bsm import MOTION24, bsm_to_dict, expression_of, load_analysis, load_bsm, validate_bsm
 from fmri_pain.config.contrast_expressions import parse_contrast
 from fmri_pain.config.fields import SpecError
+from fmri_pain.config.group import BetweenSubjectsTest
 from fmri_pain.config.spec import AnalysisSpec, load_spec, spec_from_dict
 
 DATA = Path(__file__).parents[1] / "data" / "bsm"
@@ -80,11 +81,27 @@ def _dataset(m):
 
 @pytest.mark.parametrize("change, expected", [
     (lambda m: _run(m)["Model"].update(Formula="on + 1"), "Nodes[run].Model.Formula"),
-    (lambda m: _dataset(m)["Model"].update(X=["group.patient", "group.control"]), "two-group"),
-    (lambda m: _dataset(m)["Model"].update(X=[1, "age"]), "covariate-effect maps"),
+    (lambda m: _dataset(m)["Model"].update(X=["group.patient", "group.control"]),
+     "DummyContrasts: would test every column"),
+    (lambda m: _dataset(m)["Model"].update(X=[1, "age"]), "DummyContrasts: would test every column"),
     (lambda m: _dataset(m).update(DummyContrasts=None, Contrasts=[
         {"Name": "patientsVsControls", "ConditionList": [1, "group"], "Weights": [0, 1], "Test": "t"}]),
-     "Nodes[dataset].Contrasts[patientsVsControls]"),
+     "Nodes[dataset].Contrasts[patientsVsControls]: not expressible"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": ["group.a", "group.b"]}, DummyContrasts=None,
+                                  Contrasts=[{"Name": "sum", "ConditionList": ["group.a", "group.b"],
+                                              "Weights": [1, 1], "Test": "t"}]),
+     "Contrasts[sum]: not expressible"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": ["group.a", "sex.m"]}, DummyContrasts=None),
+     "indicators of 2 columns"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": [1, "group.a", "group.b"]}),
+     "beside the intercept, one indicator"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": ["group.a"]}), "two cell-means"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": [1, "age"]}, DummyContrasts=None,
+                                  Contrasts=[{"Name": "old", "ConditionList": ["age"], "Weights": [2],
+                                              "Test": "t"}]), "Contrasts[old]: not expressible"),
+    (lambda m: _dataset(m).update(Model={"Type": "glm", "X": [1, "age"]}, DummyContrasts=None,
+                                  Contrasts=[{"Name": "age", "ConditionList": ["age"], "Weights": [[1]],
+                                              "Test": "F"}]), "Contrasts[age]: only t tests"),
     (lambda m: _run(m).update(Contrasts=[
         {"Name": "anyOn", "ConditionList": ["trial_type.on"], "Weights": [[1]], "Test": "F"}]),
      "Nodes[run].Contrasts[anyOn].Test"),
@@ -122,6 +139,32 @@ def test_dataset_covariates_are_adjusted_for_and_only_the_intercept_tested():
     spec = _translate(_mutate(lambda m: _dataset(m).update(DummyContrasts=None, Contrasts=[
         {"Name": "mean", "ConditionList": [1], "Weights": [1], "Test": "t"}])))
     assert spec.group.covariates == ()
+
+
+def _dataset_node(x, *contrasts, dummy=True):
+    def change(m):
+        _dataset(m).update(Model={"Type": "glm", "X": x}, Contrasts=[
+            {"Name": name, "ConditionList": terms, "Weights": weights, "Test": "t"}
+            for name, terms, weights in contrasts],
+            DummyContrasts={"Contrasts": [1], "Test": "t"} if dummy else None)
+    return _translate(_mutate(change))
+
+
+def test_dataset_two_group_and_covariate_designs_become_between_subjects_tests(caplog):
+    spec = _dataset_node(["group.patient", "group.control", "age"],
+                         ("patients vs controls", ["group.control", "group.patient"], [-1, 1]), dummy=False)
+    assert spec.group.covariates == ("age",)
+    assert spec.group.between_subjects == (BetweenSubjectsTest(
+        "patientsVsControls", "two-group", "group", None, ("patient", "control")),)
+    assert "the intercept is not tested" in caplog.text
+    spec = _dataset_node([1, "group.patient"], ("patients", ["group.patient"], ["1"]))
+    assert spec.group.between_subjects == (BetweenSubjectsTest(
+        "patients", "two-group", "group", None, ("patient",)),)
+    spec = _dataset_node([1, "age", "vas_pain"], ("mean", [1], [1]), ("byAge", ["age"], [1]),
+                         ("vas", [1, "vas_pain"], [0, 1]))
+    assert spec.group.covariates == ("age", "vas_pain")
+    assert spec.group.between_subjects == (BetweenSubjectsTest("byAge", "covariate", "age"),
+                                           BetweenSubjectsTest("vas", "covariate", "vas_pain"))
 
 
 def test_motion24_and_software_refinements():

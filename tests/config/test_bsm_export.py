@@ -49,6 +49,24 @@ def test_contrasts_round_trip_by_weights_when_not_written_canonically():
                                      "contrasts": spec.first_level.contrasts}) == spec
 
 
+def test_between_subjects_tests_of_every_contrast_are_dataset_contrasts_else_software():
+    tests = [{"name": "byAge", "design": "covariate", "column": "age"},
+             {"name": "patients", "design": "two-group", "column": "group", "levels": ["patient"]}]
+    spec = spec_from_dict({"group": {"covariates": ["age"], "between_subjects": tests}})
+    dataset = spec_to_bsm(spec)["Nodes"][-1]
+    assert dataset["Model"]["X"] == [1, "age", "group.patient"]
+    assert dataset["Contrasts"] == [
+        {"Name": "byAge", "ConditionList": ["age"], "Weights": [1], "Test": "t"},
+        {"Name": "patients", "ConditionList": ["group.patient"], "Weights": [1], "Test": "t"}]
+    assert "between_subjects" not in dataset["Model"]["Software"]["fmri-pain"]["group"]
+    assert _back(spec_to_bsm(spec)) == spec
+    one = spec_from_dict({"group": {"between_subjects": [{**tests[0], "contrast": "scs"}]}})
+    dataset = spec_to_bsm(one)["Nodes"][-1]  # one contrast only, and age not adjusted for elsewhere
+    assert dataset["Model"]["X"] == [1] and "Contrasts" not in dataset
+    assert dataset["Model"]["Software"]["fmri-pain"]["group"]["between_subjects"][0]["contrast"] == "scs"
+    assert _back(spec_to_bsm(one)) == one
+
+
 def test_written_model_uses_bsm_fields_for_what_bsm_expresses():
     spec = spec_from_dict(SPECS["crossover options, covariates, acompcor"])
     model = spec_to_bsm(spec, name="my trial")
@@ -71,11 +89,24 @@ def test_written_model_uses_bsm_fields_for_what_bsm_expresses():
 _NAMES = st.sampled_from(["face", "house", "scrambled", "cue", "on_late"])
 
 
+def _tests(covariates):
+    """``group.between_subjects`` entries, expressible in BSM's fields or only under Software."""
+    return st.fixed_dictionaries({
+        "name": st.sampled_from(["Age", "patients", "t2"]),
+        "design": st.just("covariate"), "column": st.sampled_from([*covariates, "weight"]),
+        "contrast": st.sampled_from([None, None, "stim"])}) | st.fixed_dictionaries({
+            "name": st.sampled_from(["groups", "patients", "t3"]),
+            "design": st.just("two-group"), "column": st.sampled_from(["group", "arm"]),
+            "contrast": st.sampled_from([None, None, "stim"]),
+            "levels": st.sampled_from([[], ["patient"], ["patient", "control"], ["a"]])})
+
+
 @st.composite
 def _specs(draw):
     weights = st.dictionaries(_NAMES, st.sampled_from([1.0, -1.0, 0.5, -0.25, 2.0, 1 / 3]), min_size=1,
                               max_size=3)
     contrasts = draw(st.dictionaries(st.sampled_from(["c1", "faceVsHouse", "X2"]), weights, max_size=3))
+    covariates = draw(st.lists(st.sampled_from(["age", "vas_pain", "sex"]), unique=True, max_size=2))
     return {
         "task": draw(st.sampled_from([None, "stim", "nback"])),
         "events": {"on_trial_type": "on", "off_trial_type": draw(st.sampled_from([None, "off"]))},
@@ -86,8 +117,8 @@ def _specs(draw):
             "confounds": {"strategy": draw(st.sampled_from(["motion24", "motion6", "acompcor", "none", "auto"])),
                           "scrub": draw(st.booleans())},
             "contrasts": {name: expression_of(w) for name, w in contrasts.items()}},
-        "group": {"covariates": draw(st.lists(st.sampled_from(["age", "vas_pain", "sex"]), unique=True,
-                                              max_size=2))},
+        "group": {"covariates": covariates, "between_subjects": draw(st.lists(_tests(covariates), max_size=3,
+                                                                             unique_by=lambda t: t["name"]))},
     }
 
 
