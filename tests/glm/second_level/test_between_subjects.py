@@ -166,6 +166,13 @@ def test_group_level_writes_the_maps_with_sidecars_and_the_permutation_stage_per
     assert np.allclose(t[mask], stats.ttest_ind(y[patient], y[~patient]).statistic[mask], atol=1e-3)
     p = np.asanyarray(nib.load(two.paths["p"]).dataobj)
     assert np.allclose(p[mask], stats.t.sf(t[mask], 5), atol=1e-4)
+    from fmri_pain.report.methods import group_section
+
+    text = group_section(group, spec).text
+    assert ("The between-subject test patientsMinusControls modelled one map per subject (7 subjects; "
+            "terms group (cell means: patient, control); df 5) and tested the difference of the group "
+            "means, patient minus control.") in text
+    assert "stimAge modelled one map per subject (6 subjects; terms intercept + age; df 4)" in text
     outputs = {o.contrast: o for o in run_permutation_inference(group, spec.inference, alpha=0.05)}
     assert outputs["patientsMinusControls"].result.scheme == "permute"
     assert np.allclose(outputs["stimAge"].result.stat, np.asanyarray(
