@@ -42,3 +42,23 @@ def test_a_name_used_twice_for_one_contrast_is_refused():
     with pytest.raises(SpecError, match=r"between_subjects\[1\]: the name 'a' is used twice"):
         _spec(entry, entry)
     assert len(_spec(entry, {**entry, "contrast": "scs"}).group.between_subjects) == 2
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "a", "design": "covariate", "column": "age", "contrast": "pain"},
+     r"between_subjects\[0\].contrast = 'pain' is not a subject-level contrast"),
+    ({"name": "scs", "design": "covariate", "column": "age", "contrast": "drgs"}, "would write the maps of scs"),
+    ({"name": "MinusDrgs", "design": "covariate", "column": "age"}, "would write the maps of dualMinusDrgs"),
+])
+def test_contrast_and_map_names_are_checked_against_the_trial(entry, message):
+    with pytest.raises(SpecError, match=message):
+        _spec(entry)
+
+
+def test_two_tests_writing_the_same_maps_are_refused():
+    with pytest.raises(SpecError, match=r"between_subjects\[1\].name = 'scsAge' would write the maps of scsAge"):
+        _spec({"name": "Age", "design": "covariate", "column": "age"},
+              {"name": "scsAge", "design": "covariate", "column": "age", "contrast": "drgs"})
+    spec = spec_from_dict({"first_level": {"contrasts": {"painful": "on"}}, "group": {"between_subjects": [
+        {"name": "x", "design": "covariate", "column": "age", "contrast": "painful"}]}})
+    assert spec.group.between_subjects[0].contrast == "painful"
