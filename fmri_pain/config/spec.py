@@ -292,7 +292,11 @@ def _check_between_subjects_names(spec: AnalysisSpec, source: str) -> None:
     contrasts = trial_contrasts(spec.conditions)
     subject_level = ({"stim"} | {c.lower() for c in spec.conditions} | set(difference_contrasts(contrasts))
                      | set(spec.first_level.contrasts))
-    taken = subject_level | set(contrasts) | {"conditionF", "periodLinear", "sequenceF"}
+    slopes = {"".join(part.capitalize() for part in cov.replace("-", "_").split("_") if part)
+              for cov in spec.group.covariates}
+    # the one-sample maps of a condition with covariates include their slopes, <condition>By<Covariate>
+    taken = (subject_level | set(contrasts) | {"conditionF", "periodLinear", "sequenceF"}
+             | {f"{c.lower()}By{s}" for c in spec.conditions for s in slopes})
     for i, test in enumerate(spec.group.between_subjects):
         key = f"group.between_subjects[{i}]"
         if test.contrast is not None and test.contrast not in subject_level:

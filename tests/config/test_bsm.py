@@ -160,10 +160,10 @@ def test_dataset_two_group_and_covariate_designs_become_between_subjects_tests(c
     spec = _dataset_node([1, "group.patient"], ("patients", ["group.patient"], ["1"]))
     assert spec.group.between_subjects == (BetweenSubjectsTest(
         "patients", "two-group", "group", None, ("patient",)),)
-    spec = _dataset_node([1, "age", "vas_pain"], ("mean", [1], [1]), ("byAge", ["age"], [1]),
+    spec = _dataset_node([1, "age", "vas_pain"], ("mean", [1], [1]), ("slope", ["age"], [1]),
                          ("vas", [1, "vas_pain"], [0, 1]))
     assert spec.group.covariates == ("age", "vas_pain")
-    assert spec.group.between_subjects == (BetweenSubjectsTest("byAge", "covariate", "age"),
+    assert spec.group.between_subjects == (BetweenSubjectsTest("slope", "covariate", "age"),
                                            BetweenSubjectsTest("vas", "covariate", "vas_pain"))
 
 

@@ -50,13 +50,13 @@ def test_contrasts_round_trip_by_weights_when_not_written_canonically():
 
 
 def test_between_subjects_tests_of_every_contrast_are_dataset_contrasts_else_software():
-    tests = [{"name": "byAge", "design": "covariate", "column": "age"},
+    tests = [{"name": "slope", "design": "covariate", "column": "age"},
              {"name": "patients", "design": "two-group", "column": "group", "levels": ["patient"]}]
     spec = spec_from_dict({"group": {"covariates": ["age"], "between_subjects": tests}})
     dataset = spec_to_bsm(spec)["Nodes"][-1]
     assert dataset["Model"]["X"] == [1, "age", "group.patient"]
     assert dataset["Contrasts"] == [
-        {"Name": "byAge", "ConditionList": ["age"], "Weights": [1], "Test": "t"},
+        {"Name": "slope", "ConditionList": ["age"], "Weights": [1], "Test": "t"},
         {"Name": "patients", "ConditionList": ["group.patient"], "Weights": [1], "Test": "t"}]
     assert "between_subjects" not in dataset["Model"]["Software"]["fmri-pain"]["group"]
     assert _back(spec_to_bsm(spec)) == spec

@@ -8,7 +8,7 @@ from fmri_pain.config.spec import spec_from_dict
 
 
 def _spec(*tests):
-    return spec_from_dict({"group": {"between_subjects": list(tests)}}, source="s.yaml")
+    return spec_from_dict({"group": {"covariates": ["age"], "between_subjects": list(tests)}}, source="s.yaml")
 
 
 def test_tests_are_loaded_with_their_defaults():
@@ -49,6 +49,7 @@ def test_a_name_used_twice_for_one_contrast_is_refused():
      r"between_subjects\[0\].contrast = 'pain' is not a subject-level contrast"),
     ({"name": "scs", "design": "covariate", "column": "age", "contrast": "drgs"}, "would write the maps of scs"),
     ({"name": "MinusDrgs", "design": "covariate", "column": "age"}, "would write the maps of dualMinusDrgs"),
+    ({"name": "byAge", "design": "covariate", "column": "age"}, "would write the maps of drgsByAge"),
 ])
 def test_contrast_and_map_names_are_checked_against_the_trial(entry, message):
     with pytest.raises(SpecError, match=message):
