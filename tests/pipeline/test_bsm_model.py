@@ -6,6 +6,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from bsmschema.models import BIDSStatsModel
 
 from fmri_pain.config.bsm import bsm_to_dict
@@ -43,9 +44,19 @@ def test_bsm_and_spec_routes_write_the_same_maps(tmp_path, monkeypatch):
         monkeypatch.setattr(module, "glass_brain_uri", lambda *args, **kwargs: BLANK_PNG)
     sim = simulate_trial(tmp_path / "sim", n_subjects=3, seed=1, n_volumes=40, voxel_size=8.0,
                          derivatives=True)
+    # the trial model with a dataset-level covariate test (participants.tsv age), both ways
+    model = json.loads((DATA / "model-trial_smdl.json").read_text())
+    model["Nodes"][-1].update(DummyContrasts={"Contrasts": [1], "Test": "t"}, Contrasts=[
+        {"Name": "age", "ConditionList": ["age"], "Weights": [1], "Test": "t"}])
+    model["Nodes"][-1]["Model"]["X"] = [1, "age"]
+    (tmp_path / "model-trial_smdl.json").write_text(json.dumps(model))
+    spec = yaml.safe_load((DATA / "spec-trial.yaml").read_text())
+    spec["group"] = {"covariates": ["age"], "between_subjects": [
+        {"name": "age", "design": "covariate", "column": "age"}]}
+    (tmp_path / "spec-trial.yaml").write_text(yaml.safe_dump(spec))
     outputs = {}
-    for route, option in (("bsm", ["--model", str(DATA / "model-trial_smdl.json")]),
-                          ("spec", ["--spec", str(DATA / "spec-trial.yaml")])):
+    for route, option in (("bsm", ["--model", str(tmp_path / "model-trial_smdl.json")]),
+                          ("spec", ["--spec", str(tmp_path / "spec-trial.yaml")])):
         out = outputs[route] = tmp_path / route
         for level in ("participant", "group"):
             code = main([str(sim.bids_dir), str(out), level, "--derivatives", str(sim.derivatives_dir),
@@ -57,6 +68,8 @@ def test_bsm_and_spec_routes_write_the_same_maps(tmp_path, monkeypatch):
     names = {p.name for p in maps["bsm"]}
     assert any("contrast-trialTypeOn_stat-z" in n for n in names)  # the run node's dummy contrast
     assert any(p.parts[0] == "group" and "contrast-dual_stat-t" in p.name for p in maps["bsm"])
+    for stat in ("effect", "t", "z", "p"):  # the between-subject covariate test of a condition
+        assert any(p.parts[0] == "group" and f"contrast-dualAge_stat-{stat}_" in p.name for p in maps["bsm"])
     for rel in maps["bsm"]:
         a = np.asanyarray(nib.load(outputs["bsm"] / rel).dataobj)
         b = np.asanyarray(nib.load(outputs["spec"] / rel).dataobj)
