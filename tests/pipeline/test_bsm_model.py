@@ -5,7 +5,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pytest
 import yaml
 from bsmschema.models import BIDSStatsModel
 
