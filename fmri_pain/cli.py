@@ -129,6 +129,10 @@ def _bids_app_parser() -> argparse.ArgumentParser:
                         help="analysis spec (YAML/JSON); defaults: pipelines/trial.yaml. "
                              "--config-file is fMRIPrep's name: it takes this spec, not "
                              "fMRIPrep's TOML")
+    parser.add_argument("-m", "--model", type=Path, default=None, metavar="FILE",
+                        help="a BIDS Stats Model (FitLins' *_smdl.json), validated with bsmschema and "
+                             "translated into the analysis spec (instead of --spec; a JSON --spec "
+                             "with a 'Nodes' key is read as one too)")
     parser.add_argument("--work-dir", "-w", type=Path, default=None, metavar="DIR",
                         help="Nipype working directory (default: OUTPUT_DIR/../work)")
     parser.add_argument("-V", "--version", action="version", version=f"fmri-pain {__version__}",
@@ -307,10 +311,10 @@ def _bids_app(args: argparse.Namespace) -> int:
     from fmri_pain.bids.filters import run_selection
     from fmri_pain.bids.layout import load_layout
     from fmri_pain.bids.output_lock import OutputLock
-    from fmri_pain.config.spec import load_spec
+    from fmri_pain.config.bsm import load_analysis
 
     try:
-        spec = load_spec(args.spec)
+        spec, model_name = load_analysis(args.spec, args.model)
     except UnicodeDecodeError as exc:  # the spec loader may already say so itself
         raise SpecError(f"{args.spec}: not UTF-8 text (byte {exc.start})") from exc
     spec = execution_spec_from_args(spec, args)
@@ -354,7 +358,7 @@ def _bids_app(args: argparse.Namespace) -> int:
                                 selection.describe() if selection.active else None, invalid)
         if args.analysis_level == "participant":
             return _participant(layout, spec, output_dir, args, invalid)
-        return _group(layout, spec, output_dir, invalid, verbosity_from_args(args))
+        return _group(layout, spec, output_dir, invalid, verbosity_from_args(args), model_name)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -505,7 +509,8 @@ def write_dataset_notes(output_dir: Path, layout) -> Path | None:
     return path
 
 
-def _group(layout, spec, output_dir: Path, invalid: dict | None = None, verbosity: int = 1) -> int:
+def _group(layout, spec, output_dir: Path, invalid: dict | None = None, verbosity: int = 1,
+           model_name: str | None = None) -> int:
     """The group level; subjects in ``invalid`` (the BIDS validator's) are left out, each warned of."""
     from fmri_pain.pipeline.group import left_out_reasons, run_group_level
 
@@ -516,7 +521,8 @@ def _group(layout, spec, output_dir: Path, invalid: dict | None = None, verbosit
         where = f" [{note['path']}]" if note["path"] else ""
         print(f"note: {who}{note['kind']}: {note['message']}{where}")
     runs = [r for r in layout.runs if r.subject not in invalid]
-    result = run_group_level(output_dir, runs, spec, excluded=left_out_reasons(invalid), verbosity=verbosity)
+    result = run_group_level(output_dir, runs, spec, excluded=left_out_reasons(invalid), verbosity=verbosity,
+                             model_name=model_name)
     if result.left_out:
         print(f"group level left out (no participant outputs): {', '.join(result.left_out)}")
     if result.group.warnings:

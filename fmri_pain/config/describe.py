@@ -146,9 +146,3 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
 
 
 
-def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
-    """``node`` with a local ``$ref`` followed (``#/$defs/Name``)."""
-    ref = node.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/$defs/"):
-        return schema["$defs"][ref.rsplit("/", 1)[-1]]
-    return node

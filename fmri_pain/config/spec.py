@@ -35,13 +35,13 @@ from fmri_pain.config.execution import ExecutionSpec
 from fmri_pain.config.fields import (LABEL_RE, MAX_ECHO, Pattern, Range, SpecError, bounded, range_from_schema,
                                      shown, spec_dataclass)
 from fmri_pain.config.first_level import FirstLevelSpec
-from fmri_pain.config.group import GroupSpec
+from fmri_pain.config.group import GroupSpec, check_between_subjects
 from fmri_pain.config.inference import InferenceSpec
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.config.preprocess import PreprocessSpec
 from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.config.describe import constraint_schema, resolve
-from fmri_pain.trial import CONDITIONS, trial_contrasts
+from fmri_pain.trial import CONDITIONS, difference_contrasts, trial_contrasts
 
 LOGGER = logging.getLogger(__name__)
 
@@ -249,6 +249,8 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
             raise SpecError(f"{source}: pathways.ppi_seeds {shown(unknown)} are not nodes of the atlas "
                             f"{spec.pathways.atlas_file} ({_one_line(', '.join(nodes))})")
     check_equivalence(spec.equivalence, spec.conditions, source)
+    check_between_subjects(spec.group.between_subjects, source)
+    _check_between_subjects_names(spec, source)
     known = {c.lower() for c in spec.conditions}
     for i, name in enumerate(spec.responders.conditions):
         if name.lower() not in known:
@@ -263,6 +265,31 @@ def _check_across_keys(spec: AnalysisSpec, source: str) -> None:
         if name in reserved:
             raise SpecError(f"{source}: first_level.contrasts.{name}: {name!r} is a built-in contrast "
                             f"name ({', '.join(sorted(reserved))}); choose another")
+
+
+def _check_between_subjects_names(spec: AnalysisSpec, source: str) -> None:
+    """Each ``group.between_subjects`` test names a subject-level contrast and writes maps no
+    other group map is written as."""
+    contrasts = trial_contrasts(spec.conditions)
+    subject_level = ({"stim"} | {c.lower() for c in spec.conditions} | set(difference_contrasts(contrasts))
+                     | set(spec.first_level.contrasts))
+    slopes = {"".join(part.capitalize() for part in cov.replace("-", "_").split("_") if part)
+              for cov in spec.group.covariates}
+    # the one-sample maps of a condition with covariates include their slopes, <condition>By<Covariate>
+    taken = (subject_level | set(contrasts) | {"conditionF", "periodLinear", "sequenceF"}
+             | {f"{c.lower()}By{s}" for c in spec.conditions for s in slopes})
+    for i, test in enumerate(spec.group.between_subjects):
+        key = f"group.between_subjects[{i}]"
+        if test.contrast is not None and test.contrast not in subject_level:
+            raise SpecError(f"{source}: {key}.contrast = {shown(test.contrast)} is not a subject-level "
+                            f"contrast ({', '.join(sorted(subject_level))})")
+        labels = ([test.name] if test.contrast else
+                  [c + test.name[0].upper() + test.name[1:] for c in subject_level])
+        clash = sorted(set(labels) & taken)
+        if clash:
+            raise SpecError(f"{source}: {key}.name = {shown(test.name)} would write the maps of "
+                            f"{clash[0]}, which another group model writes; choose another name")
+        taken |= set(labels)
 
 
 def _atlas_nodes(pathways: PathwaysSpec, source: str) -> list[str]:

@@ -11,7 +11,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fmri_pain.bids.derivatives import write_json
 from fmri_pain.bids.runs import Run
+from fmri_pain.config.bsm import validate_bsm
+from fmri_pain.config.bsm_export import BSM_VERSION, CROSSOVER_NOTE, spec_to_bsm
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.errors import InputError
 from fmri_pain.execution.progress import StageProgress
@@ -23,7 +26,7 @@ from fmri_pain.glm.second_level.fit import run_group
 from fmri_pain.glm.second_level.outputs import GroupResult
 from fmri_pain.pipeline.responders import run_responder_maps_step
 from fmri_pain.report.group import methods_boilerplate, write_group_report
-from fmri_pain.report.methods import write_citation_files
+from fmri_pain.report.methods import MethodsSection, write_citation_files
 
 LOGGER = logging.getLogger(__name__)
 
@@ -52,11 +55,40 @@ class GroupLevelResult:
     responder_maps: ResponderMapsOutput | None = None
     stage_log: Path | None = None
     """``logs/group_stages_<time>.tsv``: wall, CPU and peak memory of every stage."""
+    model_files: dict[str, Path] = field(default_factory=dict)
+    """The spec that ran (``spec``: ``spec.json``) and its BIDS Stats Model (``bsm``)."""
 
     @property
     def left_out(self) -> list[str]:
         """Subjects of the dataset without participant-level outputs."""
         return self.group.left_out
+
+
+def write_model_files(output_dir: Path | str, spec: AnalysisSpec, name: str | None = None) -> dict[str, Path]:
+    """Write ``spec.json`` and the spec as a BIDS Stats Model, ``model-<name>_smdl.json``, into ``output_dir``.
+
+    The model is checked with bsmschema before it is written.
+
+    Parameters
+    ----------
+    output_dir : path
+    spec : AnalysisSpec
+        The spec that ran.
+    name : str, optional
+        The model's ``Name`` (camel-cased into the file name's label); default ``fmriPain``.
+
+    Returns
+    -------
+    dict
+        ``spec`` and ``bsm``: the two paths written.
+    """
+    model = spec_to_bsm(spec, name or "fmriPain")
+    validate_bsm(model, "the BIDS Stats Model written")
+    output_dir = Path(output_dir)
+    paths = {"spec": write_json(spec.to_dict(), output_dir / "spec.json"),
+             "bsm": write_json(model, output_dir / f"model-{model['Name']}_smdl.json")}
+    LOGGER.info("model written as a BIDS Stats Model (%s); %s", paths["bsm"].name, CROSSOVER_NOTE)
+    return paths
 
 
 def left_out_reasons(errors_by_subject: Mapping[str, Sequence[InputError]]) -> dict[str, str]:
@@ -79,7 +111,7 @@ def left_out_reasons(errors_by_subject: Mapping[str, Sequence[InputError]]) -> d
 
 
 def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec, *,
-                    excluded: Mapping[str, str] | None = None,
+                    excluded: Mapping[str, str] | None = None, model_name: str | None = None,
                     verbosity: int = 1) -> GroupLevelResult:
     """Fit the group models, run permutation inference and the pathway analysis, write group.html.
 
@@ -98,6 +130,9 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
     verbosity : int
         0 quiet, 1 progress (a bar whose steps are the stages on a terminal, else a
         line per stage), 2 also a line when each stage ends.
+    model_name : str, optional
+        ``Name`` of the BIDS Stats Model the spec came from (the written model's name;
+        default ``fmriPain``).
 
     Raises
     ------
@@ -121,6 +156,7 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
             group = run_group(output_dir, runs, spec.group, conditions=spec.conditions,
                               task=spec.task, space=spec.space, first_level=spec.first_level,
                               events=spec.events, excluded=excluded)
+        model_files = write_model_files(output_dir, spec, model_name)
 
         permutations: list[PermutationOutput] | None = None
         if PERMUTATIONS in stages:  # n_perm >= 1 is checked when the spec is loaded
@@ -159,6 +195,12 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
         with progress.stage(REPORT):
             methods = methods_boilerplate(output_dir, runs, spec, group, permutations or [],
                                           pathways, equivalence_maps)
+            crossover = bool({c.lower() for c in spec.conditions} & set(group.subject_maps["contrast"]))
+            methods.append(MethodsSection("model", (
+                f"The analysis spec that ran is `{model_files['spec'].name}`; it is also written as a "
+                f"BIDS Stats Model (BIDSModelVersion {BSM_VERSION}), `{model_files['bsm'].name}`, with "
+                f"the settings BIDS Stats Models has no field for under `Model.Software`"
+                + (f": {CROSSOVER_NOTE}." if crossover else "."))))
             write_citation_files(output_dir, methods)
             report = write_group_report(group, spec, output_dir, permutations, pathways,
                                         methods=methods, equivalence_maps=equivalence_maps)
@@ -167,7 +209,8 @@ def run_group_level(output_dir: Path | str, runs: list[Run], spec: AnalysisSpec,
     timings = clock.seconds()
     LOGGER.info("group level timings: %s", {k: round(v, 1) for k, v in timings.items()})
     return GroupLevelResult(group, permutations or [], pathways, report, timings, equivalence_maps,
-                            responder_maps=responder_maps, stage_log=stage_log)
+                            responder_maps=responder_maps, stage_log=stage_log,
+                            model_files=model_files)
 
 
 def _write_stage_log(clock: StageClock, log_dir: Path, started: datetime.datetime) -> Path | None:

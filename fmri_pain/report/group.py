@@ -31,6 +31,8 @@ _ROUTE_NOTE = {
     "repeated": "repeated-measures model of all subject x condition maps",
     "paired": "paired route (within-subject difference maps)",
     "sequence": "between-subject sequence test (subject-mean maps)",
+    "two-group": "between-subject two-group test (group A minus group B)",
+    "covariate": "between-subject covariate test (its slope)",
 }
 
 

@@ -356,6 +356,14 @@ def group_section(group: Any, spec: AnalysisSpec) -> MethodsSection:
             f"The paired route tested each within-subject difference map "
             f"({', '.join(m.contrast for m in maps)}) with a one-sample model of terms "
             f"{' or '.join(terms)} over {_span([len(m.design.design) for m in maps])} subjects.")
+    for entry in by_route.get("two-group", []) + by_route.get("covariate", []):
+        what = ("the difference of the group means, " + " minus ".join(
+            c[len("group-"):] for c in entry.design.design.columns if str(c).startswith("group-"))
+            if entry.route == "two-group" else "the slope of the mean-centred covariate "
+            + str(entry.design.design.columns[1]))
+        parts.append(f"The between-subject test {entry.contrast} modelled one map per subject "
+                     f"({len(entry.subjects)} subjects; terms {entry.design.terms}; df {entry.dof}) "
+                     f"and tested {what}.")
     if not parts:
         parts.append("No group model could be fitted.")
     parts += site_sentences(group.maps)

@@ -15,12 +15,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fmri_pain.bids.derivatives import provenance
+from fmri_pain.bids.derivatives import provenance, statmap_path, write_nifti
 from fmri_pain.bids.runs import Run
 from fmri_pain.errors import InputError
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
-from fmri_pain.config.group import GroupSpec
+from fmri_pain.config.group import BetweenSubjectsTest, GroupSpec
+from fmri_pain.glm.second_level.between_subjects import BETWEEN_ROUTES, between_subjects_design
 from fmri_pain.glm.second_level.carryover_shift import SHIFT_COLUMNS, carryover_shift, shift_record
 from fmri_pain.glm.second_level.collect import (check_first_level_parameters, collect_subject_maps,
                                                 common_space, defined_contrasts, keep_defined_contrasts)
@@ -126,6 +127,9 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
             f"by{covariate_label(c)}": f"{contrast}By{covariate_label(c)}" for c in covs},
             notes=notes)
 
+    for test in spec.between_subjects:
+        _between_subjects(maps, test, fitter)
+
     if len(present) >= 2:
         cond_rows = maps[maps["condition"].isin(present)
                          & (maps["contrast"] == maps["condition"].str.lower())]
@@ -158,6 +162,28 @@ def run_group(output_dir: Path | str, runs: list[Run], spec: GroupSpec, *,
     return GroupResult(output_dir, task, fitter.written, subjects, left_out, mask_path,
                        fitter.designs, maps, log.messages, recorded, mirrored,
                        carryover_shift=fitter.carryover_shift)
+
+
+def _between_subjects(maps: pd.DataFrame, test: BetweenSubjectsTest, fitter: "_GroupFit") -> None:
+    """One ``group.between_subjects`` test, on its contrast or on every contrast (BSM dataset node)."""
+    contrasts = [test.contrast] if test.contrast else sorted(maps["contrast"].unique())
+    for contrast in contrasts:
+        rows = maps[maps["contrast"] == contrast]
+        label = test.name if test.contrast else contrast + test.name[0].upper() + test.name[1:]
+        where = f"between-subjects test {label} ({test.design} on {test.column})"
+        if rows.empty:
+            fitter.log.warn(f"{where} not fitted: no subject maps of contrast {contrast}")
+            continue
+        try:
+            design, notes = between_subjects_design(rows, test, fitter.spec.covariates)
+        except ValueError as exc:
+            fitter.log.warn(f"{where} not fitted: {exc}")
+            continue
+        try:
+            design = add_site(design, fitter.spec.site_column)
+        except ValueError as exc:
+            notes.append(f"site not modelled: {exc}")
+        fitter.fit_and_write(design.rows, design, {test.name: label}, notes=notes)
 
 
 def _carryover_shift(rows: pd.DataFrame, design: GroupDesign, conditions, contrasts, covs,
@@ -271,7 +297,8 @@ class _GroupFit:
                       names: dict[str, str], folder: str | None = None,
                       notes: list[str] | None = None, extra: dict | None = None) -> None:
         images, flips = list(rows["effect"]), list(rows["flip"])
-        label = names.get("intercept") or design.route
+        label = names.get("intercept") or (next(iter(names.values())) if design.route in BETWEEN_ROUTES
+                                           else design.route)
         where = f"{design.route} model ({label if design.route != 'repeated' else 'conditions'})"
         notes = [*(notes or []), *design.notes]
         for note in notes:
@@ -301,6 +328,10 @@ class _GroupFit:
                                  **(extra or {}).get(key, {}))
             paths = write_contrast_maps(stat_maps, stat_type, sidecar, contrast=name,
                                         folder=folder, **where_to)
+            if design.route in BETWEEN_ROUTES:  # group.between_subjects promises effect, t, z and p
+                paths["p"] = write_nifti(stat_maps["p"], statmap_path(contrast=name, stat="p", **where_to),
+                                         {**sidecar, "StatisticType": "p", "Description": sidecar[
+                                             "Description"] + " p: one-sided, of t > 0 (nilearn)."})
             if stat_type == "t":  # the effect in PSC, and dz and Hedges' g where they apply
                 paths |= write_effect_size_maps(stat_maps, design, key, sidecar, contrast=name,
                                                 folder=folder, **where_to)

@@ -42,7 +42,7 @@ class GroupDesign:
     Attributes
     ----------
     route : str
-        ``one-sample``, ``repeated`` or ``paired``.
+        ``one-sample``, ``repeated``, ``paired``, ``sequence``, ``two-group`` or ``covariate``.
     design : DataFrame
         One row per input map, one column per regressor.
     contrasts : dict of str to ndarray
@@ -86,7 +86,7 @@ class GroupDesign:
         structural = {"intercept", "period_difference", *map(str, self.rows.get("condition", []))}
         return [c for c in self.design.columns
                 if c not in structural and not c.startswith(("sub-", "period", COLUMN_PREFIX,
-                                                              "sequence_", "site-"))]
+                                                              "sequence_", "site-", "group-"))]
 
     @property
     def terms(self) -> str:
@@ -95,6 +95,9 @@ class GroupDesign:
         terms = []
         if self.route == "sequence":
             terms.append("sequence (cell means)")
+        elif self.route == "two-group":
+            terms.append("group (cell means: " + ", ".join(c[len("group-"):] for c in cols
+                                                           if c.startswith("group-")) + ")")
         elif self.route == "repeated":
             terms.append("condition")
             if any(c.startswith("sub-") for c in cols):

@@ -239,4 +239,10 @@ _DESCRIPTIONS = {
                 "per treatment sequence (cell means); sequenceF tests every difference.",
     "paired": "Paired route: one-sample test of within-subject difference maps "
               "(terms as fitted: see ModelTerms).",
+    "two-group": "Between-subject two-group test (group.between_subjects): one map per subject, one "
+                 "indicator per group (cell means), t test of the first group minus the second; "
+                 "covariates mean-centred.",
+    "covariate": "Between-subject covariate test (group.between_subjects): one map per subject, "
+                 "intercept + the mean-centred covariate, t test of its slope; other covariates "
+                 "mean-centred.",
 }
