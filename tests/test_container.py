@@ -70,8 +70,10 @@ def test_hadolint_catches_a_bad_recipe(tmp_path):
 def test_recipe_follows_the_bids_app_convention():
     steps = _instructions(DOCKERFILE.read_text())
     names = [name for name, _ in steps]
-    base = steps[0][1]
-    assert names[0] == "FROM"
+    # ARG BASE_IMAGE=<default> then FROM ${BASE_IMAGE}: the default stays the official image
+    assert names[:2] == ["ARG", "FROM"] and steps[1][1] == "${BASE_IMAGE}", steps[:2]
+    arg_name, base = steps[0][1].split("=", 1)
+    assert arg_name == "BASE_IMAGE"
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", base), base
     users = [arg for name, arg in steps if name == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
@@ -80,6 +82,9 @@ def test_recipe_follows_the_bids_app_convention():
     assert entry and json.loads(entry[-1]) == ["fmri-pain"]
     runs = " ".join(arg for name, arg in steps if name == "RUN")
     assert re.search(r"pip install --no-cache-dir \"?\./?\[hpc\]\"?", runs)
+    assert "python3 -m venv /opt/venv" in runs  # PEP 668: Debian's python3 needs a venv
+    env = " ".join(arg for name, arg in steps if name == "ENV")
+    assert "PATH=/opt/venv/bin:$PATH" in env
     assert any(name == "LABEL" for name in names) and "WORKDIR" in names
     # every path the recipe copies exists in the repository and is not excluded
     ignored = [p.strip().rstrip("/") for p in (ROOT / ".dockerignore").read_text().splitlines()

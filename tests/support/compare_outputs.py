@@ -2,11 +2,12 @@
 
 Used to show that a refactoring changed no result::
 
-    python -m tests.support.compare_outputs BEFORE AFTER
+    python -m tests.support.compare_outputs BEFORE AFTER [--atol 1e-5]
 
 prints, per kind of file, how many were compared and the largest absolute difference,
 and lists files present in only one folder or differing in shape, columns or text cells.
-Exit status 0 when every shared file is identical, 1 otherwise.
+Exit status 0 when both folders hold the same files and every numerical difference is
+at most ``--atol`` (default 0: identical), 1 otherwise.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def _tsv_difference(a: Path, b: Path) -> float:
     return worst
 
 
-def compare(before: Path, after: Path) -> dict[str, tuple[int, float]]:
-    """Per kind (``nifti``, ``tsv``): number of files compared and largest difference; prints problems."""
+def compare(before: Path, after: Path, atol: float = 0.0) -> dict[str, tuple[int, float]]:
+    """Per kind (``nifti``, ``tsv``): number of files compared and largest difference.
+
+    Prints the files found in one folder only and those differing by more than ``atol``.
+    """
     fa, fb = _files(before), _files(after)
     for only, where in ((fa - fb, before), (fb - fa, after)):
         for rel in sorted(only):
@@ -62,7 +66,7 @@ def compare(before: Path, after: Path) -> dict[str, tuple[int, float]]:
     for rel in sorted(fa & fb):
         kind = "tsv" if rel.suffix == ".tsv" else "nifti"
         diff = (_tsv_difference if kind == "tsv" else _nifti_difference)(before / rel, after / rel)
-        if diff > 0:
+        if diff > atol:
             print(f"differs by {diff:g}: {rel}")
         n, worst = summary.get(kind, (0, 0.0))
         summary[kind] = (n + 1, max(worst, diff))
@@ -73,11 +77,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
+    parser.add_argument("--atol", type=float, default=0.0,
+                        help="largest absolute difference still counted as equal (default 0)")
     args = parser.parse_args(argv)
-    summary = compare(args.before, args.after)
+    summary = compare(args.before, args.after, args.atol)
     for kind, (n, worst) in summary.items():
         print(f"{kind}: {n} files compared, largest absolute difference {worst:g}")
-    same = _files(args.before) == _files(args.after) and all(w == 0 for _, w in summary.values())
+    same = (_files(args.before) == _files(args.after) and bool(summary)
+            and all(w <= args.atol for _, w in summary.values()))
     return 0 if same else 1
 
 
