@@ -128,7 +128,8 @@ def test_listed_packages_exist_and_their_data_is_matched():
     atlases = [p.name for p in _source("fmri_pain.atlases").iterdir()]
     pipelines = [p.name for p in _source("fmri_pain.pipelines").iterdir()]
     # the files the installed package looks up (config.pathways.atlas_path, pipeline.demo)
-    assert any(fnmatch("pain_pathways.tsv", g) for g in data["fmri_pain.atlases"]) and "pain_pathways.tsv" in atlases
+    assert "pain_pathways.tsv" in atlases
+    assert any(fnmatch("pain_pathways.tsv", g) for g in data["fmri_pain.atlases"])
     assert any(fnmatch("demo.yaml", g) for g in data["fmri_pain.pipelines"]) and "demo.yaml" in pipelines
 
 
