@@ -309,7 +309,7 @@ def test_the_group_command_hands_the_validator_s_subjects_over_as_left_out(one_b
 
     def fake_group_level(output_dir, runs, spec, *, excluded=None, verbosity=1, model_name=None):
         seen.update(runs=runs, excluded=excluded)
-        return SimpleNamespace(left_out=[], report=tmp_path / "group.html",
+        return SimpleNamespace(left_out=[], report=tmp_path / "group.html", timings={}, stage_log=None,
                                group=SimpleNamespace(warnings=[f"sub-{s} left out: {r}"
                                                                for s, r in excluded.items()]))
 
