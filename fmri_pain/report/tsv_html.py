@@ -3,13 +3,14 @@ long tables collapsed to their significant rows with the full table one click aw
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+
+from fmri_pain.report.figures import file_to_uri
 
 ALPHA = 0.05
 """Level of the rows a collapsed table shows (FDR-adjusted p below it)."""
@@ -77,10 +78,13 @@ def collapsed(df: pd.DataFrame, render: Callable[[pd.DataFrame], str], alpha: fl
             "</details>")
 
 
+FIGURE_WIDTH = 900
+"""Widest embedded figure (pixels): wider PNGs are scaled down."""
+
+
 def img_tag(path: Path, alt: str) -> str:
-    """A PNG embedded as a base64 ``<figure>`` with ``alt`` as its caption."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"/>' \
+    """A PNG embedded (palette-compressed) as a base64 ``<figure>`` with ``alt`` as its caption."""
+    return f'<figure><img alt="{html.escape(alt)}" src="{file_to_uri(path, FIGURE_WIDTH)}"/>' \
            f"<figcaption>{html.escape(alt)}</figcaption></figure>"
 
 

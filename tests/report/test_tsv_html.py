@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from fmri_pain.report.tsv_html import (collapsed, described_table, description, img_tag,
+from fmri_pain.report.tsv_html import (FIGURE_WIDTH, collapsed, described_table, description, img_tag,
                                        significant_rows, tsv_table)
 
 
@@ -23,9 +26,15 @@ def test_tsv_table_description_and_figure(tmp_path):
     assert heading == "<h4>Nodes</h4>" and text == "<p>a &lt;model&gt; that ran.</p>"
     assert table.count("<td>") == 3  # every row of the one column kept
     png = tmp_path / "f.png"
-    png.write_bytes(b"\x89PNG fake")
-    assert 'src="data:image/png;base64,iVBORyBmYWtl"' in img_tag(png, "x & y")
-    assert "x &amp; y" in img_tag(png, "x & y")
+    pixels = np.zeros((20, 2000, 3), dtype=np.uint8)
+    pixels[:, 1000:] = (200, 30, 30)
+    Image.fromarray(pixels).save(png)
+    tag = img_tag(png, "x & y")
+    assert "x &amp; y" in tag and 'src="data:image/png;base64,' in tag
+    embedded = Image.open(io.BytesIO(base64.b64decode(tag.split("base64,")[1].split('"')[0])))
+    assert embedded.size == (FIGURE_WIDTH, 9)  # scaled down to the report's width
+    colours = np.asarray(embedded.convert("RGB"))
+    assert tuple(colours[4, 10]) == (0, 0, 0) and tuple(colours[4, -10]) == (200, 30, 30)
 
 
 def test_long_tables_collapse_to_their_significant_rows():
