@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import matplotlib
@@ -114,12 +116,37 @@ def design_matrix_uri(design) -> str:
     return figure_to_uri(fig, dpi=60)
 
 
+VIEWER_BACKGROUND_MM = 3
+"""Resolution of the viewer's MNI152 background (the group maps are coarser; 2 mm doubles the page)."""
+_FAVICON = re.compile(r'<link\s+rel="icon"[^>]*>')  # nilearn's, fetched from GitHub: not offline
+_SPRITE = re.compile(r'(<img id="spriteImg-[^"]*"\s+class="hidden"\s+src=")data:image/png;base64,([^"]+)"')
+
+
+@lru_cache(maxsize=1)
+def _viewer_background() -> nib.Nifti1Image:
+    from nilearn.datasets import load_mni152_template  # shipped with nilearn: no download
+
+    return load_mni152_template(resolution=VIEWER_BACKGROUND_MM)
+
+
+def _compress_background(document: str) -> str:
+    """The viewer's (opaque, grey) background sprite re-encoded as a palette PNG."""
+    def encode(match: re.Match) -> str:
+        image = Image.open(io.BytesIO(base64.b64decode(match.group(2))))
+        return f'{match.group(1)}{_uri(png_bytes(image, colors=96))}"'
+
+    return _SPRITE.sub(encode, document, count=1)
+
+
 def viewer_document(img: nib.Nifti1Image | str | Path, title: str, threshold: float,
                     two_sided: bool = True) -> tuple[str, int, int]:
     """nilearn's interactive slice viewer of a map as one self-contained HTML document.
 
     The document inlines nilearn's own jQuery and brainsprite scripts and the
-    images as data URIs: it works offline. Colour maps as :func:`glass_brain_uri`.
+    images as data URIs, and nilearn's favicon link (to GitHub) is removed: it
+    works offline. The background is the MNI152 template at
+    :data:`VIEWER_BACKGROUND_MM`, palette-compressed. Colour maps as
+    :func:`glass_brain_uri`.
 
     Returns
     -------
@@ -135,8 +162,10 @@ def viewer_document(img: nib.Nifti1Image | str | Path, title: str, threshold: fl
     vmax = float(np.abs(data).max()) or 1.0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="empty mask")
-        view = plotting.view_img(nib.Nifti1Image(data, img.affine), threshold=threshold, title=title,
+        view = plotting.view_img(nib.Nifti1Image(data, img.affine), bg_img=_viewer_background(),
+                                 threshold=threshold, title=title,
                                  cmap=DIVERGING_CMAP if signed else SEQUENTIAL_CMAP,
                                  symmetric_cmap=signed, vmax=vmax, vmin=None if signed else 0.0,
                                  black_bg=False, width_view=600)
-    return view.get_standalone(), int(view.width), int(view.height)
+    document = _FAVICON.sub("", _compress_background(view.get_standalone()))
+    return document, int(view.width), int(view.height)

@@ -28,8 +28,8 @@ from fmri_pain.report.render import html_table, markup, render_report
 from fmri_pain.report.viewer import viewer_section
 from fmri_pain.trial import difference_contrasts, trial_contrasts
 
-MAX_VIEWER_MAPS = 4
-"""Maps in the interactive viewer (each adds ~0.2 MB): the condition differences first."""
+MAX_VIEWER_MAPS = 3
+"""Maps in the interactive viewer (each adds ~0.2 MB: scripts and sprites): the condition differences first."""
 
 _ROUTE_NOTE = {
     "one-sample": "one-sample t test over subjects",

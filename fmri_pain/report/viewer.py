@@ -41,7 +41,7 @@ def viewer_section(documents: list[tuple[str, str]], width: int = 650, height: i
         "under the views. Same thresholds and colour maps as the figures below.</p>"
         f"<label>Map: <select id='viewer-select'>{options}</select></label>"
         f"<iframe class='viewer' id='viewer-frame' title='slice viewer' "
-        f"style='width:{int(width) + 30}px;height:{int(height) + 40}px'></iframe>"
+        f"style='width:{int(width) + 30}px;height:{int(height) + 70}px'></iframe>"
         f"<script type='application/json' id='viewer-docs'>{docs}</script>"
         "<script>(function () {"
         "var docs = JSON.parse(document.getElementById('viewer-docs').textContent);"
