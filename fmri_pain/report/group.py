@@ -29,7 +29,8 @@ from fmri_pain.report.viewer import viewer_section
 from fmri_pain.trial import difference_contrasts, trial_contrasts
 
 MAX_VIEWER_MAPS = 3
-"""Maps in the interactive viewer (each adds ~0.2 MB: scripts and sprites): the condition differences first."""
+"""Maps in the interactive viewer (each adds ~0.2 MB: scripts and sprites), the condition
+differences first."""
 
 _ROUTE_NOTE = {
     "one-sample": "one-sample t test over subjects",
