@@ -161,7 +161,10 @@ def viewer_document(img: nib.Nifti1Image | str | Path, title: str, threshold: fl
         data = np.abs(data)
     vmax = float(np.abs(data).max()) or 1.0
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="empty mask")
+        # nothing above the threshold: an empty overlay (the selector's label gives the threshold)
+        for message in ("empty mask", "The given float value must not exceed",
+                        "Could not determine cut coords"):
+            warnings.filterwarnings("ignore", message=message)
         view = plotting.view_img(nib.Nifti1Image(data, img.affine), bg_img=_viewer_background(),
                                  threshold=threshold, title=title,
                                  cmap=DIVERGING_CMAP if signed else SEQUENTIAL_CMAP,
