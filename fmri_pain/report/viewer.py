@@ -12,8 +12,8 @@ import json
 
 
 def _json_for_script(value) -> str:
-    """JSON safe inside ``<script>``: no ``</`` can close the element early."""
-    return json.dumps(value).replace("</", "<\\/").replace("<!--", "<\\!--")
+    """JSON safe inside ``<script>``: every ``<`` escaped, so nothing can close the element early."""
+    return json.dumps(value).replace("<", "\\u003c")
 
 
 def viewer_section(documents: list[tuple[str, str]], width: int = 650, height: int = 320) -> str:
