@@ -290,6 +290,18 @@ def correlation_statistics(corr: pd.DataFrame, *, conditions: tuple[str, ...] = 
     return add_fdr(pd.DataFrame(rows, columns=list(CORRELATION_STAT_COLUMNS)), ["contrast"])
 
 
+def label_nodes(display, names: list[str], coords: np.ndarray) -> None:
+    """Each node's name beside it on the axial view of a nilearn connectome (mm coordinates)."""
+    from matplotlib.patheffects import withStroke
+
+    axes = getattr(display, "axes", {}).get("z")
+    if axes is None:
+        return
+    for name, (x, y, _) in zip(names, coords):
+        axes.ax.annotate(name, (x, y), xytext=(3, 2), textcoords="offset points", fontsize=6.5,
+                         color="#1a1a1a", zorder=20, path_effects=[withStroke(linewidth=2, foreground="white")])
+
+
 def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
                      *, conditions: tuple[str, ...] = CONDITIONS) -> dict[str, Path]:
     """One connectome figure per condition: group-mean PPI betas (symmetrised)."""
@@ -320,10 +332,11 @@ def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
         threshold = float(np.percentile(edges, 80)) if edges.size else 0.0
         if not np.any(edges > threshold):
             threshold = 0.0
-        plotting.plot_connectome(mat, coords, edge_threshold=threshold, figure=fig,
-                                 title=f"gPPI {cond} (group mean beta)", edge_vmin=-vmax,
-                                 edge_vmax=vmax, colorbar=bool(np.any(edges > threshold)),
-                                 node_size=20)
+        display = plotting.plot_connectome(mat, coords, edge_threshold=threshold, figure=fig,
+                                           title=f"gPPI {cond} (group mean beta)", edge_vmin=-vmax,
+                                           edge_vmax=vmax, colorbar=bool(np.any(edges > threshold)),
+                                           node_size=20)
+        label_nodes(display, names, coords)
         paths[cond] = write_figure(fig, output_dir / f"connectome_condition-{cond.lower()}.png")
         plt.close(fig)
     return paths

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from fmri_pain.report.render import html_table
+from fmri_pain.report.tsv_html import collapsed
 
 CARRYOVER_MAPS = ("carryoverF", "sequenceF")
 
@@ -74,8 +75,7 @@ def carryover_report_section(group: Any, permutations: list[Any] | None,
     seq_path = (pathways or {}).get("sequence_stats")
     if shift is None and maps.empty and node_path is None:
         return None
-    parts = ["<h2>Carry-over and sequence effects</h2>",
-             "<p>First-order carry-over (the condition of the previous period, sum-to-zero over "
+    parts = ["<p>First-order carry-over (the condition of the previous period, sum-to-zero over "
              "the previous conditions; only differences are estimable with period in the model) "
              "was a term of the repeated-measures model and of the pathway models: "
              "<code>carryoverF</code> tests every carry-over difference, "
@@ -96,13 +96,13 @@ def carryover_report_section(group: Any, permutations: list[Any] | None,
                      "Benjamini-Hochberg over the units of a level; detected: p_fdr &lt; "
                      f"{alpha:g}) and the shift of each condition estimate (with - without "
                      "carry-over).</p>")
-        parts.append(str(html_table(_node_summary(Path(node_path), alpha))))
+        parts.append(collapsed(_node_summary(Path(node_path), alpha), html_table, alpha))
     if seq_path is not None:
         seq = pd.read_csv(seq_path, sep="\t", na_values="n/a")
         parts.append("<h3>Sequence test per node</h3>")
-        parts.append(str(html_table(seq[[c for c in ("level", "node", "stat", "df_num", "df", "p",
-                                                     "p_perm", "p_perm_fdr", "n_perm", "note")
-                                         if c in seq]])))
+        parts.append(collapsed(seq[[c for c in ("level", "node", "stat", "df_num", "df", "p",
+                                                "p_perm", "p_perm_fdr", "n_perm", "note")
+                                    if c in seq]], html_table, alpha))
     return "\n".join(parts)
 
 

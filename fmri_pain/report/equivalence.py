@@ -69,7 +69,7 @@ def equivalence_report_section(pathways: dict[str, Path] | None,
     pathways = pathways or {}
     if "equivalence" not in pathways and not maps:
         return None
-    parts = ['<div class="equivalence"><h2>Non-inferiority, superiority and equivalence</h2>']
+    parts = ['<div class="equivalence">']
     if "equivalence" in pathways:
         meta = _sidecar(pathways["equivalence"])
         parts.append(f"<p>{html.escape(str(meta.get('Description', '')))}. Decisions (conclusion) "

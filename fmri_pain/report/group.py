@@ -16,7 +16,8 @@ from fmri_pain.glm.inference.group_contrasts import (PermutationOutput, inferenc
                                                      inference_warnings)
 from fmri_pain.glm.second_level.outputs import GroupResult
 from fmri_pain.report.carryover import carryover_report_section
-from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri
+from fmri_pain.report.figures import design_matrix_uri, glass_brain_uri, viewer_document
+from fmri_pain.report.group_qc import group_qc_table
 from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, first_level_section,
                                       group_section, inference_section, pathways_section,
                                       preprocessing_section, reference_list, render_citations,
@@ -24,7 +25,12 @@ from fmri_pain.report.methods import (MethodsSection, boilerplate, cited_keys, f
 from fmri_pain.report.equivalence import equivalence_methods, equivalence_report_section
 from fmri_pain.report.pathways import pathway_report_section
 from fmri_pain.report.render import html_table, markup, render_report
-from fmri_pain.trial import trial_contrasts
+from fmri_pain.report.viewer import viewer_section
+from fmri_pain.trial import difference_contrasts, trial_contrasts
+
+MAX_VIEWER_MAPS = 3
+"""Maps in the interactive viewer (each adds ~0.2 MB: scripts and sprites), the condition
+differences first."""
 
 _ROUTE_NOTE = {
     "one-sample": "one-sample t test over subjects",
@@ -76,7 +82,7 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
                                 f"({entry.contrast})",
                         "uri": design_matrix_uri(entry.design.design)})
 
-    summary, contrasts = [], []
+    summary, contrasts, viewable = [], [], []
     for entry in group.maps:
         base = {"contrast": entry.contrast, "route": entry.route, "terms": entry.design.terms,
                 "subjects": len(entry.subjects), "maps": entry.n_maps,
@@ -91,12 +97,16 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
         for method, thr in entry.thresholds.items():
             clusters = entry.clusters.get(method, pd.DataFrame())
             row[f"{method} z threshold"] = thr
-            row[f"{method} clusters"] = int(clusters["Cluster ID"].astype(str).str.isdigit().sum()) \
+            n_clusters = int(clusters["Cluster ID"].astype(str).str.isdigit().sum()) \
                 if not clusters.empty else 0
-            caption = (f"z > {thr:.2f}" if thr != float("inf") else "no voxel survives")
+            row[f"{method} clusters"] = n_clusters
+            caption = (f"z > {thr:.2f}, {n_clusters} cluster(s)"
+                       + (f" (table: the first 15 of {len(clusters)} rows)" if len(clusters) > 15 else "")
+                       if thr != float("inf") else "no voxel survives")
             tables.append((method.upper(), {"caption": caption, "html": html_table(clusters.head(15))}))
         summary.append(row)
         best = min(entry.thresholds.values(), default=None)
+        viewable.append((entry, best))
         contrasts.append({
             "name": entry.contrast, "route": f"{_ROUTE_NOTE[entry.route]}: {entry.design.terms}",
             "description": descriptions.get(entry.contrast, ""),
@@ -112,6 +122,8 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
         methods=[{"stage": m.stage.capitalize(), "text": render_citations(m.text)} for m in methods],
         references=reference_list(keys), designs=designs,
         summary_table=html_table(pd.DataFrame(summary)), contrasts=contrasts,
+        viewers=markup(_viewers(viewable, spec)),
+        qc_table=markup(_qc_html(group, output_dir)),
         inference_section=markup(None if permutations is None
                                  else _inference_html(permutations, spec.group.fwe_alpha)),
         pathways_section=markup(None if pathways is None else pathway_report_section(pathways)),
@@ -119,6 +131,28 @@ def write_group_report(group: GroupResult, spec: AnalysisSpec, output_dir: Path,
         carryover_section=markup(carryover_report_section(group, permutations, pathways,
                                                           spec.group.fdr_q)),
         dataset_notes=_dataset_notes(output_dir))
+
+
+def _viewers(viewable: list, spec: AnalysisSpec) -> str:
+    """The interactive viewer of the main maps: the condition differences, then the rest, at most
+    :data:`MAX_VIEWER_MAPS`, each at the lowest threshold of its figure."""
+    main = set(difference_contrasts(trial_contrasts(spec.conditions)))
+    ordered = sorted(viewable, key=lambda item: item[0].contrast not in main)[:MAX_VIEWER_MAPS]
+    documents, width, height = [], 0, 0
+    for entry, best in ordered:
+        threshold = best if best is not None and best != float("inf") else 3.1
+        label = f"{entry.contrast} ({entry.route}, z > {threshold:.2f})"
+        doc, w, h = viewer_document(entry.paths["z"], f"{entry.contrast} (z)", threshold,
+                                    two_sided=entry.stat_type == "t")
+        documents.append((label, doc))
+        width, height = max(width, w), max(height, h)
+    return viewer_section(documents, width, height)
+
+
+def _qc_html(group: GroupResult, output_dir: Path) -> str | None:
+    """The per subject and session QC table (None when no design sidecar was found)."""
+    table = group_qc_table(output_dir, group.subjects, group.subject_maps, group.mask)
+    return None if table.empty else str(html_table(table))
 
 
 def _dataset_notes(output_dir: Path):
@@ -148,7 +182,8 @@ def _inference_html(outputs: list[PermutationOutput], alpha: float) -> str:
         parts.append(f"<img src='{glass_brain_uri(z_fwe, f'{out.contrast}: {label} FWE', 1e-3, out.result.two_sided)}' "
                      f"alt='{out.contrast} permutation map'>")
         if not out.clusters.empty:
-            parts.append(str(html_table(out.clusters.head(10))))
+            parts.append(f"<details class='more'><summary>Clusters ({len(out.clusters)} rows; the "
+                         f"first 10)</summary>{html_table(out.clusters.head(10))}</details>")
     return "\n".join(parts)
 
 

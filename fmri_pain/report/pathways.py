@@ -11,7 +11,7 @@ from fmri_pain.report.tsv_html import described_table, description, img_tag, tsv
 
 
 def _described(path: Path, heading: str, query, columns: list[str]) -> list[str]:
-    return described_table(path, heading, query, columns, level=3, max_rows=60)
+    return described_table(path, heading, query, columns, level=3, max_rows=400, collapse=True)
 
 
 def pathway_report_section(outputs: dict[str, Path]) -> str:
@@ -21,7 +21,7 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
     written, so they state the model that ran; parts not computed are listed with
     their reason.
     """
-    parts = ['<div class="pathways"><h2>Pain pathways</h2>']
+    parts = ['<div class="pathways">']
     if "roi_effects" in outputs:
         parts.append(f"<p>Node effects: {html.escape(description(outputs['roi_effects']))}.</p>")
     if "roi_stats" in outputs:
@@ -36,7 +36,8 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
             "p_fdr", "model"]
     if "roi_stats" in outputs:
         parts.append("<h3>ROI statistics</h3>")
-        parts.append(tsv_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400))
+        parts.append(tsv_table(outputs["roi_stats"], lambda d: d[d["stat_type"] == "t"], cols, max_rows=400,
+                               collapse=True))
     for key in sorted(k for k in outputs if k.startswith("forest_")):
         parts.append(img_tag(outputs[key], f"forest plot, contrast {key.removeprefix('forest_')}"))
     if "effect_sizes" in outputs:
@@ -50,14 +51,14 @@ def pathway_report_section(outputs: dict[str, Path]) -> str:
     if "connectivity_ppi_stats" in outputs:
         parts += _described(outputs["connectivity_ppi_stats"],
                                   "Condition-dependent connectivity (gPPI)",
-                                  lambda d: d[d["stat_type"] == "t"].sort_values("p").head(30),
+                                  lambda d: d[d["stat_type"] == "t"],
                                   ["seed", "target", "contrast", "estimate", "ci_low", "ci_high",
                                    "stat", "df", "p", "p_fdr"])
         for key in sorted(k for k in outputs if k.startswith("connectome_")):
             parts.append(img_tag(outputs[key], f"gPPI connectome, {key.removeprefix('connectome_')}"))
     if "connectivity_correlation_stats" in outputs:
         parts += _described(outputs["connectivity_correlation_stats"], "Residual correlations",
-                                  lambda d: d.sort_values("p").head(20),
+                                  None,
                                   ["node_a", "node_b", "contrast", "estimate", "stat", "df", "p",
                                    "p_fdr"])
     if "behaviour" in outputs:

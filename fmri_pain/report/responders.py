@@ -11,7 +11,7 @@ from fmri_pain.report.tsv_html import described_table, description, tsv_table
 
 
 def _described(path: Path, heading: str, query, columns: list[str]) -> list[str]:
-    return described_table(path, heading, query, columns, level=4, max_rows=80)
+    return described_table(path, heading, query, columns, level=4, max_rows=400, collapse=True)
 
 
 def responder_report_section(outputs: dict[str, Path]) -> str:

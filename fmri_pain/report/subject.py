@@ -13,6 +13,9 @@ from fmri_pain.report.render import html_table, markup, render_report
 from fmri_pain.config.spec import AnalysisSpec
 from fmri_pain.trial import difference_contrasts, trial_contrasts
 
+DESIGN_WIDTH = 420
+"""Width (pixels) the first level's design-matrix figures are embedded at: smaller than the maps."""
+
 
 def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec,
                          output_dir: Path, preproc_section: str | None = None) -> Path:
@@ -49,13 +52,13 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         designs = sorted((output_dir / f"sub-{subject}").glob(
             f"ses-{row['session']}/func/*_design.png"))
         sessions.append({"title": title, "map": glass_brain_uri(row["path"], f"{title}: stim z"),
-                         "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
+                         "designs": _designs(designs)})
     if not sessions:  # session-less dataset: subject-level stim map
         for _, row in table[(table["stat"] == "z") & (table["contrast"] == "stim")
                             & (table["level"] == "subject")].iterrows():
             designs = sorted((output_dir / f"sub-{subject}").rglob("*_design.png"))
             sessions.append({"title": "all runs", "map": glass_brain_uri(row["path"], "stim z"),
-                             "designs": [{"name": d.name, "uri": file_to_uri(d)} for d in designs]})
+                             "designs": _designs(designs)})
 
     differences = difference_contrasts(trial_contrasts(spec.conditions))
     subject_z = table[(table["stat"] == "z") & table["level"].isin(["condition", "subject"])]
@@ -74,6 +77,11 @@ def write_subject_report(subject: str, runs: list[Run], maps, spec: AnalysisSpec
         sessions=sessions, contrasts=contrasts, missing=", ".join(missing),
         warnings=list(getattr(maps, "warnings", [])),
         nuisance_budget=spec.first_level.confounds.max_nuisance_fraction)
+
+
+def _designs(paths: list) -> list[dict]:
+    """The design-matrix figures, embedded at :data:`DESIGN_WIDTH`."""
+    return [{"name": d.name, "uri": file_to_uri(d, max_width=DESIGN_WIDTH)} for d in paths]
 
 
 _QC_LABELS = {"n_volumes": "volumes", "n_censored": "censored", "strategy": "motion model",

@@ -170,3 +170,101 @@ def test_harness_detects_broken_pages(browser, tmp_path):
     good.write_text("<!DOCTYPE html><html><head><title>ok</title></head><body><p>fine</p>"
                     "<a href='broken.html'>b</a></body></html>")
     assert inspect_report(browser, good)["errors"] == []
+
+
+GROUP_HTML_MAX_BYTES = 2_800_000
+"""Bound on group.html of the demo trial (measured 2.27 MB with the viewer; 3.96 MB before the
+compressed figures, collapsed tables and design thumbnails)."""
+
+# Runs in the page: the navigation bar, its targets, open long tables and the viewer's iframe.
+_STRUCTURE_JS = """
+const header = document.querySelector("header");
+const links = Array.from(document.querySelectorAll("header nav.sections a"));
+const sections = Array.from(document.querySelectorAll("details.section"));
+const openLong = Array.from(document.querySelectorAll("table")).filter(t =>
+    !t.closest("details:not([open])") && t.querySelectorAll("tbody tr").length > 30).length;
+const scripts = Array.from(document.querySelectorAll("script[src], link[href], img[src]"))
+    .map(e => e.getAttribute("src") || e.getAttribute("href")).filter(s => /^https?:/.test(s));
+return {
+  sticky: header ? getComputedStyle(header).position : "",
+  links: links.map(a => a.getAttribute("href")),
+  resolved: links.filter(a => { const t = document.getElementById(a.getAttribute("href").slice(1));
+                                return t !== null && t.matches("details.section"); }).length,
+  sections: sections.map(s => s.id),
+  summaries: sections.filter(s => s.querySelector(":scope > summary")).length,
+  open_long_tables: openLong,
+  network: scripts,
+};
+"""
+
+
+def _structure(driver, path: Path) -> dict:
+    driver.get(path.resolve().as_uri())
+    return driver.execute_script(_STRUCTURE_JS)
+
+
+def _check_navigation(facts: dict) -> list[str]:
+    problems = []
+    if facts["sticky"] != "sticky":
+        problems.append(f"header is not sticky ({facts['sticky']!r})")
+    if not facts["links"] or facts["resolved"] != len(facts["links"]):
+        problems.append(f"navigation links {facts['links']} resolve to {facts['resolved']} sections")
+    if sorted(h.removeprefix("#") for h in facts["links"]) != sorted(facts["sections"]):
+        problems.append(f"sections {facts['sections']} and navigation {facts['links']} differ")
+    if facts["summaries"] != len(facts["sections"]):
+        problems.append("a section cannot be collapsed (no <summary>)")
+    if facts["open_long_tables"]:
+        problems.append(f"{facts['open_long_tables']} table(s) of > 30 rows shown open")
+    if facts["network"]:
+        problems.append(f"network resources referenced: {facts['network']}")
+    return problems
+
+
+def test_group_report_navigation_tables_and_size(browser, demo_output):
+    group = demo_output / "group.html"
+    size = group.stat().st_size
+    assert size < GROUP_HTML_MAX_BYTES, f"group.html is {size / 1e6:.2f} MB"
+    facts = _structure(browser, group)
+    assert not _check_navigation(facts), _check_navigation(facts)
+    for expected in ("overview", "qc", "contrasts", "methods"):
+        assert expected in facts["sections"], f"no {expected} section in {facts['sections']}"
+    text = group.read_text()
+    assert "; )" not in text  # no heading ends with an empty description
+    assert "<script src" not in text.replace("'", '"').replace("<script  ", "<script ")
+
+
+def test_subject_reports_navigation(browser, demo_output):
+    for report in sorted(demo_output.glob("sub-*.html"))[:2]:
+        facts = _structure(browser, report)
+        assert not _check_navigation(facts), (report.name, _check_navigation(facts))
+        assert {"runs", "first-level", "methods"} <= set(facts["sections"])
+
+
+def test_viewer_loads_offline(browser, demo_output):
+    """The nilearn viewer draws its canvas from inlined scripts and images, for every map."""
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    browser.get_log("browser")
+    browser.get((demo_output / "group.html").resolve().as_uri())
+    select = Select(browser.find_element("id", "viewer-select"))
+    assert len(select.options) >= 1
+    for index in range(len(select.options)):
+        select.select_by_index(index)
+        frame = browser.find_element("id", "viewer-frame")
+        browser.switch_to.frame(frame)
+        try:
+            WebDriverWait(browser, 20).until(lambda d: d.execute_script(
+                "const c = document.querySelector('canvas');"
+                "return document.readyState === 'complete' && c !== null && c.width > 0 && "
+                "Array.from(document.images).every(i => i.complete && i.naturalWidth > 0);"))
+            sources = browser.execute_script(
+                "return Array.from(document.querySelectorAll('script[src], img[src]'))"
+                ".map(e => e.getAttribute('src')).filter(s => !s.startsWith('data:'));")
+            assert sources == [], f"viewer fetches {sources}"
+        finally:
+            browser.switch_to.default_content()
+    errors = [m["message"] for m in browser.get_log("browser") if m["level"] == "SEVERE"]
+    assert not errors, errors
+    resources = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name)")
+    assert not [r for r in resources if urlparse(r).scheme in ("http", "https")], resources

@@ -124,6 +124,8 @@ def no_figures(monkeypatch):
 
     monkeypatch.setattr(fmri_pain.report.group, "glass_brain_uri", lambda *a, **k: "data:,")
     monkeypatch.setattr(fmri_pain.report.group, "design_matrix_uri", lambda *a, **k: "data:,")
+    monkeypatch.setattr(fmri_pain.report.group, "viewer_document",
+                        lambda *a, **k: ("<p>viewer</p>", 600, 300))
 
 
 def test_two_subjects_on_one_sequence_period_dropped_and_reported(tmp_path, no_figures):
