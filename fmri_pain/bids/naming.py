@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
-ENTITY_ORDER: tuple[str, ...] = ("sub", "ses", "task", "acq", "run", "space", "res", "contrast",
-                                 "desc", "stat")
-"""Entities of derivative file names, in the order they appear (a subset of the BIDS entity table)."""
+ENTITY_ORDER: tuple[str, ...] = ("sub", "ses", "task", "acq", "run", "hemi", "space", "atlas", "res",
+                                 "contrast", "condition", "desc", "stat")
+"""Entities of derivative file names, in the order they appear: BIDS entities in the order of its
+entity table, ``atlas`` after ``space`` (as XCP-D writes it), and the statistical-model entities of
+BEP041 (``contrast``, ``stat``) and ``condition`` (a trial condition's part of a figure)."""
+
+PYBIDS_ENTITIES: dict[str, str] = {"subject": "sub", "session": "ses", "task": "task",
+                                   "acquisition": "acq", "run": "run", "hemi": "hemi",
+                                   "space": "space", "atlas": "atlas", "res": "res",
+                                   "contrast": "contrast", "condition": "condition", "desc": "desc",
+                                   "stat": "stat", "suffix": "suffix", "extension": "extension"}
+"""pybids' entity names (with :func:`pybids_config_path`'s config) -> the keys of file names."""
+
+HEMISPHERES: tuple[str, ...] = ("L", "R")
+"""The only values of ``hemi`` (BIDS: left or right hemisphere)."""
 
 STIM_CONTRAST = "stim"
 """The run- and session-level contrast: ON > OFF of the session's condition."""
@@ -59,6 +72,8 @@ def bids_filename(entities: Mapping[str, Any], suffix: str, extension: str) -> s
     unknown = set(entities) - set(ENTITY_ORDER)
     if unknown:
         raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    if entities.get("hemi") not in (None, "", *HEMISPHERES):
+        raise ValueError(f"BIDS entity hemi-{entities['hemi']!r} must be one of {HEMISPHERES}")
     parts = [f"{k}-{entities[k]}" for k in ENTITY_ORDER if entities.get(k) not in (None, "")]
     for key, value in entities.items():
         if value not in (None, "") and not str(value).isalnum():
@@ -98,3 +113,16 @@ def order_contrasts(names: Iterable[str]) -> list[str]:
     """Distinct contrast names in :data:`CONTRAST_ORDER`, unknown ones after it alphabetically."""
     order = {n: i for i, n in enumerate(CONTRAST_ORDER)}
     return sorted(set(names), key=lambda n: (order.get(n, len(order)), n))
+
+
+def pybids_config_path() -> Path:
+    """The pybids configuration of this package's entities (``contrast``, ``stat``, ``condition``).
+
+    Give it after pybids' own configurations, so that every output is found by its entities::
+
+        BIDSLayout(out, config=["bids", "derivatives", str(pybids_config_path())],
+                   validate=False)
+
+    pybids names the entities as in :data:`PYBIDS_ENTITIES` (``subject``, ``session`` ...).
+    """
+    return Path(__file__).with_name("fmri_pain_config.json")
