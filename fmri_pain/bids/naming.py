@@ -44,6 +44,25 @@ PARAMETRIC_METHODS: dict[str, str] = {**THRESHOLD_DESCS, "bonferroni": "bonferro
                                       "fpr": "fpr", "uncorrected": "fpr"}
 """Names accepted for parametric re-thresholding (the descs above and their synonyms) -> ``height_control``."""
 
+PATHWAY_TABLES: dict[str, str] = {
+    "roi_effects": "roiEffects", "roi_stats": "roiStats", "effect_sizes": "effectSizes",
+    "equivalence": "equivalence", "carryover": "carryover", "sequence_stats": "sequenceStats",
+    "connectivity_ppi": "connectivityPpi", "connectivity_ppi_stats": "connectivityPpiStats",
+    "connectivity_correlation": "connectivityCorrelation",
+    "connectivity_correlation_stats": "connectivityCorrelationStats",
+    "behaviour": "behaviour", "decoding": "decoding", "skipped": "skipped",
+    "responders": "responders", "responder_stats": "responderStats",
+    "responder_prediction": "responderPrediction", "responder_maps": "responderMaps",
+}
+"""The tables of ``group/pathways/``: key (as the pathway stage, the report and
+:meth:`fmri_pain.results.api.Results.pathway_table` name them) -> ``desc`` of
+``desc-<desc>_table.tsv`` (:func:`pathway_table_name`)."""
+
+PATHWAY_ATLAS = "painPathways"
+"""``atlas-`` of the pain-pathway atlas; its ``desc-`` says which pain side it was built for
+(``painLeft``, ``painRight``: node hemispheres follow the pain side) or ``given`` (an atlas given
+to the run)."""
+
 _NAME_RE = re.compile(
     r"^(?P<entities>(?:[a-zA-Z]+-[a-zA-Z0-9]+_)*)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>(?:\.[a-zA-Z0-9]+)+)$"
 )
@@ -126,3 +145,28 @@ def pybids_config_path() -> Path:
     pybids names the entities as in :data:`PYBIDS_ENTITIES` (``subject``, ``session`` ...).
     """
     return Path(__file__).with_name("fmri_pain_config.json")
+
+
+def pathway_table_name(key: str, extension: str = ".tsv") -> str:
+    """File name of a pathway table (:data:`PATHWAY_TABLES`), or of its sidecar (``.json``).
+
+    Examples
+    --------
+    >>> pathway_table_name("roi_effects")
+    'desc-roiEffects_table.tsv'
+    """
+    return bids_filename({"desc": PATHWAY_TABLES[key]}, "table", extension)
+
+
+def label(*texts: str) -> str:
+    """``texts`` as one BIDS label: alphanumeric camelCase.
+
+    Examples
+    --------
+    >>> label("pain_relief"), label("behaviour", "vas_pain"), label("decoding", "dualVsScs", "all")
+    ('painRelief', 'behaviourVasPain', 'decodingDualVsScsAll')
+    """
+    words = [w for text in texts for w in re.split(r"[^a-zA-Z0-9]+", str(text)) if w]
+    if not words:
+        raise ValueError(f"{texts!r} has no letter or digit to make a BIDS label of")
+    return words[0] + "".join(w[:1].upper() + w[1:] for w in words[1:])

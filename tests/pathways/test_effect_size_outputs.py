@@ -98,7 +98,7 @@ def test_forest_plots_written_and_in_the_report(run):
     forests = {k: p for k, p in outputs.items() if k.startswith("effect_forest_")}
     assert "effect_forest_dualMinusScs" in forests
     for key, path in forests.items():
-        assert path.name == f"forest_contrast-{key.removeprefix('effect_forest_')}_stat-dz.png"
+        assert path.name == f"contrast-{key.removeprefix('effect_forest_')}_stat-dz_forest.png"
         assert path.stat().st_size > 1000
     html = pathway_report_section(outputs)
     assert "Effect sizes" in html and "forest plot of dz, contrast dualMinusScs" in html
