@@ -310,7 +310,8 @@ class Results(Rethresholding, Plotting):
         """A table of ``group/pathways/`` by key, e.g. ``"roi_effects"`` (``desc-roiEffects_table.tsv``).
 
         Keys are those of :data:`~fmri_pain.bids.naming.PATHWAY_TABLES`; the file is found by
-        its entities (``desc``, suffix ``table``) in the files table.
+        its entities (``desc``, suffix ``table``) in the files table, as indexed when the
+        results were loaded.
         """
         desc = PATHWAY_TABLES.get(name)
         pool = select(self.files, level="group", suffix="table", extension=".tsv", desc=desc)
