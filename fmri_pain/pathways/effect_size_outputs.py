@@ -83,13 +83,14 @@ def write_effect_sizes(effects: pd.DataFrame, out: Path, *, conditions: tuple[st
         "Notes": sorted({f"{r.node} ({r.level}), {r.contrast}: left out {r.left_out}"
                          for r in table.itertuples() if isinstance(r.left_out, str) and r.left_out}),
         "Parameters": params, **COLUMN_DESCRIPTIONS})}
-    for stale in out.glob("contrast-*_stat-dz_forest.png"):
-        stale.unlink()
     for contrast in dict.fromkeys(table["contrast"]):
         fig = plot_effect_forest(table, contrast, spec.alpha)
         outputs[f"effect_forest_{contrast}"] = write_figure(
             fig, out / bids_filename({"contrast": contrast, "stat": "dz"}, "forest", ".png"))
         plt.close(fig)
+    # forests of contrasts no longer in the table go; the others were left alone if unchanged
+    for stale in set(out.glob("contrast-*_stat-dz_forest.png")) - set(outputs.values()):
+        stale.unlink()
     return outputs
 
 
