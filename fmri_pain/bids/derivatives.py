@@ -110,6 +110,8 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
 
     The temporary file keeps ``path``'s extension so libraries that pick a
     format from the name (nibabel, matplotlib) behave. On error it is removed.
+    When ``path`` already holds exactly the bytes written, it is left alone (the
+    temporary file is dropped), so a re-run with nothing new changes no file or mtime.
 
     Examples
     --------
@@ -126,10 +128,29 @@ def atomic_write(path: Path | str, mode: str = "w") -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield tmp
-        os.replace(tmp, path)
+        if _same_bytes(tmp, path):
+            tmp.unlink()
+        else:
+            os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _same_bytes(a: Path, b: Path, chunk_size: int = 1 << 20) -> bool:
+    """Whether files ``a`` and ``b`` exist with identical contents."""
+    try:
+        if not b.is_file() or a.stat().st_size != b.stat().st_size:
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                block = fa.read(chunk_size)
+                if block != fb.read(chunk_size):
+                    return False
+                if not block:
+                    return True
+    except OSError:
+        return False
 
 
 # atomic_write's temporary names: ".<stem>.<mkstemp's 8 random chars>.tmp<ext>", and

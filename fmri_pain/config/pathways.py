@@ -70,7 +70,7 @@ class PathwaysSpec:
     n_permutations : int
         Label permutations (within subject) of the decoding accuracy.
     n_bootstrap : int
-        Bootstrap resamples of subjects for the BCa intervals of the effect sizes (effect_sizes.tsv).
+        Bootstrap resamples of subjects for the BCa intervals of the effect sizes (desc-effectSizes_table.tsv).
     alpha : float
         Level of the confidence intervals (1 - alpha) and of FDR.
     random_state : int

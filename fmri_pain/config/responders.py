@@ -22,7 +22,7 @@ responders:            # >= 30 % relief and a VAS reduction of >= 20 mm
 The second needs a VAS reduction column (baseline VAS minus the session's VAS, in
 mm); the simulator's ``sessions.tsv`` has ``pain_relief`` (%) and ``vas_pain``
 (0-10) only, and a rule naming a column the data lack stops the responder analysis
-with a recorded reason (``skipped.tsv``), never silently.
+with a recorded reason (``desc-skipped_table.tsv``), never silently.
 """
 
 from __future__ import annotations

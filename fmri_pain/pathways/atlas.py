@@ -306,6 +306,7 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
     import matplotlib.pyplot as plt
 
     from fmri_pain.bids.derivatives import SPACE, write_figure, write_nifti, write_tsv
+    from fmri_pain.bids.naming import PATHWAY_ATLAS, bids_filename
     from fmri_pain.config.pathways import PathwaysSpec
 
     spec = spec or PathwaysSpec()
@@ -314,17 +315,19 @@ def write_atlas(output_dir: Path | str, target_img=None, pain_side: str = "right
                         label_fraction=spec.label_fraction)
     output_dir = Path(output_dir)
     space = space or SPACE
-    stem = f"atlas-painPathways_hemi-pain{pain_side.capitalize()}_space-{space}"
+    # desc, not hemi: the atlas spans both hemispheres, oriented by the pain side
+    entities = {"space": space, "atlas": PATHWAY_ATLAS, "desc": f"pain{pain_side.capitalize()}"}
     sidecar = {"Description": "pain-pathway atlas; node hemispheres follow the pain side",
                "PainSide": pain_side, "NodeTable": str(spec.atlas_file),
                "ProbabilityThreshold": spec.probability_threshold,
                "LabelFraction": spec.label_fraction,
                "SpatialReference": spatial_reference(atlas, space)}
     paths = {
-        "atlas": write_nifti(atlas.img, output_dir / f"{stem}_dseg.nii.gz", sidecar=sidecar),
-        "labels": write_tsv(atlas.nodes, output_dir / f"{stem}_dseg.tsv"),
+        "atlas": write_nifti(atlas.img, output_dir / bids_filename(entities, "dseg", ".nii.gz"),
+                             sidecar=sidecar),
+        "labels": write_tsv(atlas.nodes, output_dir / bids_filename(entities, "dseg", ".tsv")),
     }
     fig = plot_atlas(atlas)
-    paths["figure"] = write_figure(fig, output_dir / f"{stem}_dseg.png")
+    paths["figure"] = write_figure(fig, output_dir / bids_filename(entities, "dseg", ".png"))
     plt.close(fig)
     return paths

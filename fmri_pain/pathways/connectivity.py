@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from fmri_pain.bids.naming import bids_filename
 from fmri_pain.confound_names import CONNECTIVITY_CONFOUNDS as DEFAULT_CONFOUNDS
 from fmri_pain.errors import InputError
 from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
@@ -337,7 +338,7 @@ def plot_connectomes(ppi: pd.DataFrame, atlas: PathwayAtlas, output_dir: Path,
                                            edge_vmax=vmax, colorbar=bool(np.any(edges > threshold)),
                                            node_size=20)
         label_nodes(display, names, coords)
-        paths[cond] = write_figure(fig, output_dir / f"connectome_condition-{cond.lower()}.png")
+        paths[cond] = write_figure(fig, output_dir / bids_filename({"condition": cond.lower()}, "connectome", ".png"))
         plt.close(fig)
     return paths
 

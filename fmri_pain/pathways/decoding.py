@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from fmri_pain.bids.naming import bids_filename, label
 from fmri_pain.pathways.atlas import PathwayAtlas, atlas_on_grid
 from fmri_pain.pathways.nodes import normalise_pain_side
 from fmri_pain.pathways.roi import load_map
@@ -123,7 +124,7 @@ def run_decoding(maps: pd.DataFrame, atlas_for: Callable[[str], PathwayAtlas], o
     atlas_for : callable
         ``pain_side -> PathwayAtlas``; the atlas of ``default_pain_side`` defines regions.
     output_dir : Path
-        Weight maps go to ``output_dir/decoding_task-<task>_region-<region>_weights.nii.gz``.
+        Weight maps go to ``output_dir/desc-decoding<Task><Region>_weights.nii.gz``.
     whole_brain : bool
         Also decode from every voxel with data in all maps.
     tasks : list of str, optional
@@ -176,7 +177,8 @@ def run_decoding(maps: pd.DataFrame, atlas_for: Callable[[str], PathwayAtlas], o
             data = weights[0] if weights.shape[0] == 1 else np.moveaxis(weights, 0, -1)
             path = write_nifti(
                 nib.Nifti1Image(data, ref.affine),
-                output_dir / f"decoding_task-{task}_region-{region}_weights.nii.gz",
+                output_dir / bids_filename({"desc": label("decoding", task, region)}, "weights",
+                                           ".nii.gz"),
                 sidecar={"Description": "ridge-classifier weights on standardised features "
                                         f"(volume k = class {list(result['classes'])} one-vs-rest; "
                                         "binary: positive favours the second class)",

@@ -1,4 +1,4 @@
-"""What the pathway effect sizes write: ``effect_sizes.tsv``, its sidecar and forest plots of dz."""
+"""What the pathway effect sizes write: ``desc-effectSizes_table.tsv``, its sidecar and forest plots of dz."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import write_figure, write_tsv
+from fmri_pain.bids.naming import bids_filename, pathway_table_name
 from fmri_pain.config.pathways import PathwaysSpec
 from fmri_pain.pathways.effect_sizes import STATISTICS, effect_size_table
 
@@ -74,7 +75,7 @@ def write_effect_sizes(effects: pd.DataFrame, out: Path, *, conditions: tuple[st
 
     table = effect_size_table(effects, conditions, n_boot=spec.n_bootstrap, alpha=spec.alpha,
                               random_state=spec.random_state)
-    outputs = {"effect_sizes": write_tsv(table, out / "effect_sizes.tsv", sidecar={
+    outputs = {"effect_sizes": write_tsv(table, out / pathway_table_name("effect_sizes"), sidecar={
         "Description": DESCRIPTION, "IntervalMethod": INTERVAL_METHOD,
         "ConfidenceLevel": 1 - spec.alpha, "NumberOfBootstrapResamples": spec.n_bootstrap,
         "RandomSeed": spec.random_state,
@@ -82,13 +83,14 @@ def write_effect_sizes(effects: pd.DataFrame, out: Path, *, conditions: tuple[st
         "Notes": sorted({f"{r.node} ({r.level}), {r.contrast}: left out {r.left_out}"
                          for r in table.itertuples() if isinstance(r.left_out, str) and r.left_out}),
         "Parameters": params, **COLUMN_DESCRIPTIONS})}
-    for stale in out.glob("forest_contrast-*_stat-dz.png"):
-        stale.unlink()
     for contrast in dict.fromkeys(table["contrast"]):
         fig = plot_effect_forest(table, contrast, spec.alpha)
         outputs[f"effect_forest_{contrast}"] = write_figure(
-            fig, out / f"forest_contrast-{contrast}_stat-dz.png")
+            fig, out / bids_filename({"contrast": contrast, "stat": "dz"}, "forest", ".png"))
         plt.close(fig)
+    # forests of contrasts no longer in the table go; the others were left alone if unchanged
+    for stale in set(out.glob("contrast-*_stat-dz_forest.png")) - set(outputs.values()):
+        stale.unlink()
     return outputs
 
 

@@ -47,6 +47,7 @@ import pandas as pd
 from scipy import special
 
 from fmri_pain.bids.derivatives import write_figure, write_tsv
+from fmri_pain.bids.naming import bids_filename, pathway_table_name
 from fmri_pain.config.equivalence import EquivalenceSpec, EquivalenceTest
 from fmri_pain.pathways.stats import (DF_METHODS, add_fdr, contrast_test, fit_crossover,
                                       lateral_medial_index, pathway_means)
@@ -342,7 +343,7 @@ def write_equivalence(effects: pd.DataFrame, section: EquivalenceSpec, out: Path
     table = equivalence_statistics(effects, section.tests, conditions=conditions, alpha=section.alpha)
     tests = [{"contrast": t.contrast, "kind": t.kind, "margin": t.margin, "unit": t.unit}
              for t in section.tests]
-    outputs = {"equivalence": write_tsv(table, out / "equivalence.tsv", sidecar={
+    outputs = {"equivalence": write_tsv(table, out / pathway_table_name("equivalence"), sidecar={
         "Description": "non-inferiority, superiority and equivalence (TOST) tests per node, pathway "
                        "mean and lateral-medial index on the crossover model of roi_stats.tsv "
                        f"(Satterthwaite df); one-sided tests at alpha = {section.alpha:g}, two-sided "
@@ -352,7 +353,7 @@ def write_equivalence(effects: pd.DataFrame, section: EquivalenceSpec, out: Path
         **COLUMN_DESCRIPTIONS})}
     for test in section.tests:
         fig = plot_margins(table, test.contrast, test.kind)
-        name = f"equivalence_contrast-{test.contrast}_desc-{KIND_LABELS[test.kind]}.png"
+        name = bids_filename({"contrast": test.contrast, "desc": KIND_LABELS[test.kind]}, "margins", ".png")
         outputs[f"equivalence_{test.contrast}_{KIND_LABELS[test.kind]}"] = write_figure(fig, out / name)
         plt.close(fig)
     return outputs

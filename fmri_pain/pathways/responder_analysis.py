@@ -17,12 +17,12 @@ import pandas as pd
 from fmri_pain.bids.derivatives import write_tsv
 from fmri_pain.config.responders import RespondersSpec
 from fmri_pain.pathways.responder_prediction import METRICS, RIDGE_ALPHA, predict_response
+from fmri_pain.bids.naming import pathway_table_name
 from fmri_pain.pathways.responders import MissingColumnError, responder_statistics, responder_status
 from fmri_pain.pathways.stats import pathway_means
 
-RESPONDER_FILES = ("responders.tsv", "responders.json", "responder_stats.tsv", "responder_stats.json",
-                   "responder_prediction.tsv", "responder_prediction.json", "responder_maps.tsv",
-                   "responder_maps.json")
+RESPONDER_FILES = tuple(pathway_table_name(key, ext) for key in (
+    "responders", "responder_stats", "responder_prediction", "responder_maps") for ext in (".tsv", ".json"))
 """Files of the responder analysis (removed before it runs and when it is off, so none is stale)."""
 
 
@@ -84,7 +84,7 @@ def run_responder_analysis(maps: pd.DataFrame, effects: pd.DataFrame, out: Path,
     maps : DataFrame
         The pathway analysis' subject maps table (subject, condition and sessions.tsv columns).
     effects : DataFrame
-        Its node effects (``roi_effects.tsv``).
+        Its node effects (``desc-roiEffects_table.tsv``).
     out : Path
         ``group/pathways``.
     spec : RespondersSpec
@@ -109,7 +109,7 @@ def run_responder_analysis(maps: pd.DataFrame, effects: pd.DataFrame, out: Path,
               "Conditions": list(spec.conditions) or "all", "NPermutations": n_permutations,
               "RandomState": random_state, **({"PathwayParameters": parameters} if parameters else {})}
     n_missing = int(status["responder"].isna().sum())
-    outputs = {"responders": write_tsv(status, out / "responders.tsv", sidecar={
+    outputs = {"responders": write_tsv(status, out / pathway_table_name("responders"), sidecar={
         "Description": f"responder status per subject and condition: responder when {definition} in the "
                        "session of that condition (sessions.tsv)",
         "responder": {"Description": f"{definition}; n/a when a value the rules need is missing "
@@ -123,7 +123,7 @@ def run_responder_analysis(maps: pd.DataFrame, effects: pd.DataFrame, out: Path,
                                                    "of two or more responders and non-responders"))
     else:
         p_source = "p_perm" if n_permutations > 0 else "p_welch"
-        outputs["responder_stats"] = write_tsv(stats, out / "responder_stats.tsv", sidecar={
+        outputs["responder_stats"] = write_tsv(stats, out / pathway_table_name("responder_stats"), sidecar={
             "Description": "node effects (ON > OFF) of responders minus non-responders per condition, node "
                            "and pathway mean: Welch t (unequal variances, Welch-Satterthwaite df) and a "
                            "permutation test of |t| with responder labels rearranged among the subjects of "
@@ -140,7 +140,7 @@ def run_responder_analysis(maps: pd.DataFrame, effects: pd.DataFrame, out: Path,
     if prediction.empty:
         skipped.append("responder prediction: " + ("; ".join(pred_notes) or "no condition to predict"))
     else:
-        outputs["responder_prediction"] = write_tsv(prediction, out / "responder_prediction.tsv", sidecar={
+        outputs["responder_prediction"] = write_tsv(prediction, out / pathway_table_name("responder_prediction"), sidecar={
             "Description": "leave-one-subject-out prediction of responder status from the node effects "
                            "(features nodes) or pathway means (features pathways) under the condition: "
                            "scikit-learn StandardScaler then RidgeClassifier (alpha "

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import space_of, write_figure, write_nifti, write_tsv
+from fmri_pain.bids.naming import PATHWAY_ATLAS, bids_filename, label, pathway_table_name
 from fmri_pain.config.equivalence import EquivalenceSpec
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
@@ -41,15 +42,21 @@ LOGGER = logging.getLogger(__name__)
 
 PATHWAYS_DIR = ("group", "pathways")
 
+def _table_files(*keys: str) -> tuple[str, ...]:
+    return tuple(pathway_table_name(k, ext) for k in keys for ext in (".tsv", ".json"))
+
+
 PART_FILES = {
-    "roi_stats": ("roi_stats.tsv", "roi_stats.json", "forest_contrast-*.png", "effect_sizes.tsv",
-                  "effect_sizes.json"),
-    "connectivity": ("connectivity_*.tsv", "connectivity_*.json", "connectome_condition-*.png"),
-    "behaviour": ("behaviour.tsv", "behaviour.json", "behaviour_covariate-*.png"),
-    "equivalence": ("equivalence.tsv", "equivalence.json", "equivalence_contrast-*.png"),
-    "carryover": ("carryover.tsv", "carryover.json", "sequence_stats.tsv", "sequence_stats.json"),
-    "decoding": ("decoding.tsv", "decoding.json", "decoding_task-*_weights.nii.gz",
-                 "decoding_task-*_weights.json"),
+    "roi_stats": (*_table_files("roi_stats", "effect_sizes"), "contrast-*_stat-effect_forest.png",
+                  "contrast-*_stat-dz_forest.png"),
+    "connectivity": (*_table_files("connectivity_ppi", "connectivity_ppi_stats",
+                                   "connectivity_correlation", "connectivity_correlation_stats"),
+                     "condition-*_connectome.png"),
+    "behaviour": (*_table_files("behaviour"), "desc-behaviour*_scatter.png"),
+    "equivalence": (*_table_files("equivalence"), "contrast-*_desc-*_margins.png"),
+    "carryover": _table_files("carryover", "sequence_stats"),
+    "decoding": (*_table_files("decoding"), "desc-decoding*_weights.nii.gz",
+                 "desc-decoding*_weights.json"),
 }
 """Files of each part of the analysis (removed when the part is skipped, so none is stale)."""
 
@@ -128,7 +135,7 @@ class _Parts:
                 stale.unlink()
 
     def write(self) -> Path | None:
-        path = self.out / "skipped.tsv"
+        path = self.out / pathway_table_name("skipped")
         if not self.skipped:
             for stale in (path, path.with_suffix(".json")):
                 stale.unlink(missing_ok=True)
@@ -283,16 +290,19 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                  "hemispheres relative to each patient's pain side)" if has_side else
                  f"no pain side given: contralateral/ipsilateral nodes are relative to a "
                  f"{spec.default_pain_side}-sided pain, pathways.default_pain_side)"))
-    outputs["roi_effects"] = write_tsv(effects, out / "roi_effects.tsv", sidecar={
+    outputs["roi_effects"] = write_tsv(effects, out / pathway_table_name("roi_effects"), sidecar={
         "Description": "mean (and median) first-level " + (
             "stim effect (ON, or the active trial types, > baseline)" if generic else "ON > OFF effect") +
             f" and mean voxel variance {where}",
         "Parameters": params})
     for side, built in atlas_for.built.items():
-        stem = f"atlas-painPathways_hemi-{'given' if side == 'fixed' else 'pain' + side.capitalize()}"
-        outputs[f"atlas_{side}"] = write_nifti(built.img, out / f"{stem}_dseg.nii.gz", sidecar={
-            "SpatialReference": spatial_reference(built, space_of(first))})
-        outputs[f"atlas_{side}_labels"] = write_tsv(built.nodes, out / f"{stem}_dseg.tsv")
+        # desc, not hemi: the atlas spans both hemispheres, oriented by the pain side
+        entities = {"space": space_of(first), "atlas": PATHWAY_ATLAS,
+                    "desc": "given" if side == "fixed" else "pain" + side.capitalize()}
+        outputs[f"atlas_{side}"] = write_nifti(
+            built.img, out / bids_filename(entities, "dseg", ".nii.gz"),
+            sidecar={"SpatialReference": spatial_reference(built, space_of(first))})
+        outputs[f"atlas_{side}_labels"] = write_tsv(built.nodes, out / bids_filename(entities, "dseg", ".tsv"))
 
     import matplotlib.pyplot as plt
 
@@ -314,7 +324,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         if sites:
             LOGGER.info("pathways: ROI models include site (%s, %d sites)", site_column,
                         len(set(sites.values())))
-        outputs["roi_stats"] = write_tsv(stats, out / "roi_stats.tsv", sidecar={
+        outputs["roi_stats"] = write_tsv(stats, out / pathway_table_name("roi_stats"), sidecar={
             "Description": roi_model_description(one_condition, with_carryover) + (
                 "; site entered every model as mean-centred indicator columns (between-subject "
                 "fixed effects)" if sites else ""), "Parameters": params, **site_record,
@@ -329,7 +339,8 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
                 (out / pattern).unlink(missing_ok=True)
         for contrast in stats.loc[stats["stat_type"] == "t", "contrast"].unique():
             fig = plot_forest(stats, contrast, spec.alpha)
-            outputs[f"forest_{contrast}"] = write_figure(fig, out / f"forest_contrast-{contrast}.png")
+            outputs[f"forest_{contrast}"] = write_figure(fig, out / bids_filename(
+                {"contrast": contrast, "stat": "effect"}, "forest", ".png"))
             plt.close(fig)
         outputs.update(write_effect_sizes(effects, out, conditions=conditions, spec=spec, params=params))
     if equivalence is not None and equivalence.tests:
@@ -385,7 +396,7 @@ def run_pathway_analysis(maps: pd.DataFrame, runs: Sequence | None, output_dir: 
         if decoding.empty:
             parts.skip("decoding", "no pair of conditions has maps of three or more subjects")
         else:
-            outputs["decoding"] = write_tsv(decoding, out / "decoding.tsv")
+            outputs["decoding"] = write_tsv(decoding, out / pathway_table_name("decoding"))
     skipped = parts.write()
     if skipped is not None:
         outputs["skipped"] = skipped
@@ -396,13 +407,13 @@ def _write_carryover(effects: pd.DataFrame, stats: pd.DataFrame, conditions, spe
                      out: Path, params: dict) -> dict[str, Path]:
     plain = roi_statistics(effects, conditions=conditions, alpha=spec.alpha)
     table = carryover_table(stats, plain, unit_notes(effects, conditions), spec.alpha)
-    outputs = {"carryover": write_tsv(table, out / "carryover.tsv", sidecar={
+    outputs = {"carryover": write_tsv(table, out / pathway_table_name("carryover"), sidecar={
         "Description": "carry-over per node, pathway mean and lateral-medial index: the carryoverF "
                        "test of roi_stats.tsv (FDR over the units of a level) and each condition "
                        "contrast's estimate with and without carry-over in the crossover model",
         "Parameters": params, **CARRYOVER_DESCRIPTIONS})}
     sequence = sequence_statistics(effects, n_perm=SEQUENCE_N_PERM, random_state=spec.random_state)
-    outputs["sequence_stats"] = write_tsv(sequence, out / "sequence_stats.tsv", sidecar={
+    outputs["sequence_stats"] = write_tsv(sequence, out / pathway_table_name("sequence_stats"), sidecar={
         "Description": "between-subject sequence test per node, pathway mean and lateral-medial index: "
                        "each subject's mean over its conditions, one-way F across treatment sequences "
                        "(p from F(df_num, df)); p_perm from permuting the subjects' sequence labels "
@@ -419,20 +430,20 @@ def _write_connectivity(ppi: pd.DataFrame, corr: pd.DataFrame, out: Path, condit
                         params: dict, spec: PathwaysSpec, atlas_for) -> dict[str, Path]:
     on_types = sorted(set(ppi["on_trial_type"].astype(str)))
     outputs = {}
-    outputs["connectivity_ppi"] = write_tsv(ppi, out / "connectivity_ppi.tsv", sidecar={
+    outputs["connectivity_ppi"] = write_tsv(ppi, out / pathway_table_name("connectivity_ppi"), sidecar={
         "Description": "gPPI interaction betas (z-scored node series) per seed -> target and session",
         "OnTrialType": on_types, "Parameters": params})
     model = ("one-sample t test over subjects per pair (df = n_subjects - 1)" if one_condition else
              "crossover mixed model per pair as roi_stats (Satterthwaite df)")
     outputs["connectivity_ppi_stats"] = write_tsv(
-        ppi_statistics(ppi, conditions=conditions, alpha=spec.alpha), out / "connectivity_ppi_stats.tsv",
+        ppi_statistics(ppi, conditions=conditions, alpha=spec.alpha), out / pathway_table_name("connectivity_ppi_stats"),
         sidecar={"Description": f"gPPI betas: {model}; p_fdr = Benjamini-Hochberg over pairs per contrast",
                  "OnTrialType": on_types, "Parameters": params, **STAT_COLUMN_DESCRIPTIONS})
-    outputs["connectivity_correlation"] = write_tsv(corr, out / "connectivity_correlation.tsv", sidecar={
+    outputs["connectivity_correlation"] = write_tsv(corr, out / pathway_table_name("connectivity_correlation"), sidecar={
         "Description": "Fisher-z correlations of the node residuals after the task design, per session",
         "Parameters": params})
     outputs["connectivity_correlation_stats"] = write_tsv(
-        correlation_statistics(corr, conditions=conditions), out / "connectivity_correlation_stats.tsv",
+        correlation_statistics(corr, conditions=conditions), out / pathway_table_name("connectivity_correlation_stats"),
         sidecar={"Description": "residual correlations: one-sample t test over subjects" + (
                      " (df = n_subjects - 1)" if one_condition else
                      " per condition and paired t tests between conditions (df = n_subjects - 1; "
@@ -463,7 +474,7 @@ def _behaviour(effects: pd.DataFrame, spec: PathwaysSpec, out: Path, outputs: di
         parts.skip("behaviour", f"the covariates {', '.join(present)} do not vary or have fewer than "
                                 "three observations")
         return
-    outputs["behaviour"] = write_tsv(behaviour, out / "behaviour.tsv", sidecar={
+    outputs["behaviour"] = write_tsv(behaviour, out / pathway_table_name("behaviour"), sidecar={
         "Description": "within- and between-subject slopes of the node effects on each covariate: "
                        "effect ~ 1 + within + between, random intercept per subject (REML), t tests "
                        "with Satterthwaite df; OLS (model column) with one observation per subject; "
@@ -471,5 +482,6 @@ def _behaviour(effects: pd.DataFrame, spec: PathwaysSpec, out: Path, outputs: di
         **STAT_COLUMN_DESCRIPTIONS})
     for cov in dict.fromkeys(behaviour["covariate"]):
         fig = plot_behaviour(effects, cov)
-        outputs[f"behaviour_{cov}"] = write_figure(fig, out / f"behaviour_covariate-{cov}.png")
+        outputs[f"behaviour_{cov}"] = write_figure(fig, out / bids_filename(
+            {"desc": label("behaviour", cov)}, "scatter", ".png"))
         plt.close(fig)

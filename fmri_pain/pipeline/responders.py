@@ -1,6 +1,6 @@
 """The responder maps step of the group level: status from the pathways, maps from the GLM.
 
-The pathway analysis defines the responders (``group/pathways/responders.tsv``); the
+The pathway analysis defines the responders (``group/pathways/desc-responders_table.tsv``); the
 responder-vs-non-responder maps need the group level's subject maps and mask, so this
 step hands the one to the other. What is not computed is added to the group's warnings.
 """
@@ -19,13 +19,13 @@ LOGGER = logging.getLogger(__name__)
 
 def run_responder_maps_step(group: GroupResult, pathways: dict[str, Path] | None,
                             spec: AnalysisSpec) -> ResponderMapsOutput | None:
-    """Responder-vs-non-responder maps from the pathway analysis' ``responders.tsv`` (when written)."""
+    """Responder-vs-non-responder maps from the pathway analysis' ``desc-responders_table.tsv`` (when written)."""
     if not spec.responders.active:
         return None
     if not spec.pathways.enabled or not pathways or "responders" not in pathways:
         reason = ("responder maps not computed: " + ("the pathway analysis is disabled (pathways.enabled: "
                   "false), and it defines the responders" if not spec.pathways.enabled else
-                  "no responder status (see group/pathways/skipped.tsv)"))
+                  "no responder status (see group/pathways/desc-skipped_table.tsv)"))
         LOGGER.warning(reason)
         group.warnings.append(reason)
         return None

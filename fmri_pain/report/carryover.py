@@ -1,7 +1,8 @@
 """The carry-over and sequence section of ``group.html`` and its methods sentence.
 
 Receives what the stages wrote (the group maps and their thresholds, the shift summary,
-the permutation results, ``carryover.tsv`` and ``sequence_stats.tsv``) and says, for the
+the permutation results, the pathway tables ``desc-carryover_table.tsv`` and
+``desc-sequenceStats_table.tsv``) and says, for the
 maps and per node, whether carry-over (or a sequence effect) is detectable and how much
 the condition estimates move when carry-over enters the model. Computes nothing.
 """

@@ -1,8 +1,9 @@
 """The margin-tests section of ``group.html``: non-inferiority, superiority and TOST, as written.
 
-The node and pathway table and its figures come from ``group/pathways/equivalence.tsv`` (and its
-sidecar's description of the model that ran); the voxelwise maps from their sidecars
-(``NumberOfVoxelsDeclared``, rearrangements). Nothing is computed here.
+The node and pathway table and its figures come from
+``group/pathways/desc-equivalence_table.tsv`` (and its sidecar's description of the model that
+ran); the voxelwise maps from their sidecars (``NumberOfVoxelsDeclared``, rearrangements).
+Nothing is computed here.
 """
 
 from __future__ import annotations

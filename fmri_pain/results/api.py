@@ -32,7 +32,7 @@ import nibabel as nib
 import pandas as pd
 
 from fmri_pain.bids.derivatives import sidecar_path
-from fmri_pain.bids.naming import order_contrasts
+from fmri_pain.bids.naming import PATHWAY_TABLES, order_contrasts
 from fmri_pain.results.index import index_outputs, read_tsv, select, strip_label
 from fmri_pain.results.plots import Plotting
 from fmri_pain.results.thresholds import Rethresholding
@@ -307,34 +307,40 @@ class Results(Rethresholding, Plotting):
         return read_tsv(pool.loc[pool["desc"] == desc, "path"].iloc[0])
 
     def pathway_table(self, name: str) -> pd.DataFrame:
-        """A table of ``group/pathways/`` by stem, e.g. ``"roi_effects"``."""
-        folder = self.output_dir / "group" / "pathways"
-        path = folder / f"{name}.tsv"
-        if not path.is_file():
-            raise KeyError(f"no pathway table {name!r} in {folder}; available: {self.pathway_tables}")
-        return read_tsv(path)
+        """A table of ``group/pathways/`` by key, e.g. ``"roi_effects"`` (``desc-roiEffects_table.tsv``).
+
+        Keys are those of :data:`~fmri_pain.bids.naming.PATHWAY_TABLES`; the file is found by
+        its entities (``desc``, suffix ``table``) in the files table, as indexed when the
+        results were loaded.
+        """
+        desc = PATHWAY_TABLES.get(name)
+        pool = select(self.files, level="group", suffix="table", extension=".tsv", desc=desc)
+        if desc is None or pool.empty:
+            raise KeyError(f"no pathway table {name!r} in {self.output_dir / 'group' / 'pathways'}; "
+                           f"available: {self.pathway_tables}")
+        return read_tsv(pool["path"].iloc[0])
 
     @property
     def pathway_tables(self) -> list[str]:
-        """Stems of the TSV tables in ``group/pathways/``."""
-        folder = self.output_dir / "group" / "pathways"
-        return sorted(p.name[:-4] for p in folder.glob("*.tsv")) if folder.is_dir() else []
+        """Keys (:data:`~fmri_pain.bids.naming.PATHWAY_TABLES`) of the pathway tables present."""
+        present = set(select(self.files, level="group", suffix="table", extension=".tsv")["desc"])
+        return sorted(key for key, desc in PATHWAY_TABLES.items() if desc in present)
 
     def roi_effects(self) -> pd.DataFrame:
-        """ROI effect per subject, session/condition and node (``roi_effects.tsv``)."""
+        """ROI effect per subject, session/condition and node (``desc-roiEffects_table.tsv``)."""
         return self.pathway_table("roi_effects")
 
     def roi_stats(self) -> pd.DataFrame:
-        """Group statistics per node and contrast (``roi_stats.tsv``)."""
+        """Group statistics per node and contrast (``desc-roiStats_table.tsv``)."""
         return self.pathway_table("roi_stats")
 
     def effect_sizes(self) -> pd.DataFrame:
-        """Effect sizes (psc, dz, Hedges' g) with BCa intervals per unit and contrast (``effect_sizes.tsv``)."""
+        """Effect sizes (psc, dz, Hedges' g) with BCa intervals per unit and contrast (``desc-effectSizes_table.tsv``)."""
         return self.pathway_table("effect_sizes")
 
     @property
     def connectivity_kinds(self) -> list[str]:
-        """Kinds of connectivity tables present (``connectivity_<kind>.tsv``)."""
+        """Kinds of connectivity tables present (``desc-connectivity<Kind>_table.tsv``)."""
         return [t[len("connectivity_"):] for t in self.pathway_tables if t.startswith("connectivity_")]
 
     def connectivity(self, kind: str | None = None) -> pd.DataFrame:
@@ -348,29 +354,29 @@ class Results(Rethresholding, Plotting):
         return self.pathway_table(f"connectivity_{kind}")
 
     def behaviour(self) -> pd.DataFrame:
-        """Brain-behaviour table (``behaviour.tsv``)."""
+        """Brain-behaviour table (``desc-behaviour_table.tsv``)."""
         return self.pathway_table("behaviour")
 
     def equivalence(self) -> pd.DataFrame:
-        """Non-inferiority, superiority and TOST tests per node and pathway (``equivalence.tsv``)."""
+        """Non-inferiority, superiority and TOST tests per node and pathway (``desc-equivalence_table.tsv``)."""
         return self.pathway_table("equivalence")
 
     def carryover(self, table: str = "carryover") -> pd.DataFrame:
         """A table of the carry-over analysis (``group.carryover``): ``carryover``
-        (``carryover.tsv``: carryoverF per unit and the shift of the condition estimates) or
-        ``sequence`` (``sequence_stats.tsv``: the between-subject sequence test)."""
+        (``desc-carryover_table.tsv``: carryoverF per unit and the shift of the condition estimates) or
+        ``sequence`` (``desc-sequenceStats_table.tsv``: the between-subject sequence test)."""
         stems = {"carryover": "carryover", "sequence": "sequence_stats"}
         self._check("carry-over table", table, list(stems))
         return self.pathway_table(stems[table])
 
     def decoding(self) -> pd.DataFrame:
-        """Decoding results (``decoding.tsv``)."""
+        """Decoding results (``desc-decoding_table.tsv``)."""
         return self.pathway_table("decoding")
 
     def responders(self, table: str = "status") -> pd.DataFrame:
-        """A table of the responder analysis: ``status`` (``responders.tsv``), ``stats``
-        (``responder_stats.tsv``), ``prediction`` (``responder_prediction.tsv``) or ``maps``
-        (``responder_maps.tsv``: which condition's maps were written, or why not)."""
+        """A table of the responder analysis: ``status`` (``desc-responders_table.tsv``), ``stats``
+        (``desc-responderStats_table.tsv``), ``prediction`` (``desc-responderPrediction_table.tsv``) or ``maps``
+        (``desc-responderMaps_table.tsv``: which condition's maps were written, or why not)."""
         stems = {"status": "responders", "stats": "responder_stats", "prediction": "responder_prediction",
                  "maps": "responder_maps"}
         self._check("responder table", table, list(stems))

@@ -1,33 +1,67 @@
-"""The files table of an fmri-pain output folder: every BIDS-named output by level and entities."""
+"""The files table of an fmri-pain output folder: every BIDS-named output by level and entities (pybids)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from fmri_pain.bids.naming import parse_bids_name
+from fmri_pain.bids.naming import PYBIDS_ENTITIES, parse_bids_name, pybids_config_path
 
 COLUMNS = ("level", "subject", "session", "task", "run", "space", "contrast", "desc", "stat",
            "suffix", "extension", "path")
 """Columns of the files table."""
 
+_IGNORED = re.compile(r"^/(code|models|sourcedata|stimuli|logs|work)(/|$)")
+
+
+def output_layout(output_dir: Path | str):
+    """A pybids ``BIDSLayout`` of an output folder, with this package's entities.
+
+    Configured with pybids' ``bids`` and ``derivatives`` entities and
+    :func:`~fmri_pain.bids.naming.pybids_config_path` (``contrast``, ``stat``,
+    ``condition``), without validation or metadata; ``logs/`` and ``work/`` are not indexed.
+
+    Examples
+    --------
+    >>> layout = output_layout("demo-output")                         # doctest: +SKIP
+    >>> layout.get(contrast="dualMinusScs", stat="z", return_type="file")  # doctest: +SKIP
+    """
+    from bids import BIDSLayout, BIDSLayoutIndexer
+
+    indexer = BIDSLayoutIndexer(validate=False, index_metadata=False, ignore=[_IGNORED])
+    return BIDSLayout(Path(output_dir).resolve(), config=["bids", "derivatives", str(pybids_config_path())],
+                      validate=False, derivatives=False, indexer=indexer)
+
 
 def index_outputs(output_dir: Path) -> pd.DataFrame:
     """One row per BIDS-named file under ``output_dir`` (``logs/``, ``work/`` and dot files left out).
 
-    ``level`` is ``group`` under ``group/``, else ``run``, ``session`` or ``subject`` by the
-    most specific entity of the name; names without ``sub-`` outside ``group/`` are skipped.
+    The files and their entities come from :func:`output_layout` (pybids); a file is kept when
+    its name follows the ``key-value_..._suffix.ext`` pattern of
+    :func:`~fmri_pain.bids.naming.parse_bids_name`. ``level`` is ``group`` under ``group/``,
+    else ``run``, ``session`` or ``subject`` by the most specific entity of the name; names
+    without ``sub-`` outside ``group/`` are skipped.
     """
+    from bids.layout.models import Tag
+
+    output_dir = Path(output_dir)
+    layout = output_layout(output_dir)
+    root = Path(layout.root)
+    tags: dict[str, dict[str, str]] = {}
+    for file_path, entity, value in layout.connection_manager.session.query(
+            Tag.file_path, Tag.entity_name, Tag._value):
+        key = PYBIDS_ENTITIES.get(entity)
+        if key is not None:
+            tags.setdefault(file_path, {})[key] = str(value)
     rows = []
-    for path in sorted(output_dir.rglob("*")):
-        rel = path.relative_to(output_dir)
-        if not path.is_file() or rel.parts[0] in ("logs", "work") or path.name.startswith("."):
+    for file_path in sorted(tags):
+        rel = Path(file_path).relative_to(root)
+        if parse_bids_name(rel.name) is None:
             continue
-        ents = parse_bids_name(path.name)
-        if ents is None:
-            continue
+        ents = tags[file_path]
         if rel.parts[0] == "group":
             level = "group"
         elif ents.get("sub") is None:
@@ -42,7 +76,8 @@ def index_outputs(output_dir: Path) -> pd.DataFrame:
             "level": level, "subject": ents.get("sub"), "session": ents.get("ses"),
             "task": ents.get("task"), "run": ents.get("run"), "space": ents.get("space"),
             "contrast": ents.get("contrast"), "desc": ents.get("desc"), "stat": ents.get("stat"),
-            "suffix": ents["suffix"], "extension": ents["extension"], "path": path,
+            "suffix": ents.get("suffix"), "extension": ents.get("extension"),
+            "path": output_dir / rel,
         })
     return pd.DataFrame(rows, columns=list(COLUMNS)).astype(object)
 

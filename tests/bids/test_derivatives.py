@@ -192,3 +192,16 @@ def test_empty_thresholded_map_has_null_threshold_with_a_reason(tmp_path):
     fwe = _strict_loads(entry.paths["z_fwe"].with_name(
         entry.paths["z_fwe"].name.replace(".nii.gz", ".json")).read_text())["Threshold"]
     assert fwe["ZThreshold"] > 3 and "no voxel survives" not in fwe["Description"]
+
+
+def test_rewriting_identical_bytes_leaves_the_file_alone(tmp_path):
+    img = nib.Nifti1Image(np.arange(27, dtype=np.float32).reshape(3, 3, 3), np.eye(4))
+    path = write_nifti(img, tmp_path / "a_stat-z_statmap.nii.gz", sidecar={"A": 1})
+    side = path.with_name("a_stat-z_statmap.json")
+    before = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (path, side)}
+    write_nifti(img, path, sidecar={"A": 1})
+    assert {p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in (path, side)} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [side.name, path.name]  # no temporary left
+    write_nifti(nib.Nifti1Image(np.ones((3, 3, 3), np.float32), np.eye(4)), path, sidecar={"A": 2})
+    assert path.stat().st_ino != before[path][1] and np.asarray(nib.load(path).dataobj).sum() == 27
+    assert json.loads(side.read_text()) == {"A": 2}

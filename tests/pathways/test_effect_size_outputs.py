@@ -98,10 +98,28 @@ def test_forest_plots_written_and_in_the_report(run):
     forests = {k: p for k, p in outputs.items() if k.startswith("effect_forest_")}
     assert "effect_forest_dualMinusScs" in forests
     for key, path in forests.items():
-        assert path.name == f"forest_contrast-{key.removeprefix('effect_forest_')}_stat-dz.png"
+        assert path.name == f"contrast-{key.removeprefix('effect_forest_')}_stat-dz_forest.png"
         assert path.stat().st_size > 1000
     html = pathway_report_section(outputs)
     assert "Effect sizes" in html and "forest plot of dz, contrast dualMinusScs" in html
     methods = pathways_section(outputs)
     assert "BCa" in methods.text and "300 resamples, seed 3" in methods.text
     assert {"efron1993", "hesterberg2015", "hedges1981"} <= set(cited_keys([methods]))
+
+
+def test_forests_of_a_rerun_are_left_alone_and_stale_ones_removed(tmp_path):
+    from fmri_pain.pathways.effect_size_outputs import write_effect_sizes
+
+    rng = np.random.default_rng(0)
+    design = williams_design(6)
+    effects = design.assign(effect=rng.normal(1, 1, len(design)), node="S1", pathway="lateral")
+    stale = tmp_path / "contrast-gone_stat-dz_forest.png"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"old")
+    kwargs = {"conditions": ("SCS", "DRGS", "DUAL"), "spec": PathwaysSpec(n_bootstrap=200), "params": {}}
+    first = write_effect_sizes(effects, tmp_path, **kwargs)
+    forests = {k: p for k, p in first.items() if k.startswith("effect_forest_")}
+    assert forests and not stale.exists()
+    mtimes = {p: p.stat().st_mtime_ns for p in first.values()}
+    again = write_effect_sizes(effects, tmp_path, **kwargs)
+    assert again == first and {p: p.stat().st_mtime_ns for p in again.values()} == mtimes

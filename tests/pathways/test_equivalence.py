@@ -27,6 +27,7 @@ from fmri_pain.pathways.equivalence import (
 )
 from fmri_pain.pathways.stats import crossover_design, random_intercept_fit
 from fmri_pain.trial import CONDITIONS
+from fmri_pain.bids.naming import pathway_table_name
 from tests.support.pathways_fixtures import closed_form_reml, cube_masks, null_effects, williams_design
 
 ALPHA = 0.05
@@ -208,14 +209,14 @@ def test_table_per_node_pathway_and_index_and_its_files(tmp_path):
     acc = table[(table["node"] == "ACC") & (table["kind"] == "non-inferiority")].iloc[0]
     assert acc["conclusion"] == "non-inferiority not shown"
     outputs = write_equivalence(effects, section, tmp_path, conditions=CONDITIONS, parameters={})
-    assert (tmp_path / "equivalence.tsv").is_file()
+    assert (tmp_path / pathway_table_name("equivalence")).is_file()
     assert outputs["equivalence_drgsMinusScs_noninferiority"].name == \
-        "equivalence_contrast-drgsMinusScs_desc-noninferiority.png"
-    sidecar = json.loads((tmp_path / "equivalence.json").read_text(), parse_constant=pytest.fail)
+        "contrast-drgsMinusScs_desc-noninferiority_margins.png"
+    sidecar = json.loads((tmp_path / pathway_table_name("equivalence", ".json")).read_text(), parse_constant=pytest.fail)
     assert sidecar["Parameters"]["tests"][1] == {"contrast": "dualMinusScs", "kind": "equivalence",
                                                  "margin": 0.5, "unit": "psc"}
     assert "90% confidence intervals" in sidecar["Description"]
-    read = pd.read_csv(tmp_path / "equivalence.tsv", sep="\t")
+    read = pd.read_csv(tmp_path / pathway_table_name("equivalence"), sep="\t")
     assert len(read) == 10 and read["p"].between(0, 1).all()
 
 

@@ -37,6 +37,7 @@ from fmri_pain.pathways.stats import (crossover_design, fit_crossover, model_con
                                       random_intercept_fit, roi_statistics)
 from fmri_pain.pathways.within import within_subject_fit
 from fmri_pain.trial import CONDITIONS
+from fmri_pain.bids.naming import pathway_table_name
 from tests.support.pathways_fixtures import cube_masks, null_effects, williams_design
 from tests.support.profile_reml import profile_reml
 
@@ -281,7 +282,7 @@ def test_stage_writes_carryover_and_sequence_tables(tmp_path):
     assert res.carryover("sequence")["stat"].tolist() == pytest.approx(seq["stat"].tolist())
     # without the flag the tables are not written (and none stays stale)
     outputs = run_pathway_analysis(pd.DataFrame(rows), None, tmp_path / "out", spec, atlas=atlas)
-    assert "carryover" not in outputs and not (tmp_path / "out/group/pathways/carryover.tsv").exists()
+    assert "carryover" not in outputs and not (tmp_path / "out/group/pathways" / pathway_table_name("carryover")).exists()
 
 
 def test_roi_and_voxelwise_carryover_estimates_agree():

@@ -145,7 +145,7 @@ def test_decoding_signal_and_null(trial, tmp_path):
     table = table.set_index("region")
     assert table.loc["insulaAcc", "accuracy"] >= 0.75 and table.loc["insulaAcc", "p_perm"] < 0.1
     assert table.loc["control", "p_perm"] > 0.1
-    assert (tmp_path / "decoding_task-dualVsDrgs_region-insulaAcc_weights.nii.gz").is_file()
+    assert (tmp_path / "desc-decodingDualVsDrgsInsulaAcc_weights.nii.gz").is_file()
     full = _read(trial["outputs"]["decoding"])
     assert set(full["task"]) == {"all", "drgsVsScs", "dualVsScs", "dualVsDrgs"}
     assert ((full["accuracy"] >= 0) & (full["accuracy"] <= 1)).all()

@@ -19,6 +19,7 @@ from fmri_pain.config.responders import ResponderRule, RespondersSpec
 from fmri_pain.pathways.atlas import atlas_from_masks
 from fmri_pain.pathways.run import run_pathway_analysis
 from fmri_pain.report.pathways import pathway_report_section
+from fmri_pain.bids.naming import pathway_table_name
 from tests.pathways.test_pathways_one_condition import _strict
 from tests.support.pathways_fixtures import cube_masks
 
@@ -99,7 +100,7 @@ def test_a_rule_on_an_absent_column_is_a_recorded_skip(dataset, tmp_path):
     reason = skipped.loc[skipped["part"] == "responders", "reason"].iloc[0]
     assert "vas_reduction_mm not in sessions.tsv" in reason
     root = out / "group" / "pathways"
-    assert not (root / "responders.tsv").exists() and not (root / "responder_stats.tsv").exists()
+    assert not (root / pathway_table_name("responders")).exists() and not (root / pathway_table_name("responder_stats")).exists()
     assert "responders" not in outputs
 
 

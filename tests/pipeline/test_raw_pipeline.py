@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fmri_pain.cli import main
+from fmri_pain.bids.naming import pathway_table_name
 
 SUBJECTS = ("01", "02")
 MAP = "sub-{s}/func/sub-{s}_task-stim_space-MNI152NLin2009aSym_contrast-{c}_stat-{k}_statmap.nii.gz"
@@ -70,7 +71,7 @@ def test_group_level_reads_own_preprocessing(raw_output, sim_trial):
     group = raw_output / "group"
     assert (group / "task-stim_space-MNI152NLin2009aSym_contrast-dual_stat-t_statmap.nii.gz").exists()
     # connectivity needs the preprocessed runs: found through the own derivatives
-    assert (group / "pathways" / "connectivity_ppi.tsv").exists()
+    assert (group / "pathways" / pathway_table_name("connectivity_ppi")).exists()
     assert "Nipype workflows" in (raw_output / "group.html").read_text()
 
 

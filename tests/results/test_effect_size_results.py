@@ -32,7 +32,8 @@ def test_results_read_effect_size_maps_and_table(tmp_path):
     out.mkdir(parents=True, exist_ok=True)
     write_effect_sizes(effects, out, conditions=("SCS", "DRGS", "DUAL"),
                        spec=PathwaysSpec(n_bootstrap=200), params={})
-    table = res.effect_sizes()
+    assert "effect_sizes" not in res.pathway_tables  # the files as indexed when loaded
+    table = load_results(tmp_path).effect_sizes()
     assert {"psc", "dz", "hedges_g", "dz_ci_low", "dz_ci_high"} <= set(table.columns)
     assert isinstance(table, pd.DataFrame) and (table["n_subjects"] == 6).all()
     assert table["hedges_g"].to_numpy() == pytest.approx(table["dz"].to_numpy() * (1 - 3 / 19))

@@ -7,6 +7,7 @@ import pytest
 
 from fmri_pain.bids.derivatives import write_tsv
 from fmri_pain.results import load_results
+from fmri_pain.bids.naming import pathway_table_name
 
 
 def test_responder_tables_by_name(tmp_path):
@@ -14,9 +15,9 @@ def test_responder_tables_by_name(tmp_path):
     folder = tmp_path / "group" / "pathways"
     status = pd.DataFrame({"subject": ["01", "02"], "condition": "SCS", "responder": [True, False],
                            "pain_relief": [60.0, 10.0]})
-    write_tsv(status, folder / "responders.tsv")
+    write_tsv(status, folder / pathway_table_name("responders"))
     write_tsv(pd.DataFrame({"condition": ["SCS"], "node": ["S1"], "p_perm": [0.01]}),
-              folder / "responder_stats.tsv")
+              folder / pathway_table_name("responder_stats"))
     res = load_results(tmp_path)
     assert res.responders()["pain_relief"].tolist() == [60.0, 10.0]
     assert res.responders("stats")["p_perm"].iloc[0] == 0.01

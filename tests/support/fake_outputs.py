@@ -27,6 +27,8 @@ from nilearn.glm.first_level import make_first_level_design_matrix
 from nilearn.reporting import get_clusters_table
 from scipy import ndimage, stats
 
+from fmri_pain.bids.naming import pathway_table_name
+
 SPACE = "MNI152NLin2009cAsym"
 TASK = "stim"
 CONDITIONS = ("SCS", "DRGS", "DUAL")
@@ -238,7 +240,7 @@ def _build(path: Path, seed: int) -> Path:
                              "roi": roi, "pathway": pathway,
                              "effect": float(rng.normal(1.0 if pathway == "lateral" else 0.3, 0.5))})
     roi_effects = pd.DataFrame(rows)
-    _tsv(roi_effects, pathways / "roi_effects.tsv")
+    _tsv(roi_effects, pathways / pathway_table_name("roi_effects"))
     srows = []
     for (roi, pathway), sub_df in roi_effects.groupby(["roi", "pathway"], sort=False):
         for cond in CONDITIONS:
@@ -250,7 +252,7 @@ def _build(path: Path, seed: int) -> Path:
                           "p": 2 * stats.t.sf(abs(tval), len(vals) - 1)})
     roi_stats = pd.DataFrame(srows)
     roi_stats["p_fdr"] = np.minimum(1, roi_stats["p"] * len(roi_stats) / stats.rankdata(roi_stats["p"]))
-    _tsv(roi_stats, pathways / "roi_stats.tsv")
+    _tsv(roi_stats, pathways / pathway_table_name("roi_stats"))
     crows = []
     for cond in CONDITIONS:
         for (a, _), (b, _) in itertools.combinations(ROIS, 2):
@@ -258,16 +260,16 @@ def _build(path: Path, seed: int) -> Path:
                 if (sub, cond) not in MISSING:
                     crows.append({"subject": sub, "condition": cond, "roi_a": a, "roi_b": b,
                                   "r": float(np.tanh(rng.normal(0.3, 0.2)))})
-    _tsv(pd.DataFrame(crows), pathways / "connectivity_correlation.tsv")
+    _tsv(pd.DataFrame(crows), pathways / pathway_table_name("connectivity_correlation"))
     brows = [{"subject": s, "condition": c, "vas_pain": float(rng.uniform(2, 8)),
               "pain_relief": float(rng.uniform(0, 80))} for s in SUBJECTS for c in CONDITIONS
              if (s, c) not in MISSING]
     behaviour = pd.DataFrame(brows).merge(
         roi_effects.pivot_table(index=["subject", "condition"], columns="roi", values="effect").reset_index(),
         on=["subject", "condition"])
-    _tsv(behaviour, pathways / "behaviour.tsv")
+    _tsv(behaviour, pathways / pathway_table_name("behaviour"))
     _tsv(pd.DataFrame({"fold": np.arange(len(SUBJECTS)), "accuracy": rng.uniform(0.3, 0.9, len(SUBJECTS)),
-                       "chance": 1 / 3}), pathways / "decoding.tsv")
+                       "chance": 1 / 3}), pathways / pathway_table_name("decoding"))
     (out / "group.html").write_text(_report_html("group", links=[f"sub-{s}.html" for s in SUBJECTS]))
     (out / "logs").mkdir(exist_ok=True)
     return out

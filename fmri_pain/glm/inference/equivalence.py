@@ -213,8 +213,9 @@ def run_equivalence_maps(group: GroupResult, section: EquivalenceSpec,
 def write_margin_maps(result: MarginTestResult, mask_img: nib.Nifti1Image, output_dir: Path | str,
                       *, contrast: str, task: str | None, space: str | None,
                       sidecar: dict) -> dict[str, Path]:
-    """``desc-<label>`` maps under ``group/``: ``stat-t``, ``stat-logp`` (FWE), ``stat-effect``,
-    and ``desc-<label>Uncorrected_stat-logp``; ``<label>`` is :data:`MAP_DESCS` of the kind."""
+    """``desc-<label>`` maps under ``group/``: ``stat-t``, ``stat-logp`` and ``stat-p`` (FWE),
+    ``stat-effect``, and ``desc-<label>Uncorrected_stat-{logp,p}``; ``<label>`` is
+    :data:`MAP_DESCS` of the kind."""
     mask = np.asanyarray(mask_img.dataobj).astype(bool)
     desc = MAP_DESCS[result.kind]
     limiting = " (TOST: the smaller of the two one-sided t)" if result.kind == "equivalence" else ""
@@ -225,9 +226,14 @@ def write_margin_maps(result: MarginTestResult, mask_img: nib.Nifti1Image, outpu
                                  "-log10 uncorrected permutation p" + (
                                      " (the larger of the two tests')" if limiting else "")),
             "effect": (desc, "effect", result.estimate, "the contrast estimate D (unshifted, psc)")}
+    for key in ("logp_fwe", "logp_uncorrected"):  # stat-p beside each stat-logp, p = 10**-logp
+        label, _, values, meaning = maps[key]
+        maps[key.replace("logp", "p", 1)] = (label, "p", 10.0 ** -values,
+                                             f"p = 10^-logp of the stat-logp map ({meaning}); "
+                                             "1 outside the mask")
     written = {}
     for key, (label, stat, values, meaning) in maps.items():
-        vol = np.zeros(mask.shape, dtype=np.float32)
+        vol = np.full(mask.shape, 1.0 if stat == "p" else 0.0, dtype=np.float32)
         vol[mask] = values
         img = nib.Nifti1Image(vol, mask_img.affine)
         img.header.set_xyzt_units("mm", "sec")

@@ -42,6 +42,9 @@ MAP_ENTITIES: dict[str, tuple[str, str]] = {
     "logp_cluster_extent_fwe": ("clusterExtent", "logp"),
     "logp_cluster_mass_fwe": ("clusterMass", "logp"),
 }
+# every -log10 p map has its p map beside it (stat-p, 10**-logp), as nilearn names p maps
+MAP_ENTITIES |= {key.replace("logp", "p", 1): (desc, "p")
+                 for key, (desc, stat) in list(MAP_ENTITIES.items()) if stat == "logp"}
 
 
 def stat_to_z(stat: np.ndarray, stat_type: str, df: tuple[float, float]) -> np.ndarray:
@@ -52,9 +55,9 @@ def stat_to_z(stat: np.ndarray, stat_type: str, df: tuple[float, float]) -> np.n
     return stats.norm.isf(stats.f.sf(stat, df[0], df[1]))
 
 
-def _unmask(values: np.ndarray, mask_img: nib.Nifti1Image) -> nib.Nifti1Image:
+def _unmask(values: np.ndarray, mask_img: nib.Nifti1Image, fill: float = 0.0) -> nib.Nifti1Image:
     mask = np.asarray(mask_img.dataobj).astype(bool)
-    vol = np.zeros(mask.shape, dtype=np.float32)
+    vol = np.full(mask.shape, fill, dtype=np.float32)
     vol[mask] = values
     img = nib.Nifti1Image(vol, mask_img.affine)
     img.header.set_xyzt_units("mm", "sec")
@@ -64,6 +67,8 @@ def _unmask(values: np.ndarray, mask_img: nib.Nifti1Image) -> nib.Nifti1Image:
 def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
                      alpha: float = 0.05, z: np.ndarray | None = None) -> dict[str, nib.Nifti1Image]:
     """Images of a permutation result (keys of :data:`MAP_ENTITIES` plus ``stat`` and ``z``).
+
+    Each ``logp_*`` map has its ``p_*`` map (10**-logp inside the mask, 1 outside).
 
     ``z_fwe`` and ``z_tfce_fwe`` are z maps zeroed where the max-stat (or
     TFCE) FWE p is not below ``alpha``; ``z`` defaults to the observed
@@ -83,7 +88,11 @@ def permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image, *,
     if result.cluster_p_extent_fwe is not None:
         maps.update(logp_cluster_extent_fwe=result.logp("cluster_extent_fwe"),
                     logp_cluster_mass_fwe=result.logp("cluster_mass_fwe"))
-    return {key: _unmask(val, mask_img) for key, val in maps.items()}
+    images = {key: _unmask(val, mask_img) for key, val in maps.items()}
+    for key in [k for k in maps if k.startswith("logp_")]:  # p = 10**-logp, 1 outside the mask
+        images[key.replace("logp", "p", 1)] = _unmask(10.0 ** -np.asarray(maps[key], dtype=float),
+                                                      mask_img, fill=1.0)
+    return images
 
 
 def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
@@ -123,7 +132,9 @@ def write_permutation_maps(result: PermutationResult, mask_img: nib.Nifti1Image,
         path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task, desc=desc,
                             space=space)
         path.parent.mkdir(parents=True, exist_ok=True)
-        written[key] = write_nifti(img, path, sidecar={**meta, "StatisticType": stat})
+        extra = ({"StatisticDescription": f"p = 10^-logp of the desc-{desc} stat-logp map; "
+                                          "1 outside the mask"} if stat == "p" else {})
+        written[key] = write_nifti(img, path, sidecar={**meta, "StatisticType": stat, **extra})
     return written
 
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.bids.derivatives import provenance, space_of, statmap_path, write_nifti, write_tsv
+from fmri_pain.bids.naming import pathway_table_name
 from fmri_pain.bids.nifti import masked_maps
 from fmri_pain.glm.inference.maps import write_permutation_maps
 from fmri_pain.glm.inference.permutation import permutation_test
@@ -168,7 +169,7 @@ def run_responder_maps(group: GroupResult, status: pd.DataFrame, *, n_perm: int,
         rows_out.append(row)
     if rows_out:
         out.summary = write_tsv(pd.DataFrame(rows_out, columns=list(SUMMARY_COLUMNS)),
-                                Path(group.output_dir) / "group" / "pathways" / "responder_maps.tsv",
+                                Path(group.output_dir) / "group" / "pathways" / pathway_table_name("responder_maps"),
                                 sidecar={"Description": "responder-vs-non-responder maps per condition: "
                                                         "written, or skipped and why",
                                          "min_p_fwe": {"Description": "smallest max-|t| FWE p of the "

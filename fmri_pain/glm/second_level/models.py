@@ -292,16 +292,19 @@ def fit_second_level(images: list[nib.Nifti1Image | str], design: GroupDesign,
 
 def compute_group_contrast(model: SecondLevelModel, design: GroupDesign,
                            name: str) -> dict[str, nib.Nifti1Image]:
-    """Maps of one contrast: ``t`` or ``F``, ``z``, ``p`` and (t only) ``effect``, ``variance``."""
+    """Maps of one contrast: ``t`` or ``F``, ``z``, ``p``, ``effect`` and ``variance``.
+
+    As nilearn computes them: for a t contrast ``effect`` is c'b and ``variance`` its
+    variance; for an F contrast ``effect`` has one volume per contrast row, the whitened
+    estimate (C (X'X)^-1 C')^(-1/2) C b, and ``variance`` is the residual variance, so that
+    F = sum(effect**2) / rows / variance.
+    """
     stat_type = design.stat_type(name)
     maps = model.compute_contrast(design.contrasts[name], second_level_stat_type=stat_type,
                                   output_type="all")
-    out = {"z": maps["z_score"], "p": maps["p_value"],
-           ("F" if stat_type == "F" else "t"): maps["stat"]}
-    if stat_type == "t":
-        out["effect"] = maps["effect_size"]
-        out["variance"] = maps["effect_variance"]
-    return out
+    return {"z": maps["z_score"], "p": maps["p_value"],
+            ("F" if stat_type == "F" else "t"): maps["stat"],
+            "effect": maps["effect_size"], "variance": maps["effect_variance"]}
 
 
 def mirror_left_right(img: nib.Nifti1Image | str | Path) -> nib.Nifti1Image:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from fmri_pain.anatomy.labels import PEAK_ATLASES, SOURCE_SPACES
-from fmri_pain.bids.derivatives import bids_filename, software_versions, statmap_path, write_nifti, write_tsv
+from fmri_pain.bids.derivatives import (bids_filename, software_versions, statmap_path, write_json, write_nifti,
+                                        write_tsv)
 from fmri_pain.glm.second_level.models import GroupDesign, load_subject_map
 
 
@@ -150,7 +151,10 @@ def write_group_mask(mask_img: nib.Nifti1Image, output_dir: Path, task: str,
 def write_design(design: GroupDesign, record: dict[str, Any], names: dict[str, str], *,
                  output_dir: Path, task: str, space: str | None, label: str,
                  folder: str | None = None) -> Path:
-    """The design matrix TSV (with subject, condition, period) and its sidecar.
+    """The design matrix TSV (with subject, condition, period), its sidecar and ``statmap.json``.
+
+    ``statmap.json`` (same entities as the design) holds the model-level metadata as nilearn's
+    ``save_glm_to_bids`` writes it: ``Description`` and ``ModelParameters``.
 
     Parameters
     ----------
@@ -171,36 +175,63 @@ def write_design(design: GroupDesign, record: dict[str, Any], names: dict[str, s
     record = dict(record)
     for field_name in ("ContrastWeights", "ContrastStatistic", "DegreesOfFreedom"):
         record.pop(field_name)
+    record |= {"ResidualDegreesOfFreedom": design.residual_dof,
+               "Contrasts": {names.get(k, k): np.asarray(w).tolist()
+                             for k, w in design.contrasts.items()}}
     write_tsv(pd.concat([design.rows.reset_index(drop=True)[["subject"] + [
         c for c in ("condition", "period") if c in design.rows]], design.design], axis=1),
-        path, sidecar={**record, "ResidualDegreesOfFreedom": design.residual_dof,
-                       "Contrasts": {names.get(k, k): np.asarray(w).tolist()
-                                     for k, w in design.contrasts.items()}})
+        path, sidecar=record)
+    # the model-level metadata nilearn's save_glm_to_bids writes beside the design
+    write_json({"Description": record["Description"],
+                "ModelParameters": {k: v for k, v in record.items() if k != "Description"}},
+               path.with_name(path.name[: -len("_design.tsv")] + "_statmap.json"))
     return path
 
 
 def write_contrast_maps(stat_maps: dict[str, nib.Nifti1Image], stat_type: str, sidecar: dict, *,
                         output_dir: Path, contrast: str, task: str, space: str | None,
                         folder: str | None = None) -> dict[str, Path]:
-    """The statistic map (``t`` or ``F``) and its z map, each with its sidecar.
+    """The maps nilearn's ``save_glm_to_bids`` writes for a contrast, each with its sidecar.
+
+    ``stat-t`` (or ``stat-F``), ``stat-z``, ``stat-p`` and ``stat-variance``; for an F
+    contrast also ``stat-effect`` (a t contrast's ``stat-effect`` is written, with its units,
+    by :func:`~fmri_pain.glm.second_level.effect_sizes.write_effect_size_maps`).
 
     Returns
     -------
     dict
-        ``{stat_type: path, "z": path}``.
+        ``{stat_type: path, "z": path, "p": path, "variance": path[, "effect": path]}``.
     """
     paths = {}
-    for stat in (stat_type, "z"):
+    stats = (stat_type, "z", "p", "variance") + (("effect",) if stat_type == "F" else ())
+    for stat in stats:
+        if stat not in stat_maps:
+            continue
         path = statmap_path(output_dir, contrast=contrast, stat=stat, task=task,
                             space=space, desc=folder)
         if folder:
             path = path.parent / folder / path.name
-        meta = {**sidecar, "StatisticType": stat}
+        meta = {**sidecar, "StatisticType": stat, **_MAP_RECORDS[stat_type].get(stat, {})}
         if stat == "z":
             meta["ConvertedFrom"] = (f"{stat_type} statistic with the same degrees of "
                                      "freedom, through its p value")
         paths[stat] = write_nifti(stat_maps[stat], path, meta)
     return paths
+
+
+_MAP_RECORDS: dict[str, dict[str, dict[str, str]]] = {
+    "t": {"p": {"StatisticDescription": "one-sided p value of the t statistic (upper tail), "
+                                        "as nilearn computes it; z = Phi^-1(1 - p)"},
+          "variance": {"StatisticDescription": "variance of the contrast estimate c'b "
+                                               "(stat-effect): sigma^2 c'(X'X)^-1 c"}},
+    "F": {"p": {"StatisticDescription": "p value of the F statistic (upper tail)"},
+          "variance": {"StatisticDescription": "residual variance sigma^2 of the model (nilearn's "
+                                               "F-contrast variance): F = sum(effect^2) / "
+                                               "rows / variance"},
+          "effect": {"StatisticDescription": "one volume per contrast row: the whitened contrast "
+                                             "estimate (C (X'X)^-1 C')^(-1/2) C b, as nilearn "
+                                             "computes it"}},
+}
 
 
 def write_thresholded_map(img: nib.Nifti1Image, threshold: float, clusters: pd.DataFrame,

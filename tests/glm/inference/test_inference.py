@@ -402,6 +402,32 @@ def test_pain21_posterior_insula_survives_fwe(pain21_4mm, tmp_path):
     assert meta["Parameters"]["n_perm"] == 400 and meta["PermutationSummary"]["NumberOfVoxelsFWE"] > 0
     zf = np.asarray(permutation_maps(r, mask_img)["z_fwe"].dataobj)[mask]
     assert np.all((zf != 0) == (r.p_fwe < 0.05))
+    assert written["p_fwe"].name == "task-stim_contrast-pain_desc-perm_stat-p_statmap.nii.gz"
+    p_back = np.asarray(nib.load(written["p_fwe"]).dataobj)
+    np.testing.assert_allclose(p_back[mask], r.p_fwe, rtol=1e-5)
+    assert np.all(p_back[~mask] == 1.0)
+
+
+def test_every_logp_map_has_its_p_map(tmp_path):
+    rng = np.random.default_rng(3)
+    mask = np.zeros((6, 6, 3), bool)
+    mask[1:5, 1:5, :] = True
+    mask_img = nib.Nifti1Image(mask.astype(np.int8), np.eye(4))
+    Y = rng.normal(size=(10, int(mask.sum())))
+    Y[:, :6] += 1.5  # a few real effects, so p values differ from 1
+    r = permutation_test(Y, np.ones((10, 1)), [1.0], n_perm=99, mask=mask, tfce=True,
+                         cluster_threshold=0.01, random_state=0)
+    written = write_permutation_maps(r, mask_img, tmp_path, contrast="pain", task="stim")
+    logp_keys = [k for k, (_, stat) in MAP_ENTITIES.items() if stat == "logp"]
+    assert len(logp_keys) == 5
+    for key in logp_keys:
+        logp = np.asarray(nib.load(written[key]).dataobj)
+        p_path = written[key.replace("logp", "p", 1)]
+        assert p_path.name == written[key].name.replace("_stat-logp_", "_stat-p_")
+        p_map = np.asarray(nib.load(p_path).dataobj)
+        np.testing.assert_allclose(p_map[mask], 10.0 ** -logp[mask], rtol=1e-6)
+        assert np.all(p_map[~mask] == 1.0) and p_map[mask].min() < 0.2
+    np.testing.assert_allclose(np.asarray(nib.load(written["p_fwe"]).dataobj)[mask], r.p_fwe, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------- parametric helpers

@@ -124,3 +124,49 @@ def test_mirroring_moves_a_blob_to_the_other_hemisphere():
     assert needs_flip("left", "right") and needs_flip("L", "right")
     assert not needs_flip("right", "right") and not needs_flip(None, "right")
     assert not needs_flip("left", "none") and not needs_flip("bilateral", "right")
+
+
+def test_contrast_maps_are_written_as_nilearn_names_them(tmp_path):
+    import json
+
+    from fmri_pain.glm.second_level.outputs import write_contrast_maps, write_design
+
+    rng = np.random.default_rng(5)
+    rows = _crossover_rows(12, rng)
+    effect = {"SCS": 1.0, "DRGS": 1.5, "DUAL": 2.5}
+    rows = rows.assign(y=(rows["condition"].map(effect) + rng.normal(0, 0.5, len(rows))).to_numpy())
+    design = repeated_measures_design(rows, CONDITIONS, trial_contrasts())
+    mask = nib.Nifti1Image(np.ones((4, 4, 4), np.uint8), np.diag([4, 4, 4, 1]))
+    model = fit_second_level(_images(rows["y"]), design, mask)
+    ols = smf.ols("y ~ 0 + C(condition) + C(subject) + C(period)", rows).fit()
+    where = {"output_dir": tmp_path, "task": "stim", "space": "MNI152NLin2009aSym"}
+
+    t_maps = compute_group_contrast(model, design, "dualMinusScs")
+    paths = write_contrast_maps(t_maps, "t", {"Description": "x"}, contrast="dualMinusScs", **where)
+    assert sorted(paths) == ["p", "t", "variance", "z"]  # stat-effect: write_effect_size_maps
+    assert paths["p"].name == ("task-stim_space-MNI152NLin2009aSym_contrast-dualMinusScs_stat-p"
+                               "_statmap.nii.gz")
+    test = ols.t_test("C(condition)[DUAL] - C(condition)[SCS] = 0")
+    at = {s: float(np.asanyarray(nib.load(p).dataobj)[0, 0, 0]) for s, p in paths.items()}
+    assert at["variance"] == pytest.approx(float(test.sd.item()) ** 2, rel=1e-4)
+    assert at["p"] == pytest.approx(stats.t.sf(test.tvalue.item(), ols.df_resid), rel=1e-3)
+    assert at["z"] == pytest.approx(stats.norm.isf(at["p"]), rel=1e-3)
+
+    f_maps = compute_group_contrast(model, design, "conditionF")
+    paths = write_contrast_maps(f_maps, "F", {"Description": "x"}, contrast="conditionF", **where)
+    assert sorted(paths) == ["F", "effect", "p", "variance", "z"]
+    eff = np.asanyarray(nib.load(paths["effect"]).dataobj)[0, 0, 0]
+    var = float(np.asanyarray(nib.load(paths["variance"]).dataobj)[0, 0, 0])
+    f_val = float(np.asanyarray(nib.load(paths["F"]).dataobj)[0, 0, 0])
+    assert eff.shape == (2,) and var == pytest.approx(ols.scale, rel=1e-4)
+    assert f_val == pytest.approx(float(np.sum(eff ** 2)) / 2 / var, rel=1e-4)
+    side = json.loads(paths["effect"].with_name(paths["effect"].name.replace(".nii.gz", ".json")).read_text())
+    assert "whitened" in side["StatisticDescription"] and side["StatisticType"] == "effect"
+
+    from fmri_pain.glm.second_level.outputs import model_record
+    record = model_record(design, "dualMinusScs", sorted(rows["subject"].unique()), [], [])
+    design_path = write_design(design, record, {"dualMinusScs": "dualMinusScs"}, label="repeated", **where)
+    statmap = json.loads(design_path.with_name(
+        "task-stim_space-MNI152NLin2009aSym_desc-repeated_statmap.json").read_text())
+    assert statmap["Description"] == record["Description"]
+    assert statmap["ModelParameters"]["ResidualDegreesOfFreedom"] == ols.df_resid
