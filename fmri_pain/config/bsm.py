@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from fmri_pain.config.fields import HRF_MODELS, LABEL_RE, SpecError, shown
-from fmri_pain.config.spec import MAX_SPEC_BYTES, AnalysisSpec, spec_from_dict
+from fmri_pain.config.spec import AnalysisSpec, read_spec_text, spec_from_dict
 from fmri_pain.confound_names import MOTION
 
 LOGGER = logging.getLogger(__name__)
@@ -79,17 +79,9 @@ def is_bsm(data: Any) -> bool:
 def read_bsm_json(path: Path | str) -> Any:
     """The parsed JSON of ``path`` (size-limited), or a :class:`SpecError` naming the file."""
     path = Path(path)
+    text = read_spec_text(path, "BIDS Stats Model")
     try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise SpecError(f"cannot read BIDS Stats Model {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"BIDS Stats Model {path} is larger than {MAX_SPEC_BYTES // 1_000_000} MB")
-    try:
-        return json.loads(raw.decode("utf-8-sig"), parse_constant=_no_constant)
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"BIDS Stats Model {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
+        return json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise SpecError(f"cannot parse BIDS Stats Model {path}: {' '.join(str(exc).split())[:200]}") from exc
 
@@ -174,8 +166,8 @@ def load_analysis(spec_path: Path | str | None = None,
         raise SpecError(f"give a BIDS Stats Model ({model_path}) or an analysis spec ({spec_path}), not both")
     if model_path is None and spec_path is not None and Path(spec_path).suffix.lower() == ".json":
         try:
-            data = json.loads(Path(spec_path).read_bytes()[: MAX_SPEC_BYTES + 1].decode("utf-8-sig"))
-        except (OSError, ValueError, RecursionError):
+            data = json.loads(read_spec_text(Path(spec_path), "analysis spec"))
+        except (ValueError, RecursionError):  # SpecError included
             data = None  # load_spec reports what is wrong with it
         if is_bsm(data):
             model_path = spec_path

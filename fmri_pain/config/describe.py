@@ -17,6 +17,7 @@ import functools
 import inspect
 import json
 import re
+import sys
 import textwrap
 import typing
 from typing import Any
@@ -145,4 +146,19 @@ def resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def print_or_check(text: str, argv: list[str], module: str) -> int:
+    """``python -m <module> [--check FILE]``: print ``text``, or exit 1 if FILE differs from it.
 
+    The command line of the generated documents (docs/spec.md, docs/spec.schema.json).
+    """
+    if argv[:1] == ["--check"] and len(argv) == 2:
+        with open(argv[1], encoding="utf-8") as fh:
+            if fh.read() != text:
+                print(f"{argv[1]} is out of date: run `python -m {module} > {argv[1]}`", file=sys.stderr)
+                return 1
+        return 0
+    if argv:
+        print(f"usage: python -m {module} [--check FILE]", file=sys.stderr)
+        return 2
+    sys.stdout.write(text)
+    return 0

@@ -19,7 +19,7 @@ import sys
 from typing import Any
 
 from fmri_pain.config.fields import range_from_schema
-from fmri_pain.config.describe import field_docs, resolve
+from fmri_pain.config.describe import field_docs, print_or_check, resolve
 from fmri_pain.config.schema import json_schema
 
 __all__ = ["field_docs", "spec_reference_markdown", "main"]
@@ -143,20 +143,7 @@ def _anchor(key: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the reference; ``--check FILE`` exits 1 if FILE differs from it."""
-    argv = sys.argv[1:] if argv is None else argv
-    text = spec_reference_markdown()
-    if argv[:1] == ["--check"] and len(argv) == 2:
-        with open(argv[1], encoding="utf-8") as fh:
-            current = fh.read()
-        if current != text:
-            print(f"{argv[1]} is out of date: run `python -m fmri_pain.config.docs > {argv[1]}`", file=sys.stderr)
-            return 1
-        return 0
-    if argv:
-        print("usage: python -m fmri_pain.config.docs [--check FILE]", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
-    return 0
+    return print_or_check(spec_reference_markdown(), sys.argv[1:] if argv is None else argv, "fmri_pain.config.docs")
 
 
 if __name__ == "__main__":

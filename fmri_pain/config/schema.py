@@ -19,7 +19,7 @@ import json
 import sys
 from typing import Any
 
-from fmri_pain.config.describe import section_schema
+from fmri_pain.config.describe import print_or_check, section_schema
 from fmri_pain.config.spec import AnalysisSpec
 
 __all__ = ["json_schema", "schema_text", "main"]
@@ -47,20 +47,7 @@ def schema_text() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Print the schema; ``--check FILE`` exits 1 if FILE differs from it."""
-    argv = sys.argv[1:] if argv is None else argv
-    text = schema_text()
-    if argv[:1] == ["--check"] and len(argv) == 2:
-        with open(argv[1], encoding="utf-8") as fh:
-            if fh.read() != text:
-                print(f"{argv[1]} is out of date: run `python -m fmri_pain.config.schema > {argv[1]}`",
-                      file=sys.stderr)
-                return 1
-        return 0
-    if argv:
-        print("usage: python -m fmri_pain.config.schema [--check FILE]", file=sys.stderr)
-        return 2
-    sys.stdout.write(text)
-    return 0
+    return print_or_check(schema_text(), sys.argv[1:] if argv is None else argv, "fmri_pain.config.schema")
 
 
 if __name__ == "__main__":

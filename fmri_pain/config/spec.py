@@ -148,17 +148,7 @@ def load_spec(path: Path | str | None = None) -> AnalysisSpec:
     if path is None:
         return AnalysisSpec()
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_SPEC_BYTES + 1)
-    except OSError as exc:
-        raise SpecError(f"cannot read analysis spec {path}: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_SPEC_BYTES:
-        raise SpecError(f"analysis spec {path} is larger than {MAX_SPEC_BYTES // 1_000_000} MB")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecError(f"analysis spec {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
+    text = read_spec_text(path, "analysis spec")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -169,6 +159,27 @@ def load_spec(path: Path | str | None = None) -> AnalysisSpec:
     if not isinstance(data, dict):
         raise SpecError(f"analysis spec {path} must be a mapping, got {type(data).__name__}")
     return spec_from_dict(data, source=str(path))
+
+
+def read_spec_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a spec or model file of at most :data:`MAX_SPEC_BYTES`.
+
+    Raises
+    ------
+    SpecError
+        Naming ``what`` and the file: unreadable, too large, or not UTF-8.
+    """
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{what} {path} is larger than {MAX_SPEC_BYTES // 1_000_000} MB")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{what} {path} is not UTF-8 text (invalid byte at offset {exc.start})") from exc
 
 
 def spec_from_dict(data: dict[str, Any], source: str = "<spec>") -> AnalysisSpec:

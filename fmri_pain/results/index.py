@@ -46,13 +46,14 @@ def index_outputs(output_dir: Path) -> pd.DataFrame:
     without ``sub-`` outside ``group/`` are skipped.
     """
     from bids.layout.models import Tag
+    from sqlalchemy import select  # pybids' own database; one query for every tag
 
     output_dir = Path(output_dir)
     layout = output_layout(output_dir)
     root = Path(layout.root)
     tags: dict[str, dict[str, str]] = {}
-    for file_path, entity, value in layout.connection_manager.session.query(
-            Tag.file_path, Tag.entity_name, Tag._value):
+    for file_path, entity, value in layout.connection_manager.session.execute(
+            select(Tag.file_path, Tag.entity_name, Tag._value)):
         key = PYBIDS_ENTITIES.get(entity)
         if key is not None:
             tags.setdefault(file_path, {})[key] = str(value)
