@@ -15,15 +15,17 @@ from typing import Any
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
 ENTITY_ORDER: tuple[str, ...] = ("sub", "ses", "task", "acq", "run", "hemi", "space", "atlas", "res",
-                                 "contrast", "condition", "desc", "stat")
+                                 "model", "contrast", "condition", "desc", "stat")
 """Entities of derivative file names, in the order they appear: BIDS entities in the order of its
 entity table, ``atlas`` after ``space`` (as XCP-D writes it), and the statistical-model entities of
-BEP041 (``contrast``, ``stat``) and ``condition`` (a trial condition's part of a figure)."""
+BEP041 (``model``: a BIDS Stats Model's ``model-<label>_smdl.json``; ``contrast``, ``stat``) and
+``condition`` (a trial condition's part of a figure)."""
 
 PYBIDS_ENTITIES: dict[str, str] = {"subject": "sub", "session": "ses", "task": "task",
                                    "acquisition": "acq", "run": "run", "hemi": "hemi",
                                    "space": "space", "atlas": "atlas", "res": "res",
-                                   "contrast": "contrast", "condition": "condition", "desc": "desc",
+                                   "model": "model", "contrast": "contrast", "condition": "condition",
+                                   "desc": "desc",
                                    "stat": "stat", "suffix": "suffix", "extension": "extension"}
 """pybids' entity names (with :func:`pybids_config_path`'s config) -> the keys of file names."""
 

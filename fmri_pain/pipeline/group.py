@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fmri_pain.bids.derivatives import write_json
+from fmri_pain.bids.naming import bids_filename
 from fmri_pain.bids.runs import Run
 from fmri_pain.config.bsm import validate_bsm
 from fmri_pain.config.bsm_export import BSM_VERSION, CROSSOVER_NOTE, spec_to_bsm
@@ -86,7 +87,7 @@ def write_model_files(output_dir: Path | str, spec: AnalysisSpec, name: str | No
     validate_bsm(model, "the BIDS Stats Model written")
     output_dir = Path(output_dir)
     paths = {"spec": write_json(spec.to_dict(), output_dir / "spec.json"),
-             "bsm": write_json(model, output_dir / f"model-{model['Name']}_smdl.json")}
+             "bsm": write_json(model, output_dir / bids_filename({"model": model["Name"]}, "smdl", ".json"))}
     LOGGER.info("model written as a BIDS Stats Model (%s); %s", paths["bsm"].name, CROSSOVER_NOTE)
     return paths
 
