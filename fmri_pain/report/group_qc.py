@@ -103,6 +103,8 @@ def _coverage(subject_maps: pd.DataFrame, group_mask: Path | None) -> dict[tuple
     has_session = "session" in subject_maps and subject_maps["session"].notna().any()
     rows = (subject_maps[subject_maps["session"].notna()] if has_session
             else subject_maps[subject_maps["contrast"] == "stim"])
+    # every map of one session covers the same voxels: read one per (subject, session)
+    rows = rows.drop_duplicates(["subject", "session"] if has_session else ["subject"])
     out = {}
     for row in rows.itertuples():
         data = np.asanyarray(nib.load(row.z).dataobj)
