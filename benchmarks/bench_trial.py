@@ -6,13 +6,16 @@ Run::
     .venv/bin/python benchmarks/bench_trial.py --subjects 8 16       # fewer sizes
     .venv/bin/python benchmarks/bench_trial.py --quick               # smoke run (tiny sizes)
 
-For each number of subjects it runs, through the command line only, each stage as a
-subprocess:
+It runs, through the command line only, each stage as a subprocess:
 
 1. ``fmri-pain simulate OUT --derivatives`` (3 sessions SCS / DRGS / DUAL, one run
-   each; fMRIPrep-style derivatives, as ``fmri-pain demo`` does),
-2. ``fmri-pain BIDS OUT participant --derivatives ...`` (first level, contrasts),
-3. ``fmri-pain BIDS OUT group --derivatives ...`` (crossover models, 1,000
+   each; fMRIPrep-style derivatives, as ``fmri-pain demo`` does), once for the largest
+   size; each size then analyses its first N subjects (``--participant-label``), so the
+   simulation, which is not part of an analysis, is paid once (``--simulate-per-size``:
+   one simulation per size, as before);
+2. for each size, ``fmri-pain BIDS OUT participant --derivatives ...`` (first level,
+   contrasts) into a fresh output folder,
+3. then ``fmri-pain BIDS OUT group --derivatives ...`` (crossover models, 1,000
    permutations with TFCE, pain pathways with connectivity and decoding),
 
 with a spec written into the work folder (``--n-perm``, TFCE and pathways on, the
@@ -132,36 +135,54 @@ def measure(cmd: list[str], log: Path) -> dict:
             "single_mb": sampler.peak_single / 2**20, "procs": sampler.max_procs}
 
 
-def run_size(n: int, args, work: Path) -> dict:
+def simulate_command(sim: Path, n: int, args) -> list[str]:
+    return [str(CLI), "simulate", str(sim), "--subjects", str(n), "--seed", "0",
+            "--volumes", str(args.volumes), "--voxel-size", str(args.voxel_size),
+            "--derivatives", "-q"]
+
+
+def report_stage(n: int, stage: str, r: dict, t0: str) -> None:
+    print(f"  [{n} subjects] {stage:11s} started {t0}: wall {r['wall']:7.1f} s, "
+          f"CPU {r['cpu']:7.1f} s, peak {r['peak_mb']:6.0f} MB (largest process "
+          f"{r['single_mb']:.0f} MB, {r['procs']} processes), load "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+
+
+def run_size(n: int, args, work: Path, shared_sim: Path | None = None) -> dict:
+    """Participant and group for ``n`` subjects (and their simulation unless ``shared_sim``
+    holds a larger one, whose first ``n`` subjects are then analysed)."""
     folder = work / f"n{n:03d}"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     spec = folder / "spec.yaml"
     spec.write_text(SPEC.format(n_perm=args.n_perm, scheduler=args.scheduler))
-    sim, out = folder / "sim", folder / "out"
+    sim, out = shared_sim or folder / "sim", folder / "out"
     bids, deriv = sim / "bids", sim / "derivatives" / "fmriprep"
     execution = ["--scheduler", args.scheduler]
     if args.scheduler == "local":
         execution += ["--n-workers", str(args.n_workers)]
+    select = []
+    if shared_sim is not None:
+        labels = sorted(p.name[4:] for p in bids.glob("sub-*") if p.is_dir())[:n]
+        if len(labels) < n:
+            raise SystemExit(f"{bids} holds {len(labels)} subjects, fewer than {n}")
+        select = ["--participant-label", *labels]
     cmds = {
-        "simulate": [str(CLI), "simulate", str(sim), "--subjects", str(n), "--seed", "0",
-                     "--volumes", str(args.volumes), "--voxel-size", str(args.voxel_size),
-                     "--derivatives", "-q"],
+        "simulate": simulate_command(sim, n, args),
         "participant": [str(CLI), str(bids), str(out), "participant", "--derivatives",
                         str(deriv), "--spec", str(spec), "--work-dir", str(folder / "work"),
-                        *execution, "-q"],
+                        *execution, *select, "-q"],
         "group": [str(CLI), str(bids), str(out), "group", "--derivatives", str(deriv),
-                  "--spec", str(spec), "--work-dir", str(folder / "work"), *execution, "-v"],
+                  "--spec", str(spec), "--work-dir", str(folder / "work"), *execution,
+                  *select, "-v"],
     }
     result = {}
     for stage in STAGES:
+        if stage == "simulate" and shared_sim is not None:
+            continue
         t0 = time.strftime("%H:%M:%S")
         result[stage] = measure(cmds[stage], folder / f"{stage}.log")
-        r = result[stage]
-        print(f"  [{n} subjects] {stage:11s} started {t0}: wall {r['wall']:7.1f} s, "
-              f"CPU {r['cpu']:7.1f} s, peak {r['peak_mb']:6.0f} MB (largest process "
-              f"{r['single_mb']:.0f} MB, {r['procs']} processes), load "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        report_stage(n, stage, result[stage], t0)
     match = re.search(r"group level timings: (\{[^}]*\})", (folder / "group.log").read_text())
     log = (folder / "group.log").read_text()
     result["group_parts"] = ast.literal_eval(match.group(1)) if match else {}
@@ -175,7 +196,7 @@ def run_size(n: int, args, work: Path) -> dict:
     if result["group_parts"]:
         print(f"  [{n} subjects] group parts (wall s, from the group log): "
               + ", ".join(f"{k} {v:.0f}" for k, v in result["group_parts"].items()), flush=True)
-    if not args.keep:
+    if not args.keep and shared_sim is None:
         shutil.rmtree(sim, ignore_errors=True)  # the inputs are the bulk of the disk use
     return result
 
@@ -195,7 +216,8 @@ def predict(fit, n: int) -> float:
 def preprocess_figure() -> float | None:
     """The last measured per-run preprocessing time (s) in benchmarks/README.md, if any."""
     text = (ROOT / "benchmarks" / "README.md").read_text()
-    match = re.search(r"preprocess\w*[^\n]*?measured[^\n]*?([\d.]+)\s*s per run", text)
+    section = text.split("## Preprocessing", 1)[-1].split("\n## ", 1)[0]
+    match = re.search(r"\*\*([\d.]+) s wall", section)  # the section's bold measured figure
     return float(match.group(1)) if match else None
 
 
@@ -218,6 +240,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 3 and 5 subjects, 6 mm, 60 volumes, 100 permutations")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--simulate-per-size", action="store_true",
+                        help="simulate each size separately (default: simulate the largest "
+                             "once and analyse its first N subjects at each size)")
     args = parser.parse_args(argv)
     quick = dict(subjects=[3, 5], voxel_size=6.0, volumes=60, n_perm=100)
     full = dict(subjects=[8, 16, 32], voxel_size=3.0, volumes=200, n_perm=1000)
@@ -241,8 +266,17 @@ def main(argv=None) -> int:
           flush=True)
     results = {}
     try:
+        shared_sim = None
+        if not args.simulate_per_size:
+            shared_sim = work / "sim"
+            shutil.rmtree(shared_sim, ignore_errors=True)
+            t0 = time.strftime("%H:%M:%S")
+            simulated = measure(simulate_command(shared_sim, max(ns), args), work / "simulate.log")
+            report_stage(max(ns), "simulate", simulated, t0)
         for n in ns:
-            results[n] = run_size(n, args, work)
+            results[n] = run_size(n, args, work, shared_sim)
+        if shared_sim is not None:
+            results[max(ns)]["simulate"] = simulated
     finally:
         if created and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -255,7 +289,7 @@ def main(argv=None) -> int:
           f"{'wall/subj':>9s} {'CPU/subj':>9s} {'peak MB':>8s} {'largest MB':>10s} "
           f"{'MB/subj':>8s}")
     for n in ns:
-        for stage in STAGES:
+        for stage in (s for s in STAGES if s in results[n]):
             r = results[n][stage]
             print(f"{n:8d} {stage:11s} {r['wall']:8.1f} {r['cpu']:8.1f} "
                   f"{r['cpu'] / r['wall']:8.2f} {r['wall'] / n:9.2f} {r['cpu'] / n:9.2f} "
@@ -270,6 +304,9 @@ def main(argv=None) -> int:
     print("\ngrowth exponent b of log(y) = a + b log(n_subjects) (1 = linear):")
     for stage in STAGES:
         row = []
+        if any(stage not in results[n] for n in ns):
+            print(f"  {stage:11s} n/a (run once, for {max(ns)} subjects)")
+            continue
         for key, label in (("wall", "wall"), ("cpu", "CPU"), ("peak_mb", "peak memory"),
                            ("single_mb", "largest process")):
             fit = fit_exponent(ns, [results[n][stage][key] for n in ns])
@@ -335,7 +372,7 @@ def main(argv=None) -> int:
     # ---- ratio-style summary ------------------------------------------------------------
     lo, hi = min(ns), max(ns)
     print(f"\nsummary ({lo} -> {hi} subjects, x{hi / lo:.1f}):")
-    for stage in STAGES:
+    for stage in (s for s in STAGES if s in results[lo]):
         a, b = results[lo][stage], results[hi][stage]
         print(f"  {stage:11s} wall x{b['wall'] / a['wall']:.2f}, CPU x{b['cpu'] / a['cpu']:.2f}, "
               f"peak memory x{b['peak_mb'] / a['peak_mb']:.2f} "
