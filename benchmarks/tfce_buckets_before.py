@@ -1,4 +1,5 @@
-"""TFCE at discrete heights by level buckets: the fast kernel of the permutation engine.
+"""Baseline for benchmarks/bench_tfce.py: the level-bucket TFCE kernel as it was before the
+find structure was split from the union tree (a verbatim copy, not used by the engine).
 
 With discrete heights (``dh="auto"`` or a step), a voxel's TFCE depends only
 on its level (how many heights it reaches), so the voxels need not be sorted
