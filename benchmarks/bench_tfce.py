@@ -9,9 +9,10 @@ The 21 pain21 maps (192,885 voxels), one-sample t of random sign flips, H 2,
 E 0.5, 100 heights (``dh="auto"``). Timed on the very same t maps, in one
 run: the null's TFCE step (maximum per map and the per-voxel exceedance
 count) of the bucket kernel (:mod:`fmri_pain.glm.inference.tfce_buckets`,
-what the engine runs) on one thread and on ``--n-jobs`` threads (the engine's
-``n_jobs``: chunks of permutations in threads), and of the sorted kernel it
-replaced (:func:`fmri_pain.glm.inference.tfce.tfce_max_count`), at 26- and
+what the engine runs) and of the bucket kernel before its rework
+(``benchmarks/tfce_buckets_before.py``, a verbatim copy), each on one thread
+and on ``--n-jobs`` threads (the engine's ``n_jobs``: chunks of permutations
+in threads), and of the sorted kernel the bucket kernel replaced (:func:`fmri_pain.glm.inference.tfce.tfce_max_count`), at 26- and
 6-connectivity. Their maxima, counts and FWE thresholds are checked equal.
 nilearn's ``permuted_ols(tfce=True)`` (6-connectivity, its only one) is timed
 on a few permutations (per permutation = difference of two runs, so its
@@ -35,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import tfce_buckets_before as tb_before  # noqa: E402
 from bench_inference import load, pain21_dataset  # noqa: E402
 
 from fmri_pain.glm.inference import tfce as tf  # noqa: E402
@@ -61,12 +63,12 @@ def timed(fn, *args, **kw):
     return time.perf_counter() - w0, time.process_time() - c0, out
 
 
-def bucket_threads(stats, grid, thr, n_jobs):
-    """The bucket kernel over row chunks in ``n_jobs`` threads (as the engine runs it)."""
+def bucket_threads(stats, grid, thr, n_jobs, kernel=tb):
+    """A bucket kernel over row chunks in ``n_jobs`` threads (as the engine runs it)."""
     chunks = np.array_split(np.arange(stats.shape[0]), n_jobs)
     with ThreadPoolExecutor(n_jobs) as pool:
-        parts = list(pool.map(lambda rows: tb.tfce_grid_max_count(stats[rows], grid, thr,
-                                                                   two_sided=False), chunks))
+        parts = list(pool.map(lambda rows: kernel.tfce_grid_max_count(stats[rows], grid, thr,
+                                                                       two_sided=False), chunks))
     return np.concatenate([p[0] for p in parts]), sum(p[1] for p in parts)
 
 
@@ -119,24 +121,34 @@ def main(argv=None):
         thr = obs - 1e-12 * np.abs(obs)
         tf.tfce_max_count(stats[:1], nbrs, thr, two_sided=False)  # compile once
         tb.tfce_grid_max_count(stats[:1], grid, thr, two_sided=False)
+        tb_before.tfce_grid_max_count(stats[:1], grid, thr, two_sided=False)
         w_old, c_old, (m_old, k_old) = timed(tf.tfce_max_count, stats, nbrs, thr, two_sided=False)
+        w_b1, c_b1, (m_b1, k_b1) = timed(tb_before.tfce_grid_max_count, stats, grid, thr,
+                                         two_sided=False)
+        w_bp, c_bp, (m_bp, k_bp) = timed(bucket_threads, stats, grid, thr, args.n_jobs, tb_before)
         w_new, c_new, (m_new, k_new) = timed(tb.tfce_grid_max_count, stats, grid, thr,
                                              two_sided=False)
         w_par, c_par, (m_par, k_par) = timed(bucket_threads, stats, grid, thr, args.n_jobs)
         same = (np.allclose(m_new, m_old, rtol=1e-10, atol=0) and np.array_equal(k_new, k_old)
                 and np.array_equal(m_par, m_new) and np.array_equal(k_par, k_new)
+                and np.allclose(m_b1, m_new, rtol=1e-12, atol=0) and np.array_equal(k_b1, k_new)
+                and np.array_equal(k_bp, k_new)
                 and all(np.isclose(fwe_threshold(m_new, a), fwe_threshold(m_old, a), rtol=1e-10,
                                    atol=0) for a in (0.05, 0.01)))
         ms = lambda s: 1e3 * s / args.n_perm  # noqa: E731
         rows[conn] = dict(old=ms(w_old), new=ms(w_new), par=ms(w_par))
         print(f"\n{conn}-connectivity, ms per permutation (wall / CPU):")
         print(f"  sorted kernel (before), 1 thread      {ms(w_old):7.1f} / {ms(c_old):7.1f}")
-        print(f"  bucket kernel, 1 thread               {ms(w_new):7.1f} / {ms(c_new):7.1f}   "
-              f"x{w_old / w_new:.2f} wall, x{c_old / c_new:.2f} CPU")
-        print(f"  bucket kernel, {args.n_jobs} threads              {ms(w_par):7.1f} / "
-              f"{ms(c_par):7.1f}   x{w_old / w_par:.2f} wall")
+        print(f"  bucket kernel before, 1 thread        {ms(w_b1):7.1f} / {ms(c_b1):7.1f}")
+        print(f"  bucket kernel before, {args.n_jobs} threads       {ms(w_bp):7.1f} / {ms(c_bp):7.1f}")
+        print(f"  bucket kernel now, 1 thread           {ms(w_new):7.1f} / {ms(c_new):7.1f}   "
+              f"x{w_b1 / w_new:.2f} wall, x{c_b1 / c_new:.2f} CPU vs before; "
+              f"x{w_old / w_new:.2f} wall vs sorted")
+        print(f"  bucket kernel now, {args.n_jobs} threads          {ms(w_par):7.1f} / "
+              f"{ms(c_par):7.1f}   x{w_bp / w_par:.2f} wall, x{c_bp / c_par:.2f} CPU vs before")
         print(f"  maxima, exceedance counts and FWE thresholds (5%, 1%) equal: {same}; "
-              f"max rel. diff of maxima {np.max(np.abs(m_new - m_old) / m_old):.1e}; FWE TFCE "
+              f"max rel. diff of maxima {np.max(np.abs(m_new - m_old) / m_old):.1e} (sorted), "
+              f"{np.max(np.abs(m_new - m_b1) / m_b1):.1e} (before); FWE TFCE "
               f"threshold (5%) {fwe_threshold(m_new, 0.05):.2f}")
         if conn == 26:
             print(f"  FSL randomise (published, 26-conn) {FSL_RANDOMISE_MS:.0f} ms/perm: "
