@@ -49,7 +49,8 @@ class RunFit:
     warnings: list[str] = field(default_factory=list)
 
 
-def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_volumes: int) -> RunFit:
+def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_volumes: int,
+            threads: int = 1) -> RunFit:
     """Fit one run: load + smooth + mask, design, confounds, censoring, AR(1) GLM, contrasts.
 
     Parameters
@@ -61,6 +62,8 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         The ON / OFF trial types (the ``stim`` contrast).
     min_volumes : int
         Fewest volumes a run may keep after censoring.
+    threads : int
+        Thread budget of the smoothing and the GLM (the worker's threads).
 
     Returns
     -------
@@ -78,7 +81,8 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         raise InputError("RepetitionTime missing from the BOLD metadata",
                          subject=run.subject, path=run.bold) from exc
     events = read_events(run.events, run.subject, default_trial_type=events_spec.on_trial_type)
-    Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject)
+    Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject,
+                                     threads=threads)
     messages: list[str] = []
     Y, mask, constant = drop_constant_voxels(Y, mask, run)
     if constant:
@@ -107,7 +111,8 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
                          f"(minimum {min_volumes}, {design.shape[1]} regressors)",
                          subject=run.subject, path=run.confounds or run.bold)
     with timing.step("fit"):
-        results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True)
+        results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True,
+                         threads=threads)
     del Y
     columns = design.columns.tolist()
     conf_names = [] if confounds is None else confounds.columns.tolist()
