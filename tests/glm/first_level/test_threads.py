@@ -93,3 +93,21 @@ def test_smoothing_in_threads_equals_one_thread(tmp_path, monkeypatch):
     Y2, m2, _ = load_masked_bold(path, mask, 6.0, threads=2)
     np.testing.assert_array_equal(Y1, Y2)
     np.testing.assert_array_equal(m1, m2)
+
+
+def test_checksums_computed_meanwhile_equal_hashlib(tmp_path):
+    import hashlib
+
+    from fmri_pain.bids import derivatives as drv
+    from fmri_pain.bids.runs import Run
+    from fmri_pain.glm.first_level.fit import checksum_inputs_meanwhile
+
+    path, mask, _ = _write_bold(tmp_path)
+    run = Run(subject="01", session=None, condition="stim", period=None, task="stim", run=None,
+              bold=path, events=tmp_path / "missing_events.tsv", mask=mask, confounds=None,
+              metadata={})
+    checksum_inputs_meanwhile(run).join()  # a missing file is left to the provenance
+    cached = {k[0] for k in drv._HASH_CACHE}
+    assert {str(path.resolve()), str(mask.resolve())} <= cached  # warmed by the thread
+    for p in (path, mask):
+        assert drv.sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
