@@ -21,7 +21,7 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.bids.nifti import igzip as _igzip
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import timing
-from fmri_pain.glm.first_level.threads import budget, thread_map
+from fmri_pain.glm.first_level.threads import budget, thread_drain
 
 _BLOCK_VOLUMES = 16
 
@@ -199,9 +199,11 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
     subject : str, optional
         Named in errors.
     threads : int
-        Thread budget: blocks are smoothed and masked in this many threads
-        (:func:`~fmri_pain.glm.first_level.threads.thread_map`, one BLAS thread
-        each), beside the reader thread; the same values as with 1.
+        Thread budget. 1: blocks are read ahead in a reader thread and smoothed
+        and masked in the caller's. More: this many threads each read (under a
+        lock), smooth and mask their next block
+        (:func:`~fmri_pain.glm.first_level.threads.thread_drain`, one BLAS thread
+        each); the same values.
 
     Returns
     -------
@@ -267,7 +269,9 @@ def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1
         gather_rows(smoothed.reshape(k, -1), index, Y[start:start + k])
         timing.add("mask", t0)
 
-    thread_map(process, _iter_blocks(img, bold, subject), threads)
+    # threads > 1: each thread decompresses its next block itself (no reader thread), so
+    # the budget's threads are all that compute and hold blocks
+    thread_drain(process, _iter_blocks(img, bold, subject, prefetch=threads == 1), threads)
     return Y, mask_bool, affine
 
 

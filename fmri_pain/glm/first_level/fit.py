@@ -134,7 +134,7 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         raise InputError(f"only {n_kept} of {n_scans} volumes left after censoring "
                          f"(minimum {min_volumes}, {design.shape[1]} regressors)",
                          subject=run.subject, path=run.confounds or run.bold)
-    with timing.step("fit"):
+    with timing.step("fit", process_cpu=threads > 1):
         results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True,
                          threads=threads)
     del Y

@@ -156,7 +156,8 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     with threadpool_limits(limits=max(1, int(blas_threads)), user_api="blas"):
         fits = [fit_run(run, settings.first_level, settings.events, settings.min_volumes,
                         threads=blas_threads) for run in runs]
-    with timing.step("write"):  # design TSV / PNG, fixed effects, maps and sidecars
+    # design TSV / PNG, fixed effects, maps and sidecars
+    with timing.step("write", process_cpu=blas_threads > 1):
         # maps are named by the template space of the BOLD they come from, never a constant
         try:
             space = drv.data_space([r.bold for r in runs], "the runs")

@@ -11,6 +11,7 @@ in the caller's thread, in order, as before.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -73,3 +74,50 @@ def thread_map(fn: Callable[[T], R], items: Iterable[T], threads: int) -> list[R
             for f in pending:
                 f.cancel()
     return results
+
+
+def thread_drain(fn: Callable[[T], None], items: Iterable[T], threads: int) -> None:
+    """Call ``fn`` on every item in ``threads`` threads that each draw the next item themselves.
+
+    Unlike :func:`thread_map` the iterator is advanced in the pool's threads
+    (one at a time, under a lock), so producing an item (decompressing the next
+    block of a file) is part of a thread's work: at most ``threads`` threads
+    compute and at most ``threads`` items are held. Results are not kept
+    (``fn`` stores them); the first exception, of ``fn`` or of the iterator, is
+    raised here after the other threads stopped drawing.
+
+    Parameters
+    ----------
+    fn : callable
+    items : iterable
+    threads : int
+        The thread budget; 1 runs everything in the caller's thread, in order.
+    """
+    n = budget(threads)
+    if n == 1:
+        for x in items:
+            fn(x)
+        return
+    iterator = iter(items)
+    lock = threading.Lock()
+    failed = threading.Event()
+    done = object()
+
+    def draw() -> object:
+        with lock:
+            if failed.is_set():
+                return done
+            return next(iterator, done)
+
+    def work() -> None:
+        try:
+            while (x := draw()) is not done:
+                fn(x)  # type: ignore[arg-type]
+        except BaseException:
+            failed.set()
+            raise
+
+    with one_blas_thread(n), ThreadPoolExecutor(max_workers=n, thread_name_prefix="first-level") as pool:
+        futures = [pool.submit(work) for _ in range(n)]
+    for f in futures:
+        f.result()

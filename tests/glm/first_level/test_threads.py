@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_info
 from fmri_pain.glm.first_level import bold
 from fmri_pain.glm.first_level.bold import load_masked_bold
 from fmri_pain.glm.first_level.model import ar1_glm
-from fmri_pain.glm.first_level.threads import budget, one_blas_thread, thread_map
+from fmri_pain.glm.first_level.threads import budget, one_blas_thread, thread_drain, thread_map
 
 from .test_bold_reader import _write_bold
 
@@ -63,6 +63,48 @@ def test_thread_map_raises_the_workers_error():
         thread_map(work, range(8), 2)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_drain_draws_in_its_threads_and_keeps_the_budget(threads):
+    lock = threading.Lock()
+    active, peak, seen, drawn_by = [0], [0], [], set()
+
+    def items():
+        for i in range(10):
+            drawn_by.add(threading.current_thread().name)
+            yield i
+
+    def work(i: int) -> None:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.003)
+        with lock:
+            active[0] -= 1
+            seen.append(i)
+
+    thread_drain(work, items(), threads)
+    assert sorted(seen) == list(range(10)) and peak[0] <= threads
+    assert (threading.current_thread().name in drawn_by) == (threads == 1)
+    if threads == 1:
+        assert seen == list(range(10))
+
+
+@pytest.mark.parametrize("where", ["fn", "iterator"])
+def test_thread_drain_raises_the_first_error(where):
+    def items():
+        for i in range(20):
+            if where == "iterator" and i == 5:
+                raise OSError("truncated at 5")
+            yield i
+
+    def work(i: int) -> None:
+        if where == "fn" and i == 5:
+            raise ValueError("bad item 5")
+
+    with pytest.raises(ValueError if where == "fn" else OSError, match="5"):
+        thread_drain(work, items(), 2)
+
+
 def test_one_blas_thread_only_when_threads_share_blas():
     blas = [lib for lib in threadpool_info() if lib["user_api"] == "blas"]
     if not blas:
@@ -111,3 +153,20 @@ def test_checksums_computed_meanwhile_equal_hashlib(tmp_path):
     assert {str(path.resolve()), str(mask.resolve())} <= cached  # warmed by the thread
     for p in (path, mask):
         assert drv.sha256_file(p) == hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_step_with_process_cpu_counts_the_pool_threads():
+    from fmri_pain.glm.first_level import timing
+
+    def spin(_: int) -> None:
+        end = time.thread_time() + 0.03
+        while time.thread_time() < end:
+            pass
+
+    timing.reset()
+    with timing.step("own"):
+        thread_map(spin, range(4), 2)
+    with timing.step("process", process_cpu=True):
+        thread_map(spin, range(4), 2)
+    cpu = timing.cpu_totals()
+    assert cpu["process"] >= 0.11 > 0.05 > cpu["own"]  # 4 x 30 ms in the pool, ~0 in this thread
