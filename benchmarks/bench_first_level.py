@@ -244,9 +244,9 @@ def main() -> None:
               f"{np.abs(z_project - z_nilearn).max():.4f}; {corr64:.8f} with our float64 GLM, "
               f"max |dz| {np.abs(z_project - z_64).max():.2e}")
         steps, step_cpu = best["project"]["steps"], best["project"]["step_cpu"]
-        print("project steps, ms wall / CPU (fastest run; decompress runs in a reader thread, "
-              "overlapping smooth / mask; with --threads > 1 smooth and mask are summed over the "
-              "threads, fit and write CPU are the process's):")
+        print("project steps, ms wall / CPU (fastest run; --threads 1: decompress in a reader "
+              "thread, overlapping smooth / mask; --threads > 1: decompress, smooth and mask in each "
+              "of the threads, summed over them, and fit / write CPU are the process's):")
         print("  " + ", ".join(f"{k} {steps.get(k, 0.0) * 1000:.0f} / {step_cpu.get(k, 0.0) * 1000:.0f}"
                                for k in STEP_NAMES))
         after = sum(steps.get(k, 0.0) for k in ("design", "fit", "contrasts", "write"))
