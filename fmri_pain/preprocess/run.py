@@ -91,6 +91,23 @@ def _outputs_by_run(exec_graph) -> dict[str, Any]:
     return found
 
 
+def process_budget(requested: int) -> int:
+    """Nipype MultiProc processes allowed here: ``requested`` capped by the thread budget.
+
+    The budget is the smallest of the CPUs this process may run on and the BLAS thread
+    limit in force (a participant-level worker runs its subject under
+    ``threadpool_limits(threads_per_worker)``, so with two workers on two cores each
+    subject gets one process and the cores are not oversubscribed).
+    """
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    limits = [int(p["num_threads"]) for p in threadpool_info() if p.get("num_threads")]
+    return max(1, min([int(requested), cpus, *limits]))
+
+
 def preprocess_subject(runs: list, output_dir: Path | str, work_dir: Path | str | None,
                        spec: PreprocessSpec | None = None) -> list:
     """Preprocess one subject's raw runs into MNI space with fMRIPrep-named outputs.
@@ -137,10 +154,12 @@ def preprocess_subject(runs: list, output_dir: Path | str, work_dir: Path | str 
     wf = init_preproc_wf(runs, spec)
     wf.base_dir = str(work_dir)
     wf.config["execution"] = {"crashdump_dir": str(work_dir / "crash"), "stop_on_first_crash": "true",
-                              "crashfile_format": "txt", "remove_unnecessary_outputs": "false"}
+                              "crashfile_format": "txt", "remove_unnecessary_outputs": "false",
+                              # nipype's default (2 s) idles after every node of a run whose nodes take 1-4 s
+                              "poll_sleep_duration": "0.05"}
     plugin_args = {}
     if spec.plugin == "MultiProc":
-        plugin_args = {"n_procs": spec.n_procs, "memory_gb": spec.memory_gb, "raise_insufficient": False}
+        plugin_args = {"n_procs": process_budget(spec.n_procs), "memory_gb": spec.memory_gb, "raise_insufficient": False}
     try:
         graph = wf.run(plugin=spec.plugin, plugin_args=plugin_args)
     except RuntimeError as err:

@@ -336,3 +336,22 @@ def test_carpet_pixels_equal_matplotlib_rgba_stage(tmp_path):
         im.set_interpolation_stage("rgba")
     fig.savefig(tmp_path / "rgba.png", dpi=80)
     np.testing.assert_array_equal(mimage.imread(tmp_path / "data.png"), mimage.imread(tmp_path / "rgba.png"))
+
+
+def test_process_budget_follows_the_worker_thread_limit():
+    """MultiProc processes never exceed the BLAS limit a participant worker runs under, nor the CPUs."""
+    import os
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from fmri_pain.preprocess.run import process_budget
+
+    assert threadpool_info(), "numpy's BLAS must be visible to threadpoolctl for the cap to work"
+    cpus = len(os.sched_getaffinity(0))
+    with threadpool_limits(limits=1):
+        assert process_budget(4) == 1
+    assert process_budget(1) == 1
+    assert 1 <= process_budget(1024) <= cpus
+    if cpus >= 2:
+        with threadpool_limits(limits=2):
+            assert process_budget(8) == 2
