@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 import os
 import re
 import resource
@@ -37,6 +36,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_trial import TreeSampler  # noqa: E402  (RSS of a process tree, summed)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (64, 64, 36)
@@ -132,50 +134,12 @@ print(json.dumps({"wall": wall, "rss_mb": use.ru_maxrss / 1024, "cpu": use.ru_ut
 """
 
 
-class TreeSampler(threading.Thread):
-    """Poll the RSS of a process and its descendants; keep the largest sum (as in bench_trial.py)."""
-
-    def __init__(self, pid: int, interval: float = 0.1):
-        super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak_sum = 0
-        self.max_procs = 0
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        import psutil
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.NoSuchProcess:
-            return
-        while not self._halt.is_set():
-            try:
-                procs = [root, *root.children(recursive=True)]
-            except psutil.NoSuchProcess:
-                break
-            rss = []
-            for p in procs:
-                try:
-                    rss.append(p.memory_info().rss)
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
-            if rss:
-                self.peak_sum = max(self.peak_sum, sum(rss))
-                self.max_procs = max(self.max_procs, len(rss))
-            self._halt.wait(self.interval)
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join()
-
-
 def _child(code: str, *args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="2", ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS="2")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
-    sampler = TreeSampler(proc.pid)
+    sampler = TreeSampler(proc.pid, interval=0.1)
     sampler.start()
     out, err = proc.communicate()
     sampler.stop()
