@@ -21,6 +21,7 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.bids.nifti import igzip as _igzip
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import timing
+from fmri_pain.glm.first_level.threads import budget, thread_drain
 
 _BLOCK_VOLUMES = 16
 
@@ -182,7 +183,8 @@ def _iter_blocks(img, path, subject, prefetch: bool = True) -> Iterator[tuple[in
 
 
 def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | None,
-                     subject: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     subject: str | None = None, threads: int = 1
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a 4D BOLD once, smooth each volume in 3D and keep the voxels of the mask.
 
     Parameters
@@ -194,6 +196,14 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
         needed. ``None``: nilearn's ``compute_epi_mask`` on the mean image.
     fwhm : float or None
         Smoothing kernel (mm).
+    subject : str, optional
+        Named in errors.
+    threads : int
+        Thread budget. 1: blocks are read ahead in a reader thread and smoothed
+        and masked in the caller's. More: this many threads each read (under a
+        lock), smooth and mask their next block
+        (:func:`~fmri_pain.glm.first_level.threads.thread_drain`, one BLAS thread
+        each); the same values.
 
     Returns
     -------
@@ -208,13 +218,14 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
     """
     img, fobj = _open_bold(bold, subject)
     try:
-        return _load_masked(img, bold, mask, fwhm, subject)
+        return _load_masked(img, bold, mask, fwhm, subject, budget(threads))
     finally:
         if fobj is not None:
             fobj.close()
 
 
-def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(img.shape) != 4 or img.shape[3] < 2:
         raise InputError(f"BOLD must be a 4D image, got shape {img.shape}", subject=subject, path=bold)
     shape3, affine = img.shape[:3], img.affine
@@ -246,10 +257,10 @@ def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray
     # positions of the mask's voxels (in np.nonzero order, as mask indexing) in a
     # Fortran-ordered volume: rows of smooth_block's output
     index = np.ravel_multi_index(np.nonzero(mask_bool), shape3, order="F")
-    Y = None
-    for start, block in _iter_blocks(img, bold, subject):
-        if Y is None:  # float32 holds int16 data exactly and fMRI far below its precision
-            Y = np.empty((img.shape[3], index.size), dtype=np.float32)
+    Y = np.empty((img.shape[3], index.size), dtype=np.float32)  # float32 holds int16 exactly
+
+    def process(item: tuple[int, np.ndarray]) -> None:
+        start, block = item
         t0 = timing.clocks()
         smoothed = smooth_block(np.asarray(block, dtype=Y.dtype), sigmas)
         timing.add("smooth", t0)
@@ -257,6 +268,10 @@ def _load_masked(img, bold, mask, fwhm, subject) -> tuple[np.ndarray, np.ndarray
         k = smoothed.shape[0]
         gather_rows(smoothed.reshape(k, -1), index, Y[start:start + k])
         timing.add("mask", t0)
+
+    # threads > 1: each thread decompresses its next block itself (no reader thread), so
+    # the budget's threads are all that compute and hold blocks
+    thread_drain(process, _iter_blocks(img, bold, subject, prefetch=threads == 1), threads)
     return Y, mask_bool, affine
 
 

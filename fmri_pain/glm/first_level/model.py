@@ -7,12 +7,14 @@ its per-voxel Python loops, per-bin result objects and string labels.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as spl
 
 from fmri_pain.glm.first_level.fixed_effects import EffectMaps, z_from_effect
+from fmri_pain.glm.first_level.threads import thread_map
 
 AR_BINS = 100  # nilearn's run_glm default
 _VOXEL_CHUNK = 8192
@@ -60,7 +62,7 @@ class GLMResults:
 
 def ar1_glm(Y: np.ndarray, X: np.ndarray, noise_model: str = "ar1", bins: int = AR_BINS,
             signal_scaling: bool = False, dtype: type = np.float32,
-            chunk_size: int = _VOXEL_CHUNK) -> GLMResults:
+            chunk_size: int = _VOXEL_CHUNK, threads: int = 1) -> GLMResults:
     """Fit nilearn's run-level GLM (``run_glm``) to a data matrix, vectorised.
 
     Same estimates as :func:`nilearn.glm.first_level.run_glm` with
@@ -86,6 +88,10 @@ def ar1_glm(Y: np.ndarray, X: np.ndarray, noise_model: str = "ar1", bins: int = 
         error ~1e-6, far below fMRI noise) or float64 (nilearn's arithmetic).
     chunk_size : int
         Voxels per chunk.
+    threads : int
+        Thread budget: chunks are fitted in this many threads, one BLAS thread
+        each (:func:`~fmri_pain.glm.first_level.threads.thread_map`); the same
+        values as with 1.
 
     Returns
     -------
@@ -105,8 +111,13 @@ def ar1_glm(Y: np.ndarray, X: np.ndarray, noise_model: str = "ar1", bins: int = 
     Xd = X.astype(dtype)
 
     models: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray, float]] = {}
+    lock = threading.Lock()  # one pseudo-inverse per bin when chunks run in threads
 
     def model(key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        with lock:
+            return _model(key)
+
+    def _model(key: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         if key not in models:
             rho = key * 1.0 / bins
             wX = X.copy()
@@ -120,7 +131,8 @@ def ar1_glm(Y: np.ndarray, X: np.ndarray, noise_model: str = "ar1", bins: int = 
     dispersion = np.empty(n_vox)
     keys = np.zeros(n_vox, dtype=np.int64)
     ols_calc = model(0)[1]
-    for start in range(0, n_vox, chunk_size):
+
+    def fit_chunk(start: int) -> None:
         stop = min(start + chunk_size, n_vox)
         Yc = np.array(Y[:, start:stop].T, dtype=dtype, order="C")  # (voxels, scans)
         if mean is not None:
@@ -156,6 +168,8 @@ def ar1_glm(Y: np.ndarray, X: np.ndarray, noise_model: str = "ar1", bins: int = 
             disp_c[lo:hi] = np.einsum("ij,ij->i", wY, wY) / denom
         beta[:, start + order] = beta_c.T
         dispersion[start + order] = disp_c
+
+    thread_map(fit_chunk, range(0, n_vox, chunk_size), threads)
     order_keys = sorted(models)
     return GLMResults(
         beta=beta,

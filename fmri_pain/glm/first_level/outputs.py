@@ -25,6 +25,7 @@ from fmri_pain.glm.first_level.confounds import SCRUB_MIN_SEGMENT
 from fmri_pain.glm.first_level.fit import RunFit
 from fmri_pain.glm.first_level.fixed_effects import EffectMaps
 from fmri_pain.glm.first_level.model import AR_BINS
+from fmri_pain.glm.first_level.threads import budget, thread_map
 
 STATS = ("effect", "variance", "z")
 MAP_COLUMNS = ["subject", "session", "condition", "period", "contrast", "stat", "path",
@@ -55,17 +56,21 @@ class SubjectWriter:
     models : dict, optional
         Run -> :attr:`RunFit.model <fmri_pain.glm.first_level.fit.RunFit.model>`; the
         :data:`RUN_MODEL_KEYS` of a map's runs are repeated in its sidecar.
+    threads : int
+        Thread budget: the three maps of a contrast are compressed and written
+        in this many threads (zlib releases the GIL); the same files as with 1.
     """
 
     def __init__(self, output_dir: Path, first_level: FirstLevelSpec, events_spec: EventsSpec,
                  subject: str, task: str, space: str | None,
-                 models: Mapping[Run, dict[str, Any]] | None = None) -> None:
+                 models: Mapping[Run, dict[str, Any]] | None = None, threads: int = 1) -> None:
         self.output_dir, self.subject, self.task = Path(output_dir), subject, task
         self.space = space
         self.first_level, self.events_spec = first_level, events_spec
         self.rows: list[dict[str, Any]] = []
         self._prov: dict[Run, dict[str, Any]] = {}
         self.models: dict[Run, dict[str, Any]] = dict(models or {})
+        self.threads = budget(threads)
 
     def provenance(self, runs: list[Run]) -> dict[str, Any]:
         """Provenance of a file made from ``runs`` (each run's inputs checksummed once)."""
@@ -108,6 +113,7 @@ class SubjectWriter:
         if any(r in self.models for r in runs):
             sidecar["RunModels"] = {r.label: {k: self.models[r][k] for k in RUN_MODEL_KEYS}
                                     for r in runs if r in self.models}
+        jobs = []
         for stat, values in zip(STATS, maps):
             if run is None:
                 path = drv.statmap_path(self.output_dir, contrast=contrast, stat=stat,
@@ -119,14 +125,20 @@ class SubjectWriter:
                      "space": self.space, "contrast": contrast, "stat": stat},
                     "statmap", ".nii.gz")
                 path = drv.subject_dir(self.output_dir, self.subject, session) / name
+            jobs.append((stat, values, path))
+            self.rows.append({"subject": self.subject, "session": session, "condition": condition,
+                              "period": period, "contrast": contrast, "stat": stat, "path": path,
+                              "level": level, "run": run, "dof": maps.dof})
+
+        def save(job: tuple[str, np.ndarray, Path]) -> None:
+            stat, values, path = job
             volume = np.zeros(mask.shape, dtype=np.float32)
             volume[mask] = values
             img = nib.Nifti1Image(volume, affine)
             img.header.set_xyzt_units("mm")
             drv.write_nifti(img, path, sidecar={**sidecar, "Stat": stat})
-            self.rows.append({"subject": self.subject, "session": session, "condition": condition,
-                              "period": period, "contrast": contrast, "stat": stat, "path": path,
-                              "level": level, "run": run, "dof": maps.dof})
+
+        thread_map(save, jobs, self.threads)
 
     def table(self) -> pd.DataFrame:
         """One row per map written (:data:`MAP_COLUMNS`)."""

@@ -133,7 +133,10 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     write_design_png : bool
         Also plot the design matrices.
     blas_threads : int
-        BLAS threads of the fits (the worker's threads, ``execution.threads_per_worker``).
+        The worker's threads (``execution.threads_per_worker``): BLAS threads of the
+        fits, or (when more than 1) the threads smoothing blocks, fitting voxel
+        chunks and writing maps, one BLAS thread each
+        (:mod:`~fmri_pain.glm.first_level.threads`).
 
     Returns
     -------
@@ -151,16 +154,17 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     # BLAS threads = the worker's threads: multi-threaded OpenBLAS on these small
     # matrices is slower, badly so when cores are shared (pinv 100x slower here).
     with threadpool_limits(limits=max(1, int(blas_threads)), user_api="blas"):
-        fits = [fit_run(run, settings.first_level, settings.events, settings.min_volumes)
-                for run in runs]
-    with timing.step("write"):  # design TSV / PNG, fixed effects, maps and sidecars
+        fits = [fit_run(run, settings.first_level, settings.events, settings.min_volumes,
+                        threads=blas_threads) for run in runs]
+    # design TSV / PNG, fixed effects, maps and sidecars
+    with timing.step("write", process_cpu=blas_threads > 1):
         # maps are named by the template space of the BOLD they come from, never a constant
         try:
             space = drv.data_space([r.bold for r in runs], "the runs")
         except ValueError as exc:
             raise InputError(str(exc), subject=subject) from None
         writer = SubjectWriter(output_dir, settings.first_level, settings.events, subject, task, space,
-                               models={f.run: f.model for f in fits})
+                               models={f.run: f.model for f in fits}, threads=blas_threads)
         design_files: list[Path] = []
         for fit in fits:
             design_files += write_design(fit, output_dir, writer, png=write_design_png)

@@ -37,13 +37,26 @@ def add(name: str, start: tuple[float, float]) -> None:
 
 
 @contextmanager
-def step(name: str) -> Iterator[None]:
-    """Time the block under ``name``."""
-    start = clocks()
+def step(name: str, process_cpu: bool = False) -> Iterator[None]:
+    """Time the block under ``name``.
+
+    ``process_cpu``: count the whole process's CPU time meanwhile, not this
+    thread's (for a step that runs its work in threads of its own).
+    """
+    if not process_cpu:
+        start = clocks()
+        try:
+            yield
+        finally:
+            add(name, start)
+        return
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
-        add(name, start)
+        with _lock:
+            _totals[name] = _totals.get(name, 0.0) + time.perf_counter() - wall
+            _cpu[name] = _cpu.get(name, 0.0) + time.process_time() - cpu
 
 
 def totals() -> dict[str, float]:

@@ -33,7 +33,7 @@ def test_read_ahead_equals_in_line_reading(tmp_path, monkeypatch):
     assert {"decompress", "smooth", "mask"} <= set(timing.totals())
     original = bold._iter_blocks
     monkeypatch.setattr(bold, "_iter_blocks",
-                        lambda img, p, s: original(img, p, s, prefetch=False))
+                        lambda img, p, s, prefetch=True: original(img, p, s, prefetch=False))
     Y_inline, mask_inline, _ = load_masked_bold(path, mask, 6.0)
     np.testing.assert_array_equal(Y, Y_inline)
     np.testing.assert_array_equal(mask_bool, mask_inline)

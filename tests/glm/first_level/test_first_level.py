@@ -289,3 +289,15 @@ def test_haxby_one_condition_real_events(tmp_path):
     # no ON trial type: stim = mean of the 8 categories > implicit rest, positive over the brain
     assert _masked(rows["stim", "z"], mask).mean() > 0
 
+
+
+def test_first_level_with_two_threads_writes_the_same_maps(run01, tmp_path):
+    spec = spec_from_dict({"first_level": {"confounds": {"strategy": "motion24"}}})
+    one = first_level_subject([run01], first_level_settings(spec), tmp_path / "one",
+                              write_design_png=False)
+    two = first_level_subject([run01], first_level_settings(spec), tmp_path / "two",
+                              write_design_png=False, blas_threads=2)
+    assert len(one.maps) == len(two.maps) == 3
+    for a, b in zip(one.maps["path"], two.maps["path"]):
+        assert np.array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj))
+        assert a.name == b.name
