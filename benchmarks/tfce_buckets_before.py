@@ -1,5 +1,6 @@
 """Baseline for benchmarks/bench_tfce.py: the level-bucket TFCE kernel as it was before the
-find structure was split from the union tree (a verbatim copy, not used by the engine).
+find structure was split from the union tree (its kernel functions verbatim; grid and height helpers are the package's; not used by the
+engine).
 
 With discrete heights (``dh="auto"`` or a step), a voxel's TFCE depends only
 on its level (how many heights it reaches), so the voxels need not be sorted
@@ -15,51 +16,13 @@ batch of maps and only the entries a map touched are reset. Paths are split
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import numba
 import numpy as np
 
 from fmri_pain.glm.inference.tfce import heights, merge, size_powers
+from fmri_pain.glm.inference.tfce_buckets import VoxelGrid, _mode
 
-__all__ = ["VoxelGrid", "voxel_grid", "buckets_apply", "tfce_grid", "tfce_grid_max_count"]
-
-
-class VoxelGrid(NamedTuple):
-    """The mask's voxels addressed in its padded bounding box (see :func:`voxel_grid`)."""
-
-    pos: np.ndarray
-    """Flat position of each masked voxel in the padded box (int64, n_voxels)."""
-    offsets: np.ndarray
-    """Flat offsets of the neighbours (int64)."""
-    size: int
-    """Voxels of the padded box."""
-
-
-def voxel_grid(mask: np.ndarray, connectivity: int = 26) -> VoxelGrid:
-    """Neighbour addressing through the mask's bounding box padded by one voxel.
-
-    The masked neighbours of voxel ``v`` are the box positions
-    ``pos[v] + offsets`` that hold a masked voxel; the kernels keep their work
-    arrays over the box, where neighbours are close in memory and voxels
-    outside the mask are never set (unlike the rows of a neighbour table,
-    which cost an extra indirection per neighbour).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be 3-D, got shape {mask.shape}")
-    if connectivity not in (6, 18, 26):
-        raise ValueError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
-    if mask.any():
-        lo = np.argwhere(mask).min(0)
-        hi = np.argwhere(mask).max(0) + 1
-        mask = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    padded = np.pad(mask, 1)
-    pos = np.flatnonzero(padded.ravel()).astype(np.int64)
-    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1])
-    rank = {6: 1, 18: 2, 26: 3}[connectivity]
-    steps = np.array([o for o in np.ndindex(3, 3, 3) if 0 < np.abs(np.array(o) - 1).sum() <= rank]) - 1
-    return VoxelGrid(pos, (steps @ strides).astype(np.int64), int(padded.size))
+__all__ = ["tfce_grid_max_count"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -176,14 +139,6 @@ def _one(values, pos, offs, mode, dh, H, spow, two_sided, out, ws):
 
 
 @numba.njit(cache=True, nogil=True)
-def _one_map(values, pos, offs, n_box, mode, dh, H, E, two_sided):
-    out = np.zeros(values.shape[0])
-    _one(values, pos, offs, mode, dh, H, size_powers(values.shape[0], E), two_sided, out,
-         _workspace(n_box, 1000))
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def _max_count_batch(stats, pos, offs, n_box, mode, dh, H, E, two_sided, thr, count, want_count):
     n = stats.shape[1]
     ws = _workspace(n_box, 1000)
@@ -201,39 +156,6 @@ def _max_count_batch(stats, pos, offs, n_box, mode, dh, H, E, two_sided, thr, co
                 count[v] += 1
         res[i] = mx
     return res
-
-
-def buckets_apply(dh: float | str | None) -> bool:
-    """Whether the heights ``dh`` are discrete (the bucket kernel applies)."""
-    return dh == "auto" or (not isinstance(dh, str) and dh is not None and dh > 0)
-
-
-def _mode(dh: float | str) -> tuple[int, float]:
-    if dh == "auto":
-        return 1, 0.0
-    if isinstance(dh, str) or dh is None or not dh > 0:
-        raise ValueError(f"the bucket kernel needs discrete heights (dh='auto' or a positive "
-                         f"float), got {dh!r}")
-    return 2, float(dh)
-
-
-def tfce_grid(values: np.ndarray, grid: VoxelGrid, *, H: float = 2.0, E: float = 0.5,
-              dh: float | str = "auto", two_sided: bool = True) -> np.ndarray:
-    """TFCE of one masked map (1-D over the mask voxels) at discrete heights.
-
-    Same conventions and result (to rounding) as
-    :func:`fmri_pain.glm.inference.tfce.tfce_masked`; ``dh`` must be
-    ``"auto"`` or a positive step (the exact integral needs the sorted kernel).
-
-    Returns
-    -------
-    ndarray of float64, shape (n_voxels,)
-    """
-    values = np.ascontiguousarray(values, dtype=np.float64)
-    values = np.where(np.isfinite(values), values, 0.0)
-    mode, step = _mode(dh)
-    return _one_map(values, grid.pos, grid.offsets, grid.size, mode, step, float(H), float(E),
-                    bool(two_sided))
 
 
 def tfce_grid_max_count(stats: np.ndarray, grid: VoxelGrid, threshold: np.ndarray | None = None,

@@ -88,25 +88,17 @@ def within_group_shuffles(y: np.ndarray, groups: np.ndarray, n_permutations: int
     return out
 
 
-def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``StandardScaler`` fitted on ``train``: z-scores (ddof 0) of both sets, in float64;
-    a feature constant in ``train`` (scikit-learn's rule) is centred, not scaled."""
-    train = np.asarray(train, dtype=np.float64)
-    mean = train.mean(0)
-    var = train.var(0)
-    n = train.shape[0]
-    eps = np.finfo(np.float64).eps
-    scale = np.sqrt(var)
-    scale[var <= n * eps * var + (n * mean * eps) ** 2] = 1.0
-    return (train - mean) / scale, (np.asarray(test, dtype=np.float64) - mean) / scale
-
-
 def _fold_operator(train: np.ndarray, test: np.ndarray, alpha: float) -> np.ndarray:
-    """The test-set decision values of a standardised ridge fit as a linear map of the
+    """The test-set decision values of a standardised ridge fit (``StandardScaler`` fitted on
+    ``train``, in float64) as a linear map of the
     centred training targets: ``D = M @ (Y - mean(Y)) + mean(Y)`` with
     ``M = Xc_test Xc_train' (Xc_train Xc_train' + alpha I)^-1`` (kernel form of the ridge
     solution; Xc are the standardised features centred on the training mean)."""
-    Xtr, Xte = _standardise(train, test)
+    from sklearn.preprocessing import StandardScaler
+
+    train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
+    scaler = StandardScaler().fit(train)
+    Xtr, Xte = scaler.transform(train), scaler.transform(test)
     offset = Xtr.mean(0)  # ~0 after standardising; the ridge centres anyway
     Xtr, Xte = Xtr - offset, Xte - offset
     K = Xtr @ Xtr.T
