@@ -27,6 +27,15 @@ BASE_IMAGE=localhost/debian-base:bookworm
 IMAGE=localhost/fmri-pain:ci
 HOST_CA=${HOST_CA:-/etc/ssl/certs/ca-certificates.crt}  # trusted by pip in the build
 ATOL=${CONTAINER_ATOL:-1e-5}                    # float tolerance of the map comparison
+# OpenBLAS picks its kernels by CPU at run time, and the image's pick can differ from
+# the host's on the same machine (seen in CI: first-level z maps 3.7e-5 apart, exactly
+# the difference between OpenBLAS's SkylakeX and Haswell kernels, group maps further):
+# both runs get the same core type, Haswell (AVX2 + FMA) where the CPU has them.
+# CONTAINER_BLAS_CORETYPE overrides it (empty: each side detects its own).
+if [[ -z "${CONTAINER_BLAS_CORETYPE+set}" ]] && grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+    CONTAINER_BLAS_CORETYPE=Haswell
+fi
+BLAS_CORETYPE=${CONTAINER_BLAS_CORETYPE:-}
 
 declare -a TIMINGS=()
 phase() {  # phase NAME COMMAND...: run it, record and print its wall time
@@ -166,6 +175,10 @@ check_version() {
     [[ "$version" == "fmri-pain $("$HOST_BIN/fmri-pain" --version | cut -d' ' -f2)" ]] \
         || { echo "[container] image version differs from the host's"; return 1; }
     [[ "$user" == 1000 ]] || { echo "[container] the image runs as uid $user, not 1000"; return 1; }
+    # the BLAS kernels each side picks by itself (the runs below use ${BLAS_CORETYPE:-those})
+    local blas='import numpy, scipy.linalg; from threadpoolctl import threadpool_info
+print(*sorted({i["internal_api"] + ":" + str(i.get("architecture")) for i in threadpool_info()}))'
+    echo "[container] BLAS detected: host $("$HOST_BIN/python" -c "$blas"), image $("${PODMAN[@]}" run --rm --network=none --entrypoint python "$IMAGE" -c "$blas")"
 }
 
 simulate() {
@@ -189,7 +202,7 @@ run_in_image() {
     install -d -o 1000 -g 1000 "$WORK/out-image"
     local level
     for level in participant group; do
-        "${PODMAN[@]}" run --rm --network=none \
+        "${PODMAN[@]}" run --rm --network=none ${BLAS_CORETYPE:+-e "OPENBLAS_CORETYPE=$BLAS_CORETYPE"} \
             -v "$WORK/sim/bids:/data:ro" \
             -v "$WORK/sim/derivatives/fmriprep:/fmriprep:ro" \
             -v "$WORK/spec.yaml:/spec.yaml:ro" \
@@ -202,7 +215,8 @@ run_in_image() {
 run_on_host() {
     local level
     for level in participant group; do
-        "$HOST_BIN/fmri-pain" "$WORK/sim/bids" "$WORK/out-host" "$level" \
+        ${BLAS_CORETYPE:+env "OPENBLAS_CORETYPE=$BLAS_CORETYPE"} \
+            "$HOST_BIN/fmri-pain" "$WORK/sim/bids" "$WORK/out-host" "$level" \
             --derivatives "$WORK/sim/derivatives/fmriprep" --spec "$WORK/spec.yaml" \
             --work-dir "$WORK/work-host" --n-workers 2 --threads-per-worker 1 -q
     done
