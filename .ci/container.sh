@@ -179,6 +179,7 @@ check_version() {
     local blas='import numpy, scipy.linalg; from threadpoolctl import threadpool_info
 print(*sorted({i["internal_api"] + ":" + str(i.get("architecture")) for i in threadpool_info()}))'
     echo "[container] BLAS detected: host $("$HOST_BIN/python" -c "$blas"), image $("${PODMAN[@]}" run --rm --network=none --entrypoint python "$IMAGE" -c "$blas")"
+    echo "[container] both runs below: OPENBLAS_CORETYPE=${BLAS_CORETYPE:-unset (each its own)}"
 }
 
 simulate() {
