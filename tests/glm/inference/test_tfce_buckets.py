@@ -147,3 +147,31 @@ def test_bucket_kernel_equals_per_height_labelling(case, connectivity, two_sided
                                   + (np.abs(ref2) >= thr).astype(int))
     if case == "smooth":
         assert np.count_nonzero(ref) > n // 4  # the labelling reference is not trivially 0
+
+
+def _lattice_maps(rng, shape):
+    """Maps whose supra-height sets are many small pieces touching at faces, edges and
+    corners only, with saddles: where skipping a neighbour wrongly would show."""
+    z, y, x = np.indices(shape)
+    checker = np.where((x + y + z) % 2 == 0, 1.0, -1.0)  # at 6-conn every voxel alone
+    saddle = np.sin(1.9 * x) * np.sin(1.7 * y) * np.cos(2.3 * z)
+    sparse = np.where(rng.random(shape) < 0.35, rng.uniform(0.5, 3.0, shape), -rng.random(shape))
+    return {"checker": checker + 0.3 * rng.random(shape), "saddle": saddle,
+            "sparse": sparse, "ties": np.round(2 * saddle + rng.standard_normal(shape)) / 2}
+
+
+@pytest.mark.parametrize("connectivity", [6, 18, 26])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bucket_kernel_on_touching_pieces_equals_per_height_labelling(connectivity, seed):
+    rng = np.random.default_rng(seed)
+    shape = (9, 8, 10)
+    mask = rng.random(shape) > 0.15
+    mask[4, :, :] |= True  # one full plane: some long-range links
+    for name, vol in _lattice_maps(rng, shape).items():
+        values = vol[mask]
+        grid = tb.voxel_grid(mask, connectivity)
+        for two_sided in (False, True):
+            ref = _tfce_by_labels(mask, values, connectivity, two_sided)
+            fast = tb.tfce_grid(values, grid, two_sided=two_sided)
+            np.testing.assert_allclose(fast, ref, rtol=1e-10, atol=1e-12, err_msg=name)
+            assert np.count_nonzero(ref) > mask.sum() // 5, name
