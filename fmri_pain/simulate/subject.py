@@ -25,7 +25,10 @@ def _tsnr_gm(data: np.ndarray, gm: np.ndarray, tr: float) -> float:
     x = np.column_stack([t**k for k in range(4)])
     q, _ = np.linalg.qr(x)
     resid = y - q @ (q.T @ y)
-    return float(np.median(y.mean(axis=0) / resid.std(axis=0, ddof=4)))
+    sd = resid.std(axis=0, ddof=4)
+    # voxels with no signal left in the field of view (sd 0) have no tSNR, not NaN or inf
+    keep = sd > 0
+    return float(np.median(y.mean(axis=0)[keep] / sd[keep])) if keep.any() else float("nan")
 
 
 def simulate_subject(args: dict) -> dict:

@@ -423,3 +423,23 @@ def test_bad_arguments(tmp_path):
         simulate_trial(tmp_path, n_subjects=0)
     with pytest.raises(ValueError, match="shorter"):
         simulate_trial(tmp_path, n_volumes=10)
+
+
+def test_tsnr_of_grey_matter_ignores_voxels_without_signal():
+    """A grey-matter voxel moved out of the field of view (all zeros) has no tSNR: the
+    median is over the others, not NaN."""
+    from fmri_pain.simulate.subject import _tsnr_gm
+
+    rng = np.random.default_rng(0)
+    n = 80
+    data = 100.0 + rng.normal(0, 2.0, (3, 1, 1, n))
+    data[2] = 0.0
+    gm = np.zeros((3, 1, 1), dtype=bool)
+    gm[:] = True
+    t = np.linspace(-1, 1, n)
+    x = np.column_stack([t**k for k in range(4)])
+    expected = []
+    for y in data[:2, 0, 0]:
+        resid = y - x @ np.linalg.lstsq(x, y, rcond=None)[0]
+        expected.append(y.mean() / np.sqrt((resid**2).sum() / (n - 4)))
+    assert _tsnr_gm(data, gm, 2.0) == pytest.approx(np.median(expected), rel=1e-6)
