@@ -200,6 +200,37 @@ def _join(ru, rv, k, ck, find, tree, size, pend, acc, rel, cum, spow):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _new_component(v, k, find, tree, size, pend, acc):
+    """Voxel ``v`` added at level ``k`` as a component of its own."""
+    find[v] = v
+    tree[v] = v
+    size[v] = 1
+    pend[v] = k
+    acc[v] = 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _join_neighbours(v, k, n_nb, n_abs, ws, cum, spow):
+    """Join the new voxel ``v`` (level ``k``) with the components of the ``n_nb`` added
+    neighbours gathered in ``ws``'s ``nb``; returns the count of absorbed roots."""
+    added, find, tree, size, pend, lvl, acc, rel, order, absorbed, start, nb = ws
+    ck = cum[k]
+    rv = v  # root of v's component, kept current through the unions
+    for j in range(n_nb):
+        ru = nb[j]
+        if ru == rv:
+            continue
+        ru = _root(ru, find)
+        if ru == rv:
+            continue
+        absorbed[n_abs] = _join(ru, rv, k, ck, find, tree, size, pend, acc, rel, cum, spow)
+        rv = tree[absorbed[n_abs]]
+        n_abs += 1
+    find[v] = rv
+    return n_abs
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _scores(sign, pos, m, n_abs, ws, cum, spow, out):
     """Every added voxel's score into ``out`` (times ``sign``); resets the find structure."""
     added, find, tree, size, pend, lvl, acc, rel, order, absorbed, start, nb = ws
@@ -232,12 +263,7 @@ def _pass_bits(values, sign, g, levels, cum, spow, out, ws):
     for r in range(m):
         v = order[r]
         k = lvl[v]
-        find[v] = v
-        tree[v] = v
-        size[v] = 1
-        pend[v] = k
-        acc[v] = 0.0
-        ck = cum[k]
+        _new_component(v, k, find, tree, size, pend, acc)
         # the added voxels of the 3x3x3 cube as a 27-bit pattern, from the bitset (in
         # cache, unlike the find array), three bits a row
         pat = 0
@@ -265,18 +291,7 @@ def _pass_bits(values, sign, g, levels, cum, spow, out, ws):
             nb[n_nb] = find[v + cube[j]]
             n_nb += 1
         added[v >> 6] |= one << np.uint64(v & 63)
-        rv = v  # root of v's component, kept current through the unions
-        for j in range(n_nb):
-            ru = nb[j]
-            if ru == rv:
-                continue
-            ru = _root(ru, find)
-            if ru == rv:
-                continue
-            absorbed[n_abs] = _join(ru, rv, k, ck, find, tree, size, pend, acc, rel, cum, spow)
-            rv = tree[absorbed[n_abs]]
-            n_abs += 1
-        find[v] = rv
+        n_abs = _join_neighbours(v, k, n_nb, n_abs, ws, cum, spow)
     _scores(sign, pos, m, n_abs, ws, cum, spow, out)
     added[:] = 0  # leave the bitset as found
 
@@ -293,12 +308,7 @@ def _pass_direct(values, sign, g, levels, cum, spow, out, ws):
     for r in range(m):
         v = order[r]
         k = lvl[v]
-        find[v] = v
-        tree[v] = v
-        size[v] = 1
-        pend[v] = k
-        acc[v] = 0.0
-        ck = cum[k]
+        _new_component(v, k, find, tree, size, pend, acc)
         # gather the neighbours added already without a branch per neighbour (about half
         # are not, in no predictable pattern)
         n_nb = 0
@@ -306,18 +316,7 @@ def _pass_direct(values, sign, g, levels, cum, spow, out, ws):
             u = find[v + offs[j]]
             nb[n_nb] = u
             n_nb += u >= 0
-        rv = v  # root of v's component, kept current through the unions
-        for j in range(n_nb):
-            ru = nb[j]
-            if ru == rv:
-                continue
-            ru = _root(ru, find)
-            if ru == rv:
-                continue
-            absorbed[n_abs] = _join(ru, rv, k, ck, find, tree, size, pend, acc, rel, cum, spow)
-            rv = tree[absorbed[n_abs]]
-            n_abs += 1
-        find[v] = rv
+        n_abs = _join_neighbours(v, k, n_nb, n_abs, ws, cum, spow)
     _scores(sign, pos, m, n_abs, ws, cum, spow, out)
 
 
