@@ -91,9 +91,14 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--n-perm", type=int, default=100)
     parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--nilearn-perms", type=int, nargs=2, default=(1, 4))
+    parser.add_argument("--nilearn-perms", type=int, nargs=2, default=(1, 4),
+                        metavar=("K1", "K2"),
+                        help="nilearn runs of K1 < K2 permutations; the difference of their "
+                             "times gives nilearn's cost per permutation (default 1 4)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if not 0 < args.nilearn_perms[0] < args.nilearn_perms[1]:
+        parser.error("--nilearn-perms K1 K2 needs 0 < K1 < K2")
     if args.quick:
         args.n_perm, args.nilearn_perms = 30, (1, 2)
     import tempfile

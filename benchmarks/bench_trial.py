@@ -5,6 +5,8 @@ Run::
     .venv/bin/python benchmarks/bench_trial.py                       # 8, 16, 32 subjects
     .venv/bin/python benchmarks/bench_trial.py --subjects 8 16       # fewer sizes
     .venv/bin/python benchmarks/bench_trial.py --quick               # smoke run (tiny sizes)
+    .venv/bin/python benchmarks/bench_trial.py --work W2 --simulation W1/sim
+                                          # re-analyse a kept (--keep) simulation
 
 It runs, through the command line only, each stage as a subprocess:
 
@@ -243,6 +245,11 @@ def main(argv=None) -> int:
     parser.add_argument("--simulate-per-size", action="store_true",
                         help="simulate each size separately (default: simulate the largest "
                              "once and analyse its first N subjects at each size)")
+    parser.add_argument("--simulation", type=Path, default=None,
+                        help="analyse this earlier simulation (a folder written by a run "
+                             "with --keep, WORK/sim, holding at least the largest N "
+                             "subjects at the same voxel size and volumes) instead of "
+                             "simulating again; the table then has no simulate row")
     args = parser.parse_args(argv)
     quick = dict(subjects=[3, 5], voxel_size=6.0, volumes=60, n_perm=100)
     full = dict(subjects=[8, 16, 32], voxel_size=3.0, volumes=200, n_perm=1000)
@@ -267,7 +274,16 @@ def main(argv=None) -> int:
     results = {}
     try:
         shared_sim = None
-        if not args.simulate_per_size:
+        if args.simulation is not None:
+            shared_sim = args.simulation.resolve()
+            if not (shared_sim / "derivatives" / "fmriprep").is_dir():
+                raise SystemExit(f"--simulation {shared_sim}: no simulated derivatives/fmriprep "
+                                 "there (a --keep run's WORK/sim)")
+            if shared_sim == (work / "sim").resolve():
+                raise SystemExit(f"--simulation {shared_sim} is inside --work; pass another "
+                                 "--work (each size's folder there is replaced)")
+            print(f"inputs simulated earlier: {shared_sim} (not re-simulated, not timed)")
+        elif not args.simulate_per_size:
             shared_sim = work / "sim"
             shutil.rmtree(shared_sim, ignore_errors=True)
             t0 = time.strftime("%H:%M:%S")
@@ -275,7 +291,7 @@ def main(argv=None) -> int:
             report_stage(max(ns), "simulate", simulated, t0)
         for n in ns:
             results[n] = run_size(n, args, work, shared_sim)
-        if shared_sim is not None:
+        if shared_sim is not None and args.simulation is None:
             results[max(ns)]["simulate"] = simulated
     finally:
         if created and not args.keep:
@@ -304,6 +320,9 @@ def main(argv=None) -> int:
     print("\ngrowth exponent b of log(y) = a + b log(n_subjects) (1 = linear):")
     for stage in STAGES:
         row = []
+        if all(stage not in results[n] for n in ns):
+            print(f"  {stage:11s} not run (--simulation: inputs simulated earlier)")
+            continue
         if any(stage not in results[n] for n in ns):
             print(f"  {stage:11s} n/a (run once, for {max(ns)} subjects)")
             continue
