@@ -279,7 +279,7 @@ def main(argv=None) -> int:
             if not (shared_sim / "derivatives" / "fmriprep").is_dir():
                 raise SystemExit(f"--simulation {shared_sim}: no simulated derivatives/fmriprep "
                                  "there (a --keep run's WORK/sim)")
-            if shared_sim == (work / "sim").resolve():
+            if shared_sim.is_relative_to(work.resolve()):
                 raise SystemExit(f"--simulation {shared_sim} is inside --work; pass another "
                                  "--work (each size's folder there is replaced)")
             print(f"inputs simulated earlier: {shared_sim} (not re-simulated, not timed)")
