@@ -10,6 +10,9 @@ bucket changes the result only by rounding (about 1e-14 relative). The work
 arrays live over the mask's padded bounding box (:func:`voxel_grid`), where a
 neighbour is a fixed offset away and is read with one load; they are
 allocated once per batch of maps and only the entries a map touched are reset.
+The levels are the exception: they are kept per masked voxel in mask order,
+written and read in sequence, and the add loop takes a voxel's level from its
+bucket, so no box-sized level array is scattered to and gathered from.
 
 Two structures are kept apart: a find structure (path halving, no scores on
 it) answers "which component", and the union tree (each absorbed root points
@@ -125,17 +128,18 @@ def _root(v, find):
 
 
 @numba.njit(cache=True, nogil=True)
-def _workspace(n_box, n_lev_max):
+def _workspace(n_box, n_vox, n_lev_max):
     """Work arrays over the box: the added bitset (64 voxels a word, spare words at the end),
-    find structure (-1: not yet added), union tree, size, pending level, level, accumulated
-    score, offset to the tree parent's score; the add order, the absorbed roots in merge
+    find structure (-1: not yet added), union tree, size, pending level; per masked voxel
+    (in mask order, read in sequence) its level; over the box again the accumulated score
+    and the offset to the tree parent's score; the add order, the absorbed roots in merge
     order; buckets; the neighbours to look up."""
     added = np.zeros(n_box // 64 + 3, dtype=np.uint64)
     find = np.full(n_box, -1, dtype=np.int32)
     tree = np.empty(n_box, dtype=np.int32)
     size = np.empty(n_box, dtype=np.int32)
     pend = np.empty(n_box, dtype=np.int32)
-    lvl = np.zeros(n_box, dtype=np.int32)
+    lvl = np.zeros(n_vox, dtype=np.int32)
     acc = np.empty(n_box)
     rel = np.empty(n_box)
     order = np.empty(n_box, dtype=np.int32)
@@ -147,8 +151,9 @@ def _workspace(n_box, n_lev_max):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _buckets(values, sign, pos, levels, lvl, order, start):
-    """Each voxel's level into ``lvl``, the voxels above the first height into ``order``
-    bucket by bucket from the top level down; returns how many there are."""
+    """Each voxel's level into ``lvl`` (mask order), the box positions of the voxels above the
+    first height into ``order`` bucket by bucket from the top level down; returns how many
+    there are. ``start[b]`` is left at the end of bucket ``b`` (level ``n_levels - b``)."""
     n = values.shape[0]
     n_lev = levels.shape[0]
     inv_step = n_lev / levels[n_lev - 1]
@@ -164,7 +169,7 @@ def _buckets(values, sign, pos, levels, lvl, order, start):
                 k += 1
             while k > 0 and levels[k - 1] > x:
                 k -= 1
-        lvl[pos[v]] = k
+        lvl[v] = k
         if k > 0:
             start[n_lev - k + 1] += 1  # buckets from the top level down
             m += 1
@@ -173,10 +178,9 @@ def _buckets(values, sign, pos, levels, lvl, order, start):
     for b in range(1, n_lev + 1):
         start[b] += start[b - 1]
     for v in range(n):
-        p = pos[v]
-        k = lvl[p]
+        k = lvl[v]
         if k > 0:
-            order[start[n_lev - k]] = p
+            order[start[n_lev - k]] = pos[v]
             start[n_lev - k] += 1
     return m
 
@@ -244,9 +248,8 @@ def _scores(sign, pos, m, n_abs, ws, cum, spow, out):
         x = absorbed[i]
         rel[x] += rel[tree[x]]
     for v in range(pos.shape[0]):
-        x = pos[v]
-        if lvl[x] > 0:
-            out[v] += sign * rel[x]
+        if lvl[v] > 0:
+            out[v] += sign * rel[pos[v]]
     for r in range(m):  # leave the find structure as found
         find[order[r]] = -1
 
@@ -260,9 +263,13 @@ def _pass_bits(values, sign, g, levels, cum, spow, out, ws):
     m = _buckets(values, sign, pos, levels, lvl, order, start)
     one = np.uint64(1)
     n_abs = 0
+    n_lev = levels.shape[0]
+    bucket = 0  # of rank r, at level n_lev - bucket (no look-up in the box): ends at start[bucket]
     for r in range(m):
+        while r >= start[bucket]:
+            bucket += 1
+        k = n_lev - bucket
         v = order[r]
-        k = lvl[v]
         _new_component(v, k, find, tree, size, pend, acc)
         # the added voxels of the 3x3x3 cube as a 27-bit pattern, from the bitset (in
         # cache, unlike the find array), three bits a row
@@ -305,9 +312,13 @@ def _pass_direct(values, sign, g, levels, cum, spow, out, ws):
     m = _buckets(values, sign, pos, levels, lvl, order, start)
     k_nb = offs.shape[0]
     n_abs = 0
+    n_lev = levels.shape[0]
+    bucket = 0  # of rank r, at level n_lev - bucket (no look-up in the box): ends at start[bucket]
     for r in range(m):
+        while r >= start[bucket]:
+            bucket += 1
+        k = n_lev - bucket
         v = order[r]
-        k = lvl[v]
         _new_component(v, k, find, tree, size, pend, acc)
         # gather the neighbours added already without a branch per neighbour (about half
         # are not, in no predictable pattern)
@@ -345,14 +356,14 @@ def _one(values, g, mode, dh, H, spow, two_sided, out, ws):
 def _one_map(values, g, n_box, mode, dh, H, E, two_sided):
     n = values.shape[0]
     out = np.zeros(n)
-    _one(values, g, mode, dh, H, size_powers(n, E), two_sided, out, _workspace(n_box, 1000))
+    _one(values, g, mode, dh, H, size_powers(n, E), two_sided, out, _workspace(n_box, n, 1000))
     return out
 
 
 @numba.njit(cache=True, nogil=True)
 def _max_count_batch(stats, g, n_box, mode, dh, H, E, two_sided, thr, count, want_count):
     n = stats.shape[1]
-    ws = _workspace(n_box, 1000)
+    ws = _workspace(n_box, n, 1000)
     spow = size_powers(n, E)
     out = np.zeros(n)
     res = np.zeros(stats.shape[0])
