@@ -150,9 +150,11 @@ def main(argv=None):
             (w_new, c_new, (m_new, k_new)), (w_par, c_par, (m_par, k_par)) = (
                 min(runs[key], key=lambda run: run[0]) for key in ("b1", "bp", "new", "par"))
         median = {key: float(np.median([run[0] for run in r])) for key, r in runs.items()}
-        outputs_agree = all(np.array_equal(run[2][0], r[0][2][0]) and np.array_equal(run[2][1], r[0][2][1])
+        outputs_agree = all(np.array_equal(run[2][0], r[0][2][0])
+                            and np.array_equal(run[2][1], r[0][2][1])
                             for r in runs.values() for run in r)
-        same = (outputs_agree and np.allclose(m_new, m_old, rtol=1e-10, atol=0) and np.array_equal(k_new, k_old)
+        same = (outputs_agree and np.allclose(m_new, m_old, rtol=1e-10, atol=0)
+                and np.array_equal(k_new, k_old)
                 and np.array_equal(m_par, m_new) and np.array_equal(k_par, k_new)
                 and np.allclose(m_b1, m_new, rtol=1e-12, atol=0) and np.array_equal(k_b1, k_new)
                 and np.array_equal(k_bp, k_new)
@@ -163,14 +165,17 @@ def main(argv=None):
         print(f"\n{conn}-connectivity, ms per permutation (wall / CPU; bucket kernels: best of "
               f"{args.repeats}, the median wall in brackets):")
         print(f"  sorted kernel (before), 1 thread      {ms(w_old):7.1f} / {ms(c_old):7.1f}")
-        print(f"  bucket kernel before, 1 thread        {ms(w_b1):7.1f} / {ms(c_b1):7.1f} ({ms(median['b1']):.1f})")
-        print(f"  bucket kernel before, {args.n_jobs} threads       {ms(w_bp):7.1f} / {ms(c_bp):7.1f} ({ms(median['bp']):.1f})")
+        print(f"  bucket kernel before, 1 thread        {ms(w_b1):7.1f} / {ms(c_b1):7.1f} "
+              f"({ms(median['b1']):.1f})")
+        print(f"  bucket kernel before, {args.n_jobs} threads       {ms(w_bp):7.1f} / {ms(c_bp):7.1f} "
+              f"({ms(median['bp']):.1f})")
         print(f"  bucket kernel now, 1 thread           {ms(w_new):7.1f} / {ms(c_new):7.1f} "
               f"({ms(median['new']):.1f})   "
               f"x{w_b1 / w_new:.2f} wall, x{c_b1 / c_new:.2f} CPU vs before; "
               f"x{w_old / w_new:.2f} wall vs sorted")
         print(f"  bucket kernel now, {args.n_jobs} threads          {ms(w_par):7.1f} / "
-              f"{ms(c_par):7.1f} ({ms(median['par']):.1f})   x{w_bp / w_par:.2f} wall, x{c_bp / c_par:.2f} CPU vs before")
+              f"{ms(c_par):7.1f} ({ms(median['par']):.1f})   x{w_bp / w_par:.2f} wall, "
+              f"x{c_bp / c_par:.2f} CPU vs before")
         print(f"  maxima, exceedance counts and FWE thresholds (5%, 1%) equal: {same}; "
               f"max rel. diff of maxima {np.max(np.abs(m_new - m_old) / m_old):.1e} (sorted), "
               f"{np.max(np.abs(m_new - m_b1) / m_b1):.1e} (before); FWE TFCE "
