@@ -146,10 +146,12 @@ def main(argv=None):
             runs["bp"].append(timed(bucket_threads, stats, grid, thr, args.n_jobs, tb_before))
             runs["new"].append(timed(tb.tfce_grid_max_count, stats, grid, thr, two_sided=False))
             runs["par"].append(timed(bucket_threads, stats, grid, thr, args.n_jobs))
-        (w_b1, c_b1, (m_b1, k_b1)), (w_bp, c_bp, (m_bp, k_bp)), \
-            (w_new, c_new, (m_new, k_new)), (w_par, c_par, (m_par, k_par)) = (
-                min(runs[key], key=lambda run: run[0]) for key in ("b1", "bp", "new", "par"))
+        best = {key: min(r, key=lambda run: run[0]) for key, r in runs.items()}
         median = {key: float(np.median([run[0] for run in r])) for key, r in runs.items()}
+        w_b1, c_b1, (m_b1, k_b1) = best["b1"]
+        w_bp, c_bp, (m_bp, k_bp) = best["bp"]
+        w_new, c_new, (m_new, k_new) = best["new"]
+        w_par, c_par, (m_par, k_par) = best["par"]
         outputs_agree = all(np.array_equal(run[2][0], r[0][2][0])
                             and np.array_equal(run[2][1], r[0][2][1])
                             for r in runs.values() for run in r)

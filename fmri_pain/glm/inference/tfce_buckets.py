@@ -186,6 +186,15 @@ def _buckets(values, sign, pos, levels, lvl, order, start):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _bucket_of(r, bucket, start):
+    """The bucket of add rank ``r`` (level ``n_levels - bucket``), from that of rank ``r - 1``:
+    :func:`_buckets` leaves ``start[b]`` at the end of bucket ``b``, so no level is looked up."""
+    while r >= start[bucket]:
+        bucket += 1
+    return bucket
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _join(ru, rv, k, ck, find, tree, size, pend, acc, rel, cum, spow):
     """Join the components of roots ``ru`` and ``rv`` at level ``k`` (``ck = cum[k]``);
     returns the absorbed root (its tree parent is the new root)."""
@@ -264,10 +273,9 @@ def _pass_bits(values, sign, g, levels, cum, spow, out, ws):
     one = np.uint64(1)
     n_abs = 0
     n_lev = levels.shape[0]
-    bucket = 0  # of rank r, at level n_lev - bucket (no look-up in the box): ends at start[bucket]
+    bucket = 0
     for r in range(m):
-        while r >= start[bucket]:
-            bucket += 1
+        bucket = _bucket_of(r, bucket, start)
         k = n_lev - bucket
         v = order[r]
         _new_component(v, k, find, tree, size, pend, acc)
@@ -313,10 +321,9 @@ def _pass_direct(values, sign, g, levels, cum, spow, out, ws):
     k_nb = offs.shape[0]
     n_abs = 0
     n_lev = levels.shape[0]
-    bucket = 0  # of rank r, at level n_lev - bucket (no look-up in the box): ends at start[bucket]
+    bucket = 0
     for r in range(m):
-        while r >= start[bucket]:
-            bucket += 1
+        bucket = _bucket_of(r, bucket, start)
         k = n_lev - bucket
         v = order[r]
         _new_component(v, k, find, tree, size, pend, acc)
