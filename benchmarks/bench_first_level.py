@@ -22,7 +22,7 @@ Prints the wall and CPU time ratios (goal >= 10), the peak-memory ratio (goal
 <= 0.5), the correlation of the z maps inside the mask with nilearn's and with
 the project's own float64 GLM (``project64``, one more untimed subprocess; goal
 >= 0.9999 for both), the load average after each run, and the project's time per
-step (``fmri_pain.glm.first_level.timing``: decompress, smooth, mask, design,
+step (``fmri_pain.glm.first_level.timing``: decompress, smooth (and mask), design,
 fit, contrasts, write).
 
 The stage gets a thread budget ``blas_threads`` (the participant level passes
@@ -57,7 +57,7 @@ MASK = f"{STEM}_desc-brain_mask.nii.gz"
 CONFOUNDS = f"{STEM}_desc-confounds_timeseries.tsv"
 EVENTS = f"{STEM}_events.tsv"
 TR = 2.0
-STEP_NAMES = ("decompress", "smooth", "mask", "design", "fit", "contrasts", "write")
+STEP_NAMES = ("decompress", "smooth", "design", "fit", "contrasts", "write")
 
 
 def make_run(folder: Path, shape: tuple[int, int, int, int], seed: int = 0) -> None:
@@ -245,12 +245,12 @@ def main() -> None:
               f"max |dz| {np.abs(z_project - z_64).max():.2e}")
         steps, step_cpu = best["project"]["steps"], best["project"]["step_cpu"]
         print("project steps, ms wall / CPU (fastest run; --threads 1: decompress in a reader "
-              "thread, overlapping smooth / mask; --threads > 1: decompress, smooth and mask in each "
+              "thread, overlapping smooth; --threads > 1: decompress and smooth (with the masking) in each "
               "of the threads, summed over them, and fit / write CPU are the process's):")
         print("  " + ", ".join(f"{k} {steps.get(k, 0.0) * 1000:.0f} / {step_cpu.get(k, 0.0) * 1000:.0f}"
                                for k in STEP_NAMES))
         after = sum(steps.get(k, 0.0) for k in ("design", "fit", "contrasts", "write"))
-        print(f"  wall: read + smooth + mask (until the data are in memory, events, ...) "
+        print(f"  wall: read + smooth (until the data are in memory, events, ...) "
               f"{(best['project']['time'] - after) * 1000:.0f} ms, then design + fit + contrasts + "
               f"write {after * 1000:.0f} ms")
         ok = min(corr, corr64) >= 0.9999 and m_ratio <= 0.5

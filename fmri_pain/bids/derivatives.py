@@ -189,6 +189,13 @@ def write_text(text: str, path: Path | str) -> Path:
     return Path(path)
 
 
+def write_bytes(data: bytes, path: Path | str) -> Path:
+    """Write bytes (a PNG rendered in memory, say) atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_text_if_changed(text: str, path: Path | str) -> bool:
     """Write ``text`` atomically unless ``path`` already holds it; whether it wrote.
 

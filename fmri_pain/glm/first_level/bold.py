@@ -11,6 +11,7 @@ import queue
 import threading
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -39,58 +40,115 @@ def gaussian_kernel_matrix(n: int, sigma: float) -> np.ndarray:
     return gaussian_filter1d(np.eye(n), sigma, axis=0)
 
 
-def smooth_block(block: np.ndarray, sigmas: np.ndarray) -> np.ndarray:
-    """Smooth each 3D volume of a 4D block with the Gaussian of nilearn's ``smooth_img``.
+_TILE_ROWS = 32  # output rows per banded product (fewer: less arithmetic, slower BLAS calls)
 
-    Each axis is one matrix product with the filter's (n, n) matrix
-    (:func:`gaussian_kernel_matrix`), which BLAS runs 3x faster than
-    ``gaussian_filter1d``'s line loops despite the zeros; the result equals
-    nilearn's ``smooth_img`` (non-finite values zeroed first) to rounding.
+
+@dataclass(frozen=True)
+class MaskedSmoothing:
+    """What :func:`smooth_masked_block` needs to smooth and mask a run's volumes.
+
+    Attributes
+    ----------
+    shape : tuple of 3 int
+        The BOLD grid.
+    tiles : tuple (one per axis, x y z) of tuples of (a, b, lo, hi, weights)
+        Output rows ``a:b`` of the axis' product (counted from the mask's first
+        index on that axis) take input rows ``lo:hi``, the only non-zero columns
+        of the filter matrix's rows ``a:b`` (``weights``, shape (b - a, hi - lo)).
+    index : ndarray of int
+        The mask's voxels (``np.nonzero`` order) as rows of the last product's
+        (z, y, x) box.
+    """
+
+    shape: tuple[int, int, int]
+    tiles: tuple[tuple[tuple[int, int, int, int, np.ndarray], ...], ...]
+    index: np.ndarray
+
+
+def masked_smoothing(mask: np.ndarray, sigmas: np.ndarray, dtype=np.float32,
+                     tile_rows: int = _TILE_ROWS) -> MaskedSmoothing:
+    """Plan the smoothing of a run's volumes, outputs only within the mask's bounding box.
+
+    Parameters
+    ----------
+    mask : ndarray of bool, shape (x, y, z)
+        Not empty.
+    sigmas : array of 3 floats
+        Per-axis sigma in voxels (0: that axis is not smoothed).
+    dtype : numpy dtype
+        Of the blocks to smooth.
+    tile_rows : int
+        Output rows per product.
+
+    Returns
+    -------
+    MaskedSmoothing
+    """
+    coords = np.nonzero(mask)
+    box = [(int(c.min()), int(c.max()) + 1) for c in coords]
+    tiles = []
+    for n, sigma, (first, stop) in zip(mask.shape, sigmas, box):
+        kernel = gaussian_kernel_matrix(n, sigma) if sigma > 0 else np.eye(n)
+        axis = []
+        for a in range(first, stop, tile_rows):
+            b = min(stop, a + tile_rows)
+            used = np.flatnonzero(np.any(kernel[a:b] != 0, axis=0))
+            lo, hi = int(used[0]), int(used[-1]) + 1
+            axis.append((a - first, b - first, lo, hi,
+                         np.ascontiguousarray(kernel[a:b, lo:hi], dtype=dtype)))
+        tiles.append(tuple(axis))
+    extent = [stop - first for first, stop in box]
+    index = np.ravel_multi_index([coords[k] - box[k][0] for k in (2, 1, 0)], extent[::-1])
+    return MaskedSmoothing(shape=tuple(mask.shape), tiles=tuple(tiles), index=index)
+
+
+def _smooth_masked(block: np.ndarray, plan: MaskedSmoothing, out: np.ndarray, volumes) -> None:
+    # volume by volume, so every volume goes through BLAS calls of the same shapes: a voxel
+    # constant over the run stays exactly constant (its rounding cannot depend on the volume)
+    for v, dst in zip(volumes, out):
+        M = block[..., v].T.reshape(-1, plan.shape[0])  # rows (z, y), columns x; no copy for Fortran
+        for axis, tiles in enumerate(plan.tiles):
+            # K @ M.T: this axis smoothed and moved to the front of the layout: (x, z, y)
+            # after the first product, (y, x, z) after the second, (z, y, x) after the third
+            result = np.empty((tiles[-1][1], M.shape[0]), dtype=M.dtype)
+            for a, b, lo, hi, weights in tiles:
+                np.matmul(weights, M[:, lo:hi].T, out=result[a:b])
+            M = result.reshape(-1, plan.shape[axis + 1]) if axis < 2 else result.reshape(-1)
+        np.take(M, plan.index, out=dst)
+
+
+def smooth_masked_block(block: np.ndarray, plan: MaskedSmoothing, out: np.ndarray,
+                        volumes: np.ndarray | None = None) -> None:
+    """Smooth a block of volumes as nilearn's ``smooth_img`` and keep the mask's voxels.
+
+    Separable Gaussian, one matrix product per axis with the filter's matrix
+    (:func:`gaussian_kernel_matrix`), which BLAS runs faster than
+    ``gaussian_filter1d``'s line loops; only the products the mask's voxels need
+    are computed: each axis' product (one BLAS call per tile of
+    :class:`MaskedSmoothing`) skips the filter's zero weights and the rows
+    outside the mask's bounding box, and moves the axis to the front of the
+    layout, so it needs no transposing copy. Volumes are smoothed one at a time,
+    each by calls of the same shapes. The values equal nilearn's to rounding.
+    Non-finite values are zeroed first, as nilearn does: a block whose masked
+    result is not finite is smoothed again from a zeroed copy (a non-finite
+    voxel that reaches no masked voxel changes nothing).
 
     Parameters
     ----------
     block : ndarray, shape (x, y, z, t)
-    sigmas : array of 3 floats
-        Per-axis sigma in voxels (0: no smoothing along that axis).
-
-    Returns
-    -------
-    ndarray, shape (t, z, y, x), C-contiguous
-        Volume ``i`` is ``out[i]``; its memory is the volume in Fortran order.
+        Fortran-ordered (as nibabel reads a block) for no copy.
+    plan : MaskedSmoothing
+        From :func:`masked_smoothing` of the run's mask.
+    out : ndarray, shape (len(volumes), n_mask_voxels)
+        Written: row ``i`` is volume ``volumes[i]`` at the mask's voxels.
+    volumes : array of int, optional
+        The block's volumes to smooth (default: all, in order).
     """
-    dtype = block.dtype
-    A = np.ascontiguousarray(block.T)  # (t, z, y, x); no copy for nibabel's Fortran blocks
-    if not np.all(np.isfinite(A)):
-        A = np.where(np.isfinite(A), A, 0).astype(dtype)
-    t, nz, ny, nx = A.shape
-    if sigmas[0] > 0:
-        kx = gaussian_kernel_matrix(nx, sigmas[0]).astype(dtype)
-        A = (A.reshape(-1, nx) @ kx.T).reshape(t, nz, ny, nx)
-    if sigmas[1] > 0:
-        ky = gaussian_kernel_matrix(ny, sigmas[1]).astype(dtype)
-        A = np.matmul(ky, A)
-    if sigmas[2] > 0:
-        kz = gaussian_kernel_matrix(nz, sigmas[2]).astype(dtype)
-        A = np.matmul(kz, A.reshape(t, nz, ny * nx)).reshape(t, nz, ny, nx)
-    return np.ascontiguousarray(A)
-
-
-def gather_rows(src: np.ndarray, index: np.ndarray, out: np.ndarray) -> None:
-    """``out[i] = src[i, index]`` for every row (the mask's voxels of each smoothed volume).
-
-    One ``np.take`` per row: 2-3x faster than ``np.take(src, index, axis=1, out=out)``
-    over the whole block; the same values (a copy). (A numba loop is faster still,
-    but loading it from numba's cache costs more per process than it saves.)
-
-    Parameters
-    ----------
-    src : ndarray, shape (k, n)
-    index : ndarray of int, shape (m,)
-        Positions in ``[0, n)``.
-    out : ndarray, shape (k, m), same dtype as ``src``
-    """
-    for row, dst in zip(src, out):
-        np.take(row, index, out=dst)
+    volumes = range(block.shape[3]) if volumes is None else volumes
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite inputs: redone below
+        _smooth_masked(block, plan, out, volumes)
+    if not np.isfinite(out).all():
+        _smooth_masked(np.where(np.isfinite(block), block, 0).astype(block.dtype), plan, out, volumes)
 
 
 def _load_img(path: Path | str, subject: str | None, what: str, keep_open: bool = False):
@@ -183,7 +241,8 @@ def _iter_blocks(img, path, subject, prefetch: bool = True) -> Iterator[tuple[in
 
 
 def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | None,
-                     subject: str | None = None, threads: int = 1
+                     subject: str | None = None, threads: int = 1,
+                     volumes: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read a 4D BOLD once, smooth each volume in 3D and keep the voxels of the mask.
 
@@ -204,10 +263,13 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
         lock), smooth and mask their next block
         (:func:`~fmri_pain.glm.first_level.threads.thread_drain`, one BLAS thread
         each); the same values.
+    volumes : array of int, optional
+        Keep only these volumes (increasing indices: the ones censoring keeps);
+        the others are decompressed but neither smoothed nor held. Default: all.
 
     Returns
     -------
-    Y : ndarray of float32, shape (n_scans, n_voxels)
+    Y : ndarray of float32, shape (n_volumes_kept, n_voxels)
     mask : ndarray of bool, shape (x, y, z)
     affine : ndarray (4, 4)
 
@@ -218,16 +280,33 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
     """
     img, fobj = _open_bold(bold, subject)
     try:
-        return _load_masked(img, bold, mask, fwhm, subject, budget(threads))
+        return _load_masked(img, bold, mask, fwhm, subject, budget(threads), volumes)
     finally:
         if fobj is not None:
             fobj.close()
 
 
-def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_4d(img, bold, subject) -> None:
     if len(img.shape) != 4 or img.shape[3] < 2:
         raise InputError(f"BOLD must be a 4D image, got shape {img.shape}", subject=subject, path=bold)
+
+
+def bold_volumes(bold: Path | str, subject: str | None = None) -> int:
+    """Number of volumes of a 4D BOLD, from its header (the data are not read).
+
+    Raises
+    ------
+    InputError
+        Unreadable or non-4D BOLD.
+    """
+    img = _load_img(bold, subject, "BOLD")
+    _check_4d(img, bold, subject)
+    return int(img.shape[3])
+
+
+def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1, volumes=None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    _check_4d(img, bold, subject)
     shape3, affine = img.shape[:3], img.affine
     if mask is None:
         total = np.zeros(shape3)
@@ -253,21 +332,17 @@ def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1
             raise InputError(f"cannot read mask data: {exc}", subject=subject, path=mask) from exc
     if not mask_bool.any():
         raise InputError("brain mask is empty", subject=subject, path=mask or bold)
-    sigmas = smoothing_sigmas(affine, fwhm)
-    # positions of the mask's voxels (in np.nonzero order, as mask indexing) in a
-    # Fortran-ordered volume: rows of smooth_block's output
-    index = np.ravel_multi_index(np.nonzero(mask_bool), shape3, order="F")
-    Y = np.empty((img.shape[3], index.size), dtype=np.float32)  # float32 holds int16 exactly
+    plan = masked_smoothing(mask_bool, smoothing_sigmas(affine, fwhm))
+    kept = np.arange(img.shape[3]) if volumes is None else np.asarray(volumes, dtype=np.int64)
+    Y = np.empty((kept.size, plan.index.size), dtype=np.float32)  # float32 holds int16 exactly
 
     def process(item: tuple[int, np.ndarray]) -> None:
         start, block = item
         t0 = timing.clocks()
-        smoothed = smooth_block(np.asarray(block, dtype=Y.dtype), sigmas)
+        first, stop = np.searchsorted(kept, [start, start + block.shape[3]])
+        smooth_masked_block(np.asarray(block, dtype=Y.dtype), plan, Y[first:stop],
+                            volumes=kept[first:stop] - start)
         timing.add("smooth", t0)
-        t0 = timing.clocks()
-        k = smoothed.shape[0]
-        gather_rows(smoothed.reshape(k, -1), index, Y[start:start + k])
-        timing.add("mask", t0)
 
     # threads > 1: each thread decompresses its next block itself (no reader thread), so
     # the budget's threads are all that compute and hold blocks
@@ -278,6 +353,9 @@ def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1
 def drop_constant_voxels(Y: np.ndarray, mask: np.ndarray, run: Run
                          ) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Leave voxels whose signal never changes out of the run (they carry no response).
+
+    ``Y`` holds the volumes the fit uses (censored ones left out), so a voxel
+    that varies only in censored volumes is constant here too.
 
     Returns
     -------
@@ -295,10 +373,10 @@ def drop_constant_voxels(Y: np.ndarray, mask: np.ndarray, run: Run
         return Y, mask, None
     if constant.all():
         raise InputError(f"every one of the {constant.size} voxels in the mask is constant over the "
-                         f"run's {Y.shape[0]} volumes: no signal to model",
+                         f"run's {Y.shape[0]} volumes fitted: no signal to model",
                          subject=run.subject, path=run.bold)
     mask = mask.copy()
     mask[mask] = ~constant
     message = (f"sub-{run.subject} {run.bold}: {int(constant.sum())} of {constant.size} mask voxels "
-               "are constant over the run and are left out of its maps")
+               "are constant over the run's fitted volumes and are left out of its maps")
     return Y[:, ~constant], mask, message

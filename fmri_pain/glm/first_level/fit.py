@@ -17,8 +17,9 @@ from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.errors import InputError
 from fmri_pain.glm.first_level import timing
-from fmri_pain.glm.first_level.bold import drop_constant_voxels, load_masked_bold
+from fmri_pain.glm.first_level.bold import bold_volumes, drop_constant_voxels, load_masked_bold
 from fmri_pain.glm.first_level.confounds import run_nuisance_model
+from fmri_pain.glm.first_level.design_plot import DesignPlot
 from fmri_pain.glm.first_level.design import (
     contrast_vector,
     design_column_kinds,
@@ -49,6 +50,8 @@ class RunFit:
     model: dict[str, Any] = field(default_factory=dict)
     """Sidecar facts of the run's model (``DriftModel``, ``NuisanceDofFraction`` ...)."""
     warnings: list[str] = field(default_factory=list)
+    design_plot: DesignPlot | None = None
+    """The design's PNG being drawn in a thread (thread budget above 1), else None."""
 
 
 def checksum_inputs_meanwhile(run: Run) -> threading.Thread:
@@ -73,8 +76,8 @@ def checksum_inputs_meanwhile(run: Run) -> threading.Thread:
 
 
 def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_volumes: int,
-            threads: int = 1) -> RunFit:
-    """Fit one run: load + smooth + mask, design, confounds, censoring, AR(1) GLM, contrasts.
+            threads: int = 1, plot_design: bool = False) -> RunFit:
+    """Fit one run: design, confounds, censoring; load + smooth + mask; AR(1) GLM, contrasts.
 
     Parameters
     ----------
@@ -87,6 +90,9 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         Fewest volumes a run may keep after censoring.
     threads : int
         Thread budget of the smoothing and the GLM (the worker's threads).
+    plot_design : bool
+        With ``threads > 1``, draw the design's PNG in a thread while the BOLD is
+        read and fitted (:attr:`RunFit.design_plot`); otherwise it is drawn when written.
 
     Returns
     -------
@@ -104,14 +110,11 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         raise InputError("RepetitionTime missing from the BOLD metadata",
                          subject=run.subject, path=run.bold) from exc
     events = read_events(run.events, run.subject, default_trial_type=events_spec.on_trial_type)
-    Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject,
-                                     threads=threads)
+    n_scans = bold_volumes(run.bold, run.subject)
     hasher = checksum_inputs_meanwhile(run) if threads > 1 else None
     messages: list[str] = []
-    Y, mask, constant = drop_constant_voxels(Y, mask, run)
-    if constant:
-        messages.append(constant)
-    n_scans = Y.shape[0]
+    # the design needs only the header's volume count: it is built (and its plot started)
+    # before the BOLD is read
     t_design = timing.clocks()  # design + nuisance model + censoring
     st_ref = slice_time_reference(run.metadata, tr, fl.slice_time_ref)
     with warnings.catch_warnings():
@@ -127,13 +130,19 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
                              subject=run.subject, events_path=run.events, messages=messages)
     if sample_mask is not None:
         design = design.iloc[sample_mask]
-        Y = Y[sample_mask]
     timing.add("design", t_design)
-    n_kept = Y.shape[0]
+    n_kept = design.shape[0]
     if n_kept < max(min_volumes, design.shape[1] + 1):
         raise InputError(f"only {n_kept} of {n_scans} volumes left after censoring "
                          f"(minimum {min_volumes}, {design.shape[1]} regressors)",
                          subject=run.subject, path=run.confounds or run.bold)
+    plot = DesignPlot(design) if plot_design and threads > 1 else None
+    # censored volumes are never smoothed nor held
+    Y, mask, affine = load_masked_bold(run.bold, run.mask, fl.smoothing_fwhm, run.subject,
+                                     threads=threads, volumes=sample_mask)
+    Y, mask, constant = drop_constant_voxels(Y, mask, run)
+    if constant:
+        messages.append(constant)
     with timing.step("fit", process_cpu=threads > 1):
         results = ar1_glm(Y, design.to_numpy(), noise_model=fl.noise_model, signal_scaling=True,
                          threads=threads)
@@ -161,4 +170,4 @@ def fit_run(run: Run, first_level: FirstLevelSpec, events_spec: EventsSpec, min_
         hasher.join()
     return RunFit(run=run, mask=mask, affine=affine, design=design, contrasts=contrasts,
                   weights=weights, n_volumes=n_scans, n_censored=n_scans - n_kept,
-                  dof=results.df_residuals, model=model, warnings=messages)
+                  dof=results.df_residuals, model=model, warnings=messages, design_plot=plot)

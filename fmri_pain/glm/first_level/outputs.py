@@ -22,6 +22,7 @@ from fmri_pain.bids.runs import Run
 from fmri_pain.config.events import EventsSpec
 from fmri_pain.config.first_level import FirstLevelSpec
 from fmri_pain.glm.first_level.confounds import SCRUB_MIN_SEGMENT
+from fmri_pain.glm.first_level.design_plot import design_png
 from fmri_pain.glm.first_level.fit import RunFit
 from fmri_pain.glm.first_level.fixed_effects import EffectMaps
 from fmri_pain.glm.first_level.model import AR_BINS
@@ -160,11 +161,7 @@ def write_design(fit: RunFit, output_dir: Path, writer: SubjectWriter, png: bool
     drv.write_tsv(fit.design.reset_index(names="frame_time"), tsv, sidecar=sidecar)
     if not png:
         return [tsv]
-    from matplotlib.figure import Figure  # no pyplot: no global backend or figure registry
-    from nilearn.plotting import plot_design_matrix
-
-    fig = Figure(figsize=(max(4.0, 0.25 * fit.design.shape[1] + 2), 7))
-    plot_design_matrix(fit.design, axes=fig.add_subplot())
-    fig.subplots_adjust(top=0.72, bottom=0.04, left=0.08, right=0.98)  # room for column names
-    drv.write_figure(fig, folder / f"{stem}.png", bbox_inches=None)  # "tight" draws twice
-    return [tsv, folder / f"{stem}.png"]
+    figure = folder / f"{stem}.png"
+    drv.write_bytes(fit.design_plot.result() if fit.design_plot is not None else design_png(fit.design),
+                    figure)
+    return [tsv, figure]

@@ -155,7 +155,7 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     # matrices is slower, badly so when cores are shared (pinv 100x slower here).
     with threadpool_limits(limits=max(1, int(blas_threads)), user_api="blas"):
         fits = [fit_run(run, settings.first_level, settings.events, settings.min_volumes,
-                        threads=blas_threads) for run in runs]
+                        threads=blas_threads, plot_design=write_design_png) for run in runs]
     # design TSV / PNG, fixed effects, maps and sidecars
     with timing.step("write", process_cpu=blas_threads > 1):
         # maps are named by the template space of the BOLD they come from, never a constant

@@ -1,7 +1,7 @@
 """Where a first level's time goes: seconds per step, accumulated over a process.
 
-Each step of the participant first level (``decompress``, ``smooth``, ``mask``,
-``design``, ``fit``, ``contrasts``, ``write``) adds its wall time and the CPU
+Each step of the participant first level (``decompress``, ``smooth`` (the
+masking included), ``design``, ``fit``, ``contrasts``, ``write``) adds its wall time and the CPU
 time of its thread here; the benchmark (``benchmarks/bench_first_level.py``)
 prints the breakdown. The cost is one clock pair per block or step.
 """
@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STEPS = ("decompress", "smooth", "mask", "design", "fit", "contrasts", "write")
+STEPS = ("decompress", "smooth", "design", "fit", "contrasts", "write")
 
 _lock = threading.Lock()
 _totals: dict[str, float] = {}

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 
 from fmri_pain.errors import InputError
-from fmri_pain.glm.first_level.bold import smooth_block, smoothing_sigmas
 from fmri_pain.glm.first_level.confounds import load_run_confounds
 from fmri_pain.glm.first_level.events import read_events, stim_weights
 from fmri_pain.glm.first_level.fixed_effects import fixed_effects, linear_combination
@@ -117,18 +116,6 @@ def test_ar1_glm_matches_nilearn_run_glm():
     labels, results = run_glm(Y, X, noise_model="ols")
     np.testing.assert_allclose(ols.z, compute_contrast(labels, results, con).z_score().ravel(),
                                rtol=1e-7, atol=1e-9)
-
-
-def test_smooth_block_matches_nilearn_smooth_img():
-    from nilearn.image import smooth_img
-
-    rng = np.random.default_rng(1)
-    data = np.asfortranarray(rng.random((9, 11, 7, 5)).astype(np.float32))
-    data[3, 4, 2, 1] = np.nan  # nilearn zeroes non-finite values before smoothing
-    affine = np.diag([3.0, 2.5, 4.0, 1.0])
-    ref = smooth_img(nib.Nifti1Image(data, affine), 6.0).get_fdata()
-    ours = smooth_block(data, smoothing_sigmas(affine, 6.0))
-    np.testing.assert_allclose(ours.T, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_fixed_effects_match_nilearn():
@@ -292,12 +279,23 @@ def test_haxby_one_condition_real_events(tmp_path):
 
 
 def test_first_level_with_two_threads_writes_the_same_maps(run01, tmp_path):
+    """Two threads (design plotted in a thread of its own) write the same maps and design plot."""
     spec = spec_from_dict({"first_level": {"confounds": {"strategy": "motion24"}}})
-    one = first_level_subject([run01], first_level_settings(spec), tmp_path / "one",
-                              write_design_png=False)
-    two = first_level_subject([run01], first_level_settings(spec), tmp_path / "two",
-                              write_design_png=False, blas_threads=2)
+    one = first_level_subject([run01], first_level_settings(spec), tmp_path / "one")
+    two = first_level_subject([run01], first_level_settings(spec), tmp_path / "two", blas_threads=2)
     assert len(one.maps) == len(two.maps) == 3
     for a, b in zip(one.maps["path"], two.maps["path"]):
         assert np.array_equal(np.asarray(nib.load(a).dataobj), np.asarray(nib.load(b).dataobj))
         assert a.name == b.name
+    png_one, png_two = ([p for p in out.design_files if p.suffix == ".png"] for out in (one, two))
+    assert len(png_one) == len(png_two) == 1
+    assert png_one[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png_one[0].read_bytes() == png_two[0].read_bytes()
+
+
+def test_a_design_plot_thread_reraises_what_the_drawing_raised():
+    from fmri_pain.glm.first_level.design_plot import DesignPlot
+
+    plot = DesignPlot(pd.DataFrame({"a": ["not", "numbers"]}))
+    with pytest.raises(TypeError):  # nilearn's normalisation of a text column
+        plot.result()
