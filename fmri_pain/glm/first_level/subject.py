@@ -135,8 +135,8 @@ def first_level_subject(runs: list[Run], settings: FirstLevelSettings, output_di
     blas_threads : int
         The worker's threads (``execution.threads_per_worker``): BLAS threads of the
         fits, or (when more than 1) the threads smoothing blocks, fitting voxel
-        chunks and writing maps, one BLAS thread each
-        (:mod:`~fmri_pain.glm.first_level.threads`).
+        chunks and writing maps, one BLAS thread each, the design plots drawn in a
+        thread of their own (:mod:`~fmri_pain.glm.first_level.threads`).
 
     Returns
     -------

@@ -4,9 +4,11 @@ A participant-level worker has ``execution.threads_per_worker`` threads
 (``blas_threads`` of :func:`~fmri_pain.glm.first_level.subject.first_level_subject`).
 With a budget of ``n > 1`` the stage's independent pieces (blocks of volumes
 to smooth, voxel chunks to fit, maps to compress) run in ``n`` Python threads,
-BLAS limited to one thread meanwhile, so at most ``n`` threads compute (BLAS,
-zlib and numpy's loops release the GIL). With a budget of 1 everything runs
-in the caller's thread, in order, as before.
+BLAS limited to one thread meanwhile (BLAS, zlib and numpy's loops release
+the GIL). Beside them, two short helper threads run while the design is built
+and the BOLD read: the inputs' checksums (``fit.checksum_inputs_meanwhile``)
+and the design plot (``design_plot.DesignPlot``). With a budget of 1
+everything runs in the caller's thread (and the BOLD reader's), in order.
 """
 
 from __future__ import annotations
