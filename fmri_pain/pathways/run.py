@@ -114,8 +114,8 @@ def roi_model_description(one_condition: bool, carryover: bool = False) -> str:
                "comparisons - condition differences, conditionF, period, carryoverF, carryover<Cond> - "
                "are tested in the within-subject model, subjects as fixed effects, exact t and F "
                "with residual df: model column ols-subject-fixed)" if carryover else "")
-            + ", random intercept per subject (statsmodels "
-            "MixedLM, REML); t and F tests with Satterthwaite degrees of freedom (Fai-Cornelius for F), "
+            + ", random intercept per subject (REML, the criterion profiled over the ratio of the "
+            "subject to the residual variance, as lme4 does); t and F tests with Satterthwaite degrees of freedom (Fai-Cornelius for F), "
             "not the normal reference; OLS (model column) where no subject has two observations; "
             "p_fdr = Benjamini-Hochberg over units per level and contrast")
 

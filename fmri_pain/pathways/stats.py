@@ -1,7 +1,8 @@
 """Linear mixed models of ROI effects: the crossover model per node and pathway.
 
 Model (per node): ``effect ~ 0 + condition (cell means) + C(period, Sum)``, with a
-random intercept per subject (statsmodels ``MixedLM``, REML). Period is
+random intercept per subject (REML, profiled over the variance ratio:
+:mod:`fmri_pain.pathways.reml`). Period is
 categorical (a crossover with three periods: habituation need not be linear)
 and sum-coded, so each condition's coefficient is its mean over periods and a
 contrast over conditions is a difference of period-adjusted condition means.
@@ -36,18 +37,16 @@ the condition means from the random-intercept model with the carry-over columns.
 from __future__ import annotations
 
 import logging
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import special
 from statsmodels.regression.linear_model import OLS
-from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.stats.multitest import multipletests
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from fmri_pain.glm.second_level.carryover import CarryoverTerms, carryover_terms, embed
 from fmri_pain.glm.second_level.site import site_indicators, sites_by_subject
+from fmri_pain.pathways.reml import random_intercept_reml
 from fmri_pain.pathways.within import is_within, subject_indicators, within_subject_fit
 from fmri_pain.trial import CONDITIONS, trial_contrasts
 
@@ -181,29 +180,23 @@ def roi_carryover_terms(data: pd.DataFrame, conditions: tuple[str, ...],
 
 
 def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict:
-    """Random-intercept MixedLM (REML), or OLS when no subject has two observations.
+    """Random-intercept linear mixed model (REML), or OLS when no subject has two observations.
 
     Returns
     -------
     dict with params (Series), cov (DataFrame), df (OLS residual df; NaN for the
     mixed model, whose df are per contrast), df_method, model, group_var,
-    resid_var, converged, n_subjects, n_obs, and for the mixed model the pieces of
+    resid_var, n_subjects, n_obs, and for the mixed model the pieces of
     Satterthwaite's df (:func:`random_intercept_fit`).
     """
     n_subjects = len(np.unique(groups))
     result = None
     if pd.Series(groups).value_counts().max() > 1 and n_subjects > 1:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                fit = MixedLM(endog, exog, groups=groups).fit(reml=True)
-                result = random_intercept_fit(exog, groups, np.asarray(fit.fe_params),
-                                              float(np.asarray(fit.cov_re)[0, 0]), float(fit.scale))
-                result["converged"] = bool(fit.converged)
-            except (np.linalg.LinAlgError, ValueError):
-                result = None
+        try:
+            reml = random_intercept_reml(endog, exog, groups)
+            result = random_intercept_fit(exog, groups, reml.params, reml.group_var, reml.resid_var)
+        except (np.linalg.LinAlgError, ValueError):
+            result = None
         if result is None:
             LOGGER.warning("the random-intercept model of %d observations could not be fitted; "
                            "ordinary least squares instead (model column 'ols')", len(endog))
@@ -213,7 +206,7 @@ def fit_model(endog: np.ndarray, exog: pd.DataFrame, groups: np.ndarray) -> dict
                   "cov": pd.DataFrame(np.asarray(fit.cov_params()), index=exog.columns,
                                       columns=exog.columns),
                   "df": float(fit.df_resid), "df_method": "residual", "model": "ols",
-                  "group_var": np.nan, "resid_var": float(fit.scale), "converged": True}
+                  "group_var": np.nan, "resid_var": float(fit.scale)}
     result.update(n_subjects=n_subjects, n_obs=len(endog))
     return result
 
@@ -276,7 +269,7 @@ def random_intercept_fit(exog: pd.DataFrame, groups: np.ndarray, params: np.ndar
             "cov": pd.DataFrame(cov, index=columns, columns=columns), "df": np.nan,
             "df_method": "satterthwaite", "model": "mixedlm", "group_var": group_var,
             "resid_var": float(resid_var), "cov_jacobian": jacobian, "theta_cov": theta_cov,
-            "converged": True, "n_subjects": int(z.shape[1]), "n_obs": len(labels)}
+            "n_subjects": int(z.shape[1]), "n_obs": len(labels)}
 
 
 def _satterthwaite_row(fit: dict, weights: np.ndarray) -> float:
@@ -394,9 +387,6 @@ def _fit_rows(data: pd.DataFrame, value: str, conditions, alpha, carryover=False
     fit = fit_crossover(data, value, conditions=conditions, carryover=carryover, sites=sites)
     for note in (fit["carryover"].notes if fit["carryover"] is not None else []):
         LOGGER.warning("%s %s: %s", ids.get("level"), ids.get("node"), note)
-    if not fit["converged"]:
-        LOGGER.warning("%s %s: the REML optimiser did not report convergence; estimates kept",
-                       ids.get("level"), ids.get("node"))
     return [{**ids, "model": fit["model"], **row, "n_subjects": fit["n_subjects"],
              "n_obs": fit["n_obs"], "group_var": fit["group_var"]}
             for row in model_contrasts(fit, alpha)]
