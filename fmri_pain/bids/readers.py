@@ -21,6 +21,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from fmri_pain.bids.nifti import igzip
+
 LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 """BIDS labels are plain alphanumerics: anything else (``..``, ``/``, ``_``) is rejected."""
 
@@ -266,7 +268,7 @@ def _stream(path: Path, info: ImageInfo, dtype: np.dtype, offset: int, check_fin
     bad: list[int] = []
     n_bad = 0
     try:
-        with nib.openers.ImageOpener(str(path), "rb") as fobj:
+        with _open_stream(path) as fobj:
             fobj.seek(offset)
             for start in range(0, n_vol, per_chunk):
                 k = min(per_chunk, n_vol - start)
@@ -284,9 +286,24 @@ def _stream(path: Path, info: ImageInfo, dtype: np.dtype, offset: int, check_fin
             fobj.read(1)  # reach end of stream: gzip verifies length and CRC here
     except Problem:
         raise
-    except (EOFError, OSError, zlib.error, gzip.BadGzipFile) as exc:
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, *_ISAL_ERRORS) as exc:
         raise Problem(f"truncated or corrupt compressed image: {type(exc).__name__}: {exc}") from exc
     return ImageInfo(shape, info.zooms, info.affine, info.tr, tuple(bad), n_bad)
+
+
+_ISAL_ERRORS: tuple[type[Exception], ...] = ()
+if igzip is not None:
+    from isal.isal_zlib import error as _isal_error
+
+    _ISAL_ERRORS = (_isal_error,)
+
+
+def _open_stream(path: Path):
+    """A binary reader of the image's bytes (ISA-L for ``.nii.gz`` when installed: the full check
+    inflates the whole file, two to three times faster than zlib)."""
+    if igzip is not None and path.name.endswith(".gz"):
+        return igzip.open(path, "rb")
+    return nib.openers.ImageOpener(str(path), "rb")
 
 
 def load_mask(path: Path) -> np.ndarray:

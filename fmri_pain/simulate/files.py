@@ -11,6 +11,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+try:  # ISA-L deflates at level 1 several times faster than zlib; optional
+    from isal import igzip
+except ImportError:  # pragma: no cover - depends on the environment
+    igzip = None
+
 
 def _atomic_path(path: Path) -> Path:
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
@@ -32,7 +37,10 @@ def write_nifti(data: np.ndarray, affine: np.ndarray, path: Path, *, xform_code:
         hdr.set_slope_inter(1.0, 0.0)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _atomic_path(path)
-    nib.save(img, tmp)
+    if igzip is not None and path.name.endswith(".nii.gz"):
+        tmp.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
+    else:
+        nib.save(img, tmp)
     os.replace(tmp, path)
 
 

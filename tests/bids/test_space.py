@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -192,13 +193,15 @@ def _ants_affine_displacement(fixed: nib.Nifti1Image, moving: nib.Nifti1Image,
                                spacing=spacing.tolist(), direction=lps[:3, :3] / spacing)
 
     old, ants.config._random_seed = ants.config._random_seed, 7
-    try:
-        reg = ants.registration(fixed=to_ants(fixed), moving=to_ants(moving), type_of_transform="Affine",
-                                aff_metric="mattes")
-    finally:
-        ants.config._random_seed = old
-    (mat,) = [p for p in reg["fwdtransforms"] if p.endswith(".mat")]
-    tx = ants.read_transform(mat)
+    with tempfile.TemporaryDirectory(prefix="fmri-pain-test-ants-") as tmp:  # not left in /tmp
+        try:
+            reg = ants.registration(fixed=to_ants(fixed), moving=to_ants(moving),
+                                    type_of_transform="Affine", aff_metric="mattes",
+                                    outprefix=str(Path(tmp) / "reg_"))
+        finally:
+            ants.config._random_seed = old
+        (mat,) = [p for p in reg["fwdtransforms"] if p.endswith(".mat")]
+        tx = ants.read_transform(mat)
     a = np.asarray(tx.parameters[:9], dtype=float).reshape(3, 3)
     t = np.asarray(tx.parameters[9:12], dtype=float)
     c = np.asarray(tx.fixed_parameters, dtype=float)
