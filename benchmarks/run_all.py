@@ -12,6 +12,7 @@ BENCHMARKS = [
     ["bench_tfce.py"],
     ["bench_tail.py"],
     ["bench_decoding.py"],
+    ["bench_reml.py"],
     ["bench_preprocess.py"],
     ["bench_execution.py", "--workload", "pipeline"],
     ["bench_trial.py", "--subjects", "8", "16"],
