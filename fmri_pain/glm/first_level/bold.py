@@ -277,6 +277,8 @@ def load_masked_bold(bold: Path | str, mask: Path | str | None, fwhm: float | No
     ------
     InputError
         Unreadable or non-4D BOLD, unreadable or empty mask.
+    ValueError
+        ``volumes`` not increasing or out of range (a caller's bug, not the data's).
     """
     img, fobj = _open_bold(bold, subject)
     try:
@@ -334,12 +336,16 @@ def _load_masked(img, bold, mask, fwhm, subject, threads: int = 1, volumes=None
         raise InputError("brain mask is empty", subject=subject, path=mask or bold)
     plan = masked_smoothing(mask_bool, smoothing_sigmas(affine, fwhm))
     kept = np.arange(img.shape[3]) if volumes is None else np.asarray(volumes, dtype=np.int64)
+    if kept.size and (np.any(np.diff(kept) <= 0) or kept[0] < 0 or kept[-1] >= img.shape[3]):
+        raise ValueError(f"volumes must be increasing indices below {img.shape[3]}")
     Y = np.empty((kept.size, plan.index.size), dtype=np.float32)  # float32 holds int16 exactly
 
     def process(item: tuple[int, np.ndarray]) -> None:
         start, block = item
         t0 = timing.clocks()
         first, stop = np.searchsorted(kept, [start, start + block.shape[3]])
+        if first == stop:  # every volume of the block censored
+            return
         smooth_masked_block(np.asarray(block, dtype=Y.dtype), plan, Y[first:stop],
                             volumes=kept[first:stop] - start)
         timing.add("smooth", t0)

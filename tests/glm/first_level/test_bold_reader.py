@@ -52,6 +52,9 @@ def test_only_the_volumes_censoring_keeps_are_smoothed_and_held(tmp_path, monkey
     Y_all, _, _ = load_masked_bold(path, mask, 6.0)
     Y_kept, _, _ = load_masked_bold(path, mask, 6.0, threads=threads, volumes=kept)
     np.testing.assert_array_equal(Y_kept, Y_all[kept])
+    for bad in (kept[::-1], np.r_[0, 0, 1], np.r_[3, 400]):
+        with pytest.raises(ValueError, match="increasing indices"):
+            load_masked_bold(path, mask, 6.0, threads=threads, volumes=bad)
 
 
 def test_read_ahead_error_reaches_the_caller(tmp_path, monkeypatch):
