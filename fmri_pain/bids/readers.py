@@ -23,6 +23,13 @@ import pandas as pd
 
 from fmri_pain.bids.nifti import igzip
 
+_ISAL_ERRORS: tuple[type[Exception], ...] = ()
+if igzip is not None:
+    from isal.isal_zlib import error as _isal_error
+
+    _ISAL_ERRORS = (_isal_error,)
+
+
 LABEL_RE = re.compile(r"^[A-Za-z0-9]+$")
 """BIDS labels are plain alphanumerics: anything else (``..``, ``/``, ``_``) is rejected."""
 
@@ -289,13 +296,6 @@ def _stream(path: Path, info: ImageInfo, dtype: np.dtype, offset: int, check_fin
     except (EOFError, OSError, zlib.error, gzip.BadGzipFile, *_ISAL_ERRORS) as exc:
         raise Problem(f"truncated or corrupt compressed image: {type(exc).__name__}: {exc}") from exc
     return ImageInfo(shape, info.zooms, info.affine, info.tr, tuple(bad), n_bad)
-
-
-_ISAL_ERRORS: tuple[type[Exception], ...] = ()
-if igzip is not None:
-    from isal.isal_zlib import error as _isal_error
-
-    _ISAL_ERRORS = (_isal_error,)
 
 
 def _open_stream(path: Path):
