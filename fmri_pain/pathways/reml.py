@@ -14,7 +14,7 @@ deviance: Bates et al. 2015, J Stat Softw 67(1)). A grid over
 ``t = log(1 + n_mean g)`` brackets the minimum, a bounded Brent search refines
 it, and the boundary ``g = 0`` is taken when it is no worse. This is the
 estimate statsmodels' ``MixedLM.fit(reml=True)`` approaches by quasi-Newton
-steps on the full likelihood (it stops within about 1e-4 of it), 11 to 53
+steps on the full likelihood (it stops within about 1e-4 of it), 10 to 60
 times faster at 8 to 66 subjects (``benchmarks/bench_reml.py``): the pathway
 analysis fits hundreds of these models.
 """
